@@ -1,0 +1,344 @@
+"""The Adapter contract, its Capabilities, and pieces shared by several adapters.
+
+An adapter declares; it does not decide. It never parses argv, never binds a
+socket and never imports a server at module level: the server is imported inside
+``serve()``, so a missing server costs nothing until it is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import socket
+import socketserver
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from anyserve.config import Config
+from anyserve.errors import ServerError
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+WSGIApp = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server can do, known without starting or importing it."""
+
+    #: How requests run, in the user's words ("thread pool of N (default 10)").
+    concurrency: str
+    threads: bool = False  # honours --threads
+    workers: bool = False  # has its own worker processes (--workers)
+    unix: bool = False  # serves on unix sockets
+    fd: bool = True  # serves on inherited descriptors (fd://N, systemd)
+    tls: bool = False
+    embed: bool = False  # can run inside a loop it does not own
+    background: bool = True  # can serve from a background thread (anyserve.serving)
+    keep_alive: bool = True  # keeps HTTP/1.1 connections open between requests
+    chunked_request: bool = True  # decodes Transfer-Encoding: chunked request bodies
+    http2: bool = False
+
+    def flags(self) -> list[str]:
+        """Names of the boolean capabilities that are true, for `anyserve list`."""
+        return [f.name for f in fields(self) if f.type in ("bool", bool) and getattr(self, f.name)]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A server-specific setting given with ``-o KEY=VALUE``."""
+
+    convert: Callable[[Any], Any]
+    help: str
+
+
+class Adapter(ABC):
+    """One server. Subclasses set the class attributes and implement serve/shutdown."""
+
+    #: The name users pass to ``-s``.
+    name: ClassVar[str]
+    #: Distributions the server needs; the first one gives the version shown.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The top-level module that must be importable for the server to be installed.
+    module: ClassVar[str]
+    #: The extra that installs it: ``pip install anyserve[EXTRA]``.
+    extra: ClassVar[str | None] = None
+    capabilities: ClassVar[Capabilities]
+    #: Settings accepted with ``-o KEY=VALUE``.
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: A note shown by ``anyserve list`` (e.g. "development server").
+    note: ClassVar[str] = ""
+
+    # -- what it is, known without importing the server -------------------------
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        return importlib.util.find_spec(cls.module) is not None
+
+    @classmethod
+    def version(cls) -> str | None:
+        if not cls.requires:
+            return None
+        try:
+            return importlib.metadata.version(cls.requires[0])
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    @classmethod
+    def install_hint(cls) -> str:
+        return f"pip install 'anyserve[{cls.extra or cls.name}]'"
+
+    @classmethod
+    def check(cls, config: Config, listeners: list[Listener] | None = None) -> dict[str, Any]:
+        """Refuse what this server cannot honour; return its converted ``-o`` settings.
+
+        Runs before anything starts. *listeners*, when given, are checked too."""
+        caps = cls.capabilities
+        if config.workers > 1 and not caps.workers:
+            raise ServerError(
+                f"{cls.name} has no worker processes of its own, so it cannot honour --workers {config.workers}; "
+                f"drop --workers or use {_servers_with('workers', cls.name)}"
+            )
+        if config.threads is not None and not caps.threads:
+            raise ServerError(f"{cls.name} cannot honour --threads: {caps.concurrency}; drop --threads")
+        kinds = [spec for spec in config.listen]
+        if listeners is not None:
+            kinds = [listener.spec if not listener.is_unix else "unix:" for listener in listeners]
+        if not caps.unix and any(spec.startswith("unix:") for spec in kinds):
+            raise ServerError(f"{cls.name} cannot serve on a unix socket; use {_servers_with('unix', cls.name)}")
+        if not caps.fd and any(spec.startswith(("fd://", "systemd:")) for spec in kinds):
+            raise ServerError(
+                f"{cls.name} cannot serve on an inherited descriptor; use {_servers_with('fd', cls.name)}"
+            )
+        return cls.parse_options(config.options)
+
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = key.replace("-", "_")
+            spec = cls.options.get(name)
+            if spec is None:
+                known = ", ".join(sorted(cls.options)) or "none"
+                raise ServerError(f"unknown option -o {key} for server {cls.name}; it accepts: {known}")
+            try:
+                settings[name] = spec.convert(value)
+            except ValueError as exc:
+                raise ServerError(f"invalid value for -o {key}={value} (server {cls.name}): {exc}") from None
+        return settings
+
+    # -- serving -----------------------------------------------------------------
+
+    @abstractmethod
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        """Serve *app* on the bound *listeners* until :meth:`shutdown`; block until then.
+
+        Calls ``lifecycle.started()`` once ready to take requests, drives ``tick``
+        and calls ``lifecycle.stopping()`` when shutdown begins."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the graceful timeout),
+        and make :meth:`serve` return. Safe to call from any thread, more than once."""
+
+
+def _servers_with(capability: str, besides: str) -> str:
+    from anyserve.registry import servers_with  # late: the registry imports adapters
+
+    names = [name for name in servers_with(capability) if name != besides]
+    return ", ".join(f"-s {name}" for name in names) if names else "another server"
+
+
+# -- socketserver-based servers (wsgiref, werkzeug) -------------------------------
+
+
+class DrainingServerMixIn(socketserver.ThreadingMixIn):
+    """Thread per connection, at most *max_threads* at once, with a graceful drain.
+
+    socketserver either abandons its threads at exit (daemon threads) or joins them
+    with no bound, and an idle keep-alive connection blocks that join forever. Here
+    each connection is known as idle (waiting for a request line) or busy; a drain
+    closes the idle ones at once and gives the busy ones until a deadline."""
+
+    daemon_threads = True  # joined by drain() with a deadline instead
+    block_on_close = False
+
+    def init_draining(self, slots: threading.BoundedSemaphore | None) -> None:
+        self._slots = slots
+        self._conns: dict[socket.socket, bool] = {}  # connection -> busy
+        self._conn_lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+        self.draining = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._slots is not None:
+            self._slots.acquire()
+        if not isinstance(client_address, tuple):  # unix socket peers have no address
+            client_address = ("", 0)
+        thread = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True)
+        with self._conn_lock:
+            self._workers.add(thread)
+        thread.start()
+
+    def _run_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._conn_lock:
+                self._workers.discard(threading.current_thread())
+            if self._slots is not None:
+                self._slots.release()
+
+    def mark(self, conn: socket.socket, busy: bool) -> None:
+        with self._conn_lock:
+            self._conns[conn] = busy
+            if self.draining and not busy:
+                _close_read(conn)
+
+    def forget(self, conn: socket.socket) -> None:
+        with self._conn_lock:
+            self._conns.pop(conn, None)
+
+    def drain(self, deadline: float) -> int:
+        """Close idle connections, wait for busy ones until *deadline* (monotonic);
+        return how many were still running."""
+        with self._conn_lock:
+            self.draining = True
+            for conn, busy in self._conns.items():
+                if not busy:
+                    _close_read(conn)
+        while True:
+            with self._conn_lock:
+                workers = list(self._workers)
+            if not workers:
+                return 0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return len(workers)
+            workers[0].join(min(remaining, 0.1))
+
+
+def _close_read(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class DrainingHandlerMixIn:
+    """For BaseHTTPRequestHandler subclasses served by a DrainingServerMixIn."""
+
+    server: Any
+    connection: socket.socket
+    close_connection: bool
+
+    def setup(self) -> None:
+        super().setup()  # type: ignore[misc]
+        self.server.mark(self.connection, False)
+
+    def handle_one_request(self) -> None:
+        if self.server.draining:
+            self.close_connection = True
+            return
+        self.server.mark(self.connection, False)
+        super().handle_one_request()  # type: ignore[misc]
+
+    def parse_request(self) -> bool:
+        # Called right after the request line is read: the connection is busy now.
+        self.server.mark(self.connection, True)
+        return super().parse_request()  # type: ignore[misc]
+
+    def finish(self) -> None:
+        try:
+            super().finish()  # type: ignore[misc]
+        finally:
+            self.server.forget(self.connection)
+
+
+class ThreadedAdapter(Adapter):
+    """Base for servers whose serving loop is a blocking call: each server object
+    runs in a thread of its own while the calling thread waits for shutdown, then
+    runs the ``stopping`` moment. Subclasses make the server objects and say how
+    to run and stop them."""
+
+    def __init__(self) -> None:
+        self._servers: list[Any] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._shutting_down = False
+        self._graceful_timeout = 30.0
+
+    @abstractmethod
+    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+        """Server objects ready to serve on the listeners' sockets."""
+
+    @abstractmethod
+    def run_server(self, server: Any) -> None:
+        """Serve until stopped; called in a thread of its own."""
+
+    @abstractmethod
+    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+        """Stop accepting and let in-flight requests finish until *deadline*
+        (time.monotonic); return how many requests were still running."""
+
+    def close_server(self, server: Any) -> None:
+        """Release what the server holds once its loop has returned."""
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        self._graceful_timeout = config.graceful_timeout
+        servers = self.make_servers(app, listeners, config)
+        with self._lock:
+            if self._shutting_down:
+                return
+            self._servers = servers
+        lifecycle.started()
+        stop_ticks = lifecycle.start_tick_thread()
+        threads = [
+            threading.Thread(target=self.run_server, args=(server,), name=f"anyserve-{self.name}-{i}", daemon=True)
+            for i, server in enumerate(servers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._stopped.wait()
+        finally:
+            stop_ticks()
+            lifecycle.stopping()
+            for thread in threads:
+                thread.join()
+            for server in servers:
+                self.close_server(server)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._shutting_down:
+                return
+            self._shutting_down = True
+            servers = self._servers
+        left = self.stop_servers(servers, time.monotonic() + self._graceful_timeout) if servers else 0
+        if left:
+            logging.getLogger("anyserve").warning(
+                "graceful timeout (%ss) reached with %d request(s) still running", self._graceful_timeout, left
+            )
+        self._stopped.set()
+
+
+class SocketServerAdapter(ThreadedAdapter):
+    """Base for servers built on the standard library's socketserver: one server
+    per listener, a thread per connection from a shared cap, a graceful drain."""
+
+    def run_server(self, server: Any) -> None:
+        server.serve_forever(poll_interval=0.5)
+
+    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+        for server in servers:
+            server.shutdown()  # returns once serve_forever has stopped accepting
+        return sum(server.drain(deadline) for server in servers)
+
+    def close_server(self, server: Any) -> None:
+        server.server_close()

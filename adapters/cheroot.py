@@ -1,0 +1,89 @@
+"""cheroot: CherryPy's HTTP server (``cheroot.wsgi.Server``), a thread pool per listener."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.sockets import Listener
+
+from .base import Capabilities, Option, ThreadedAdapter, WSGIApp
+
+DEFAULT_THREADS = 10
+
+
+class CherootAdapter(ThreadedAdapter):
+    name = "cheroot"
+    requires = ("cheroot",)
+    module = "cheroot"
+    capabilities = Capabilities(
+        concurrency=f"thread pool of N per listener (--threads, default {DEFAULT_THREADS})",
+        threads=True,
+        unix=True,
+    )
+    options = {
+        "max_threads": Option(to_int, "grow the pool up to this many threads under load (-1: no limit)"),
+        "timeout": Option(to_int, "seconds a connection may stay idle (default 10)"),
+        "accepted_queue_size": Option(to_int, "connections waiting for a thread before new ones are refused"),
+        "accepted_queue_timeout": Option(to_int, "seconds to wait for room in that queue"),
+        "server_name": Option(to_str, "the SERVER_NAME given to the app"),
+        "max_request_header_size": Option(to_int, "largest request head in bytes (0: no limit)"),
+        "max_request_body_size": Option(to_int, "largest request body in bytes (0: no limit)"),
+        "peercreds": Option(to_bool, "put the unix socket peer's pid/uid/gid in the environ"),
+    }
+
+    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+        from cheroot import wsgi
+
+        settings = self.check(config)
+
+        class Server(wsgi.Server):
+            """Serves on a socket anyserve has bound, instead of binding its own."""
+
+            def __init__(self, listener: Listener, **kwargs: Any) -> None:
+                self._listener = listener
+                super().__init__(listener.address, **kwargs)
+
+            def bind(self, family: int, type: int, proto: int = 0) -> Any:
+                self.socket = self._listener.socket
+                self.bind_addr = self._listener.address
+                return self.socket
+
+            def bind_unix_socket(self, bind_addr: Any) -> Any:
+                self.socket = self._listener.socket
+                return self.socket
+
+        servers = []
+        for listener in listeners:
+            server = Server(
+                listener,
+                wsgi_app=app,
+                numthreads=config.threads or DEFAULT_THREADS,
+                max=settings.get("max_threads", -1),
+                request_queue_size=config.backlog,
+                timeout=settings.get("timeout", 10),
+                shutdown_timeout=config.graceful_timeout,
+                accepted_queue_size=settings.get("accepted_queue_size", -1),
+                accepted_queue_timeout=settings.get("accepted_queue_timeout", 10),
+                server_name=settings.get("server_name"),
+                peercreds_enabled=settings.get("peercreds", False),
+            )
+            for key in ("max_request_header_size", "max_request_body_size"):
+                if key in settings:
+                    setattr(server, key, settings[key])
+            server.prepare()
+            servers.append(server)
+        return servers
+
+    def run_server(self, server: Any) -> None:
+        server.serve()
+
+    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+        for server in servers:
+            # stop() closes idle connections at once and joins the pool for up to
+            # shutdown_timeout, so in-flight requests finish; at the deadline cheroot
+            # shuts down the connections still running itself.
+            server.shutdown_timeout = max(0.0, deadline - time.monotonic())
+            server.stop()
+        return 0

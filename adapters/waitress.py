@@ -1,0 +1,85 @@
+"""waitress: Pylons' pure-Python server, an asyncore loop plus a thread pool.
+
+waitress has no graceful shutdown of its own; anyserve closes its listeners from
+inside its loop, waits until no channel has a request in progress or output left
+to send, then ends the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.sockets import Listener
+
+from .base import Capabilities, Option, ThreadedAdapter, WSGIApp
+
+DEFAULT_THREADS = 4
+
+
+class WaitressAdapter(ThreadedAdapter):
+    name = "waitress"
+    requires = ("waitress",)
+    module = "waitress"
+    capabilities = Capabilities(
+        concurrency=f"event loop for I/O + thread pool of N for the app (--threads, default {DEFAULT_THREADS})",
+        threads=True,
+        unix=True,
+    )
+    options = {
+        "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),
+        "channel_timeout": Option(to_int, "seconds an idle connection stays open (default 120)"),
+        "cleanup_interval": Option(to_int, "seconds between checks for idle connections (default 30)"),
+        "max_request_header_size": Option(to_int, "largest request head in bytes"),
+        "max_request_body_size": Option(to_int, "largest request body in bytes"),
+        "expose_tracebacks": Option(to_bool, "show tracebacks of app errors to the client"),
+        "ident": Option(to_str, "the Server response header"),
+        "url_scheme": Option(to_str, "wsgi.url_scheme (default http)"),
+        "asyncore_use_poll": Option(to_bool, "use poll() instead of select()"),
+        "outbuf_overflow": Option(to_int, "bytes of response buffered in memory before spilling to a file"),
+        "inbuf_overflow": Option(to_int, "bytes of request buffered in memory before spilling to a file"),
+    }
+
+    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+        from waitress.server import create_server
+
+        self._map: dict[int, Any] = {}
+        server = create_server(
+            app,
+            map=self._map,
+            sockets=[listener.socket for listener in listeners],
+            threads=config.threads or DEFAULT_THREADS,
+            backlog=config.backlog,
+            **self.check(config),
+        )
+        return [server]
+
+    def run_server(self, server: Any) -> None:
+        server.run()
+
+    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+        from waitress.channel import HTTPChannel
+        from waitress.server import BaseWSGIServer
+        from waitress.wasyncore import close_all, dispatcher
+
+        listening = [obj for obj in tuple(self._map.values()) if isinstance(obj, BaseWSGIServer)]
+        trigger = listening[0].trigger
+
+        def stop_accepting() -> None:
+            for server in listening:
+                dispatcher.close(server)  # not BaseWSGIServer.close: that closes the trigger too
+
+        trigger.pull_trigger(stop_accepting)
+        task_dispatcher = listening[0].task_dispatcher
+
+        def busy() -> int:
+            channels = [obj for obj in tuple(self._map.values()) if isinstance(obj, HTTPChannel)]
+            running = sum(1 for ch in channels if ch.requests or ch.request is not None or ch.total_outbufs_len)
+            return running + len(task_dispatcher.queue)
+
+        while (left := busy()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        trigger.pull_trigger(lambda: close_all(self._map))
+        task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
+        return left

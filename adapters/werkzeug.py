@@ -1,0 +1,63 @@
+"""werkzeug: Werkzeug's development server (``werkzeug.serving``).
+
+HTTP/1.1 with keep-alive and chunked request bodies, one thread per connection.
+Werkzeug cannot cap its threads, so --threads 1 (one request at a time) is the
+only thread count it honours. For development; its own docs say not to deploy it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyserve.config import Config
+from anyserve.errors import ServerError
+from anyserve.sockets import Listener
+
+from .base import Capabilities, DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter, WSGIApp
+
+
+class WerkzeugAdapter(SocketServerAdapter):
+    name = "werkzeug"
+    requires = ("werkzeug",)
+    module = "werkzeug"
+    capabilities = Capabilities(
+        concurrency="thread per connection, unbounded (--threads 1: one request at a time)",
+        threads=True,
+        unix=True,
+    )
+    note = "development server"
+
+    @classmethod
+    def check(cls, config: Config, listeners: list[Listener] | None = None) -> dict[str, Any]:
+        if config.threads is not None and config.threads > 1:
+            raise ServerError(
+                f"werkzeug cannot cap its threads, so it cannot honour --threads {config.threads}; "
+                "drop --threads (a thread per connection) or use --threads 1"
+            )
+        return super().check(config, listeners)
+
+    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+        from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+
+        threaded = config.threads != 1
+
+        class Server(DrainingServerMixIn, BaseWSGIServer):
+            multithread = threaded
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if threaded:
+                    super().process_request(request, client_address)
+                else:  # one at a time, in the accepting thread
+                    BaseWSGIServer.process_request(self, request, client_address)
+
+        class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
+
+        servers = []
+        for listener in listeners:
+            host = f"unix://{listener.address}" if listener.is_unix else listener.address[0]
+            port = 0 if listener.is_unix else listener.address[1]
+            server = Server(host, port, app, handler=Handler, fd=listener.socket.fileno())
+            server.init_draining(None)
+            servers.append(server)
+        return servers

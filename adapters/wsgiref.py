@@ -1,0 +1,66 @@
+"""wsgiref: the standard library's reference server, always installed.
+
+HTTP/1.0 only: one request per connection and no chunked request bodies. anyserve
+runs it with a thread per connection, at most --threads at once (default 10).
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from typing import Any
+
+from anyserve.config import Config
+from anyserve.sockets import Listener
+
+from .base import Capabilities, DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter, WSGIApp
+
+DEFAULT_THREADS = 10
+
+
+class WsgirefAdapter(SocketServerAdapter):
+    name = "wsgiref"
+    module = "wsgiref"
+    capabilities = Capabilities(
+        concurrency=f"thread per connection, at most N (--threads, default {DEFAULT_THREADS})",
+        threads=True,
+        unix=True,
+        keep_alive=False,
+        chunked_request=False,
+    )
+    note = "standard library reference server: HTTP/1.0, for development and tests"
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        return True
+
+    @classmethod
+    def version(cls) -> str | None:
+        return f"python {platform.python_version()}"
+
+    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+        class Server(DrainingServerMixIn, WSGIServer):
+            pass
+
+        class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            def address_string(self) -> str:
+                return self.client_address[0] or "unix"
+
+        slots = threading.BoundedSemaphore(config.threads or DEFAULT_THREADS)
+        servers = []
+        for listener in listeners:
+            server = Server(listener.address, Handler, bind_and_activate=False)
+            server.socket.close()  # the one socketserver made; ours is already bound
+            server.socket = listener.socket
+            server.server_address = listener.address
+            if listener.is_unix:
+                server.server_name, server.server_port = "localhost", 80
+            else:
+                server.server_name, server.server_port = listener.address
+            server.setup_environ()
+            server.set_app(app)
+            server.init_draining(slots)
+            servers.append(server)
+        return servers

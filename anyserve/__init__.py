@@ -1,0 +1,39 @@
+"""anyserve: serve one WSGI application on any of many Python servers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .errors import AnyserveError, AppLoadError, BindError, ConfigError, ServerError
+from .lifecycle import Lifecycle
+from .loader import load_app
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnyserveError",
+    "AppLoadError",
+    "BindError",
+    "Config",
+    "ConfigError",
+    "Lifecycle",
+    "Server",
+    "ServerError",
+    "__version__",
+    "load_app",
+    "run",
+    "serving",
+]
+
+if TYPE_CHECKING:
+    from .runner import Server, run, serving
+
+
+def __getattr__(name: str) -> Any:
+    # The runner pulls in the registry; keep `import anyserve` (and --help) light.
+    if name in ("Server", "run", "serving"):
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'anyserve' has no attribute {name!r}")

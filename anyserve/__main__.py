@@ -1,0 +1,5 @@
+"""``python -m anyserve``."""
+
+from anyserve.cli import console_script
+
+console_script()

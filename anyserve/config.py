@@ -1,0 +1,484 @@
+"""Config: every option declared once, with its flag, converter, default and help.
+
+The command line, ``anyserve.run(**options)``, TOML files (``-c FILE`` or
+``[tool.anyserve]`` in pyproject.toml) and ``ANYSERVE_*`` environment variables
+are all derived from the declarations below. Converters accept strings, so the
+command line, files, the environment and keyword arguments share one path.
+Precedence, highest first: command line, keyword arguments, file, environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "ANYSERVE_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+# --- converters: each takes a string or an already-typed value ------------------
+
+
+def to_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def to_positive_int(value: Any) -> int:
+    number = to_int(value)
+    if number < 1:
+        raise ValueError("expected an integer of 1 or more")
+    return number
+
+
+def to_port(value: Any) -> int:
+    number = to_int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return number
+
+
+def to_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        number = float(str(value).strip().removesuffix("s")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if number < 0:
+        raise ValueError("expected a number of seconds of 0 or more")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def to_octal(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value).strip(), 8)
+        except ValueError:
+            raise ValueError("expected an octal file mode such as 660") from None
+    if not 0 <= number <= 0o7777:
+        raise ValueError("expected an octal file mode such as 660")
+    return number
+
+
+def to_log_level(value: Any) -> str:
+    text = to_str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def to_root_path(value: Any) -> str:
+    text = to_str(value).strip().rstrip("/")
+    if text and not text.startswith("/"):
+        raise ValueError("expected a path prefix starting with '/', such as /app")
+    return text
+
+
+def to_str_list(value: Any) -> list[str]:
+    """A list of strings; a string is split on commas (for environment variables)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, Iterable) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError("expected a list of strings")
+
+
+def to_mapping(value: Any) -> dict[str, str]:
+    """KEY=VALUE pairs: a table, a list of 'KEY=VALUE' strings, or 'K=V,K=V'."""
+    if isinstance(value, Mapping):
+        return {str(key): value[key] for key in value}
+    result: dict[str, str] = {}
+    for item in to_str_list(value):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        result[key.strip()] = val.strip()
+    return result
+
+
+def to_app(value: Any) -> Any:
+    if isinstance(value, str) or callable(value) or value is None:
+        return value
+    return value  # a CherryPy root object; the loader decides
+
+
+# --- declarations ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one option is spelled on the command line and converted from any source."""
+
+    name: str
+    convert: Callable[[Any], Any]
+    help: str
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    kind: str = "value"  # value | flag | append | mapping
+    group: str = "server"
+
+
+def option(
+    default: Any,
+    *flags: str,
+    help: str,
+    convert: Callable[[Any], Any],
+    metavar: str | None = None,
+    kind: str = "value",
+    group: str = "server",
+) -> Any:
+    meta = {"setting": dict(flags=flags, help=help, convert=convert, metavar=metavar, kind=kind, group=group)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """Every option of anyserve, validated. Build one with :meth:`Config.load`."""
+
+    app: Any = option(
+        None,
+        help="the WSGI application: module:attr, module:factory(args) or path/file.py[:attr]",
+        convert=to_app,
+        group="application",
+    )
+    server: str = option(
+        "auto",
+        "-s",
+        "--server",
+        metavar="NAME",
+        help="server to run on (see 'anyserve list'), or module:Class; default: auto, the best installed",
+        convert=to_str,
+    )
+    host: str | None = option(
+        None,
+        "-i",
+        "--host",
+        metavar="HOST",
+        help=f"interface to listen on (default {DEFAULT_HOST}); use 0.0.0.0 or :: for all",
+        convert=to_str,
+        group="listeners",
+    )
+    port: int | None = option(
+        None,
+        "-p",
+        "--port",
+        metavar="PORT",
+        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)",
+        convert=to_port,
+        group="listeners",
+    )
+    bind: list[str] = option(
+        [],
+        "-b",
+        "--bind",
+        metavar="ADDR",
+        kind="append",
+        help="listen on ADDR: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable",
+        convert=to_str_list,
+        group="listeners",
+    )
+    backlog: int = option(
+        2048,
+        "--backlog",
+        metavar="N",
+        help="listen queue length (default 2048)",
+        convert=to_positive_int,
+        group="listeners",
+    )
+    uds_mode: int | None = option(
+        None,
+        "--uds-mode",
+        metavar="MODE",
+        help="file mode of unix sockets, in octal (e.g. 660)",
+        convert=to_octal,
+        group="listeners",
+    )
+    workers: int = option(
+        1,
+        "-w",
+        "--workers",
+        metavar="N",
+        help="worker processes, for servers that have them (default 1)",
+        convert=to_positive_int,
+        group="server",
+    )
+    threads: int | None = option(
+        None,
+        "-t",
+        "--threads",
+        metavar="N",
+        help="threads per worker (default: the server's own)",
+        convert=to_positive_int,
+        group="server",
+    )
+    graceful_timeout: float = option(
+        30.0,
+        "--graceful-timeout",
+        metavar="SECONDS",
+        help="on TERM/INT, how long in-flight requests may take to finish (default 30)",
+        convert=to_seconds,
+        group="server",
+    )
+    options: dict[str, Any] = option(
+        {},
+        "-o",
+        "--option",
+        metavar="KEY=VALUE",
+        kind="mapping",
+        help="a setting of the chosen server (see 'anyserve list'); repeatable",
+        convert=to_mapping,
+        group="server",
+    )
+    factory: bool = option(
+        False,
+        "--factory",
+        kind="flag",
+        help="APP names a factory: call it with no arguments to get the app",
+        convert=to_bool,
+        group="application",
+    )
+    app_dir: str = option(
+        ".",
+        "--app-dir",
+        metavar="DIR",
+        help="directory put first on sys.path to import APP (default .)",
+        convert=to_str,
+        group="application",
+    )
+    root_path: str = option(
+        "",
+        "--root-path",
+        metavar="PREFIX",
+        help="serve under this URL prefix: it becomes SCRIPT_NAME and is taken off PATH_INFO",
+        convert=to_root_path,
+        group="application",
+    )
+    reload: bool = option(
+        False,
+        "--reload",
+        kind="flag",
+        help="restart when a source file changes (development only)",
+        convert=to_bool,
+        group="development",
+    )
+    reload_dirs: list[str] = option(
+        [],
+        "--reload-dir",
+        metavar="DIR",
+        kind="append",
+        help="also watch the files in DIR for --reload; repeatable",
+        convert=to_str_list,
+        group="development",
+    )
+    log_level: str = option(
+        "info",
+        "--log-level",
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+        convert=to_log_level,
+        group="logging",
+    )
+
+    # -- building ------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Config:
+        """Merge the sources, highest precedence first: cli, kwargs, file, environment."""
+        env = os.environ if env is None else env
+        layers: list[tuple[str, Mapping[str, Any]]] = [("environment", _from_env(env))]
+        if file is not None:
+            layers.append((os.fspath(file), read_config_file(file)))
+        else:
+            found = _find_pyproject()
+            if found is not None:
+                layers.append(found)
+        layers.append(("anyserve.run()", _checked_keys(dict(kwargs or {}), "anyserve.run()")))
+        layers.append(("the command line", dict(cli or {})))
+
+        values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        settings = settings_by_name()
+        for source, raw in layers:
+            for name, value in raw.items():
+                setting = settings[name]
+                converted = _convert(setting, value, source)
+                if setting.kind == "mapping" and name in values:
+                    converted = {**values[name], **converted}
+                values[name] = converted
+                origin[name] = source
+        config = cls(**values)
+        config._origin = origin
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Checks that involve more than one option."""
+        origin = getattr(self, "_origin", {})
+        if self.bind and (self.host is not None or self.port is not None):
+            which = "--host" if self.host is not None else "--port"
+            raise ConfigError(
+                f"{which} cannot be combined with --bind (bind set in {origin.get('bind', 'the config')}, "
+                f"{which.lstrip('-')} in {origin.get(which.lstrip('-'), 'the config')}); "
+                "put the whole address in --bind, e.g. -b 0.0.0.0:8000"
+            )
+        if self.reload and self.workers > 1:
+            raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+
+    @property
+    def listen(self) -> list[str]:
+        """The addresses to listen on, as --bind strings."""
+        if self.bind:
+            return list(self.bind)
+        host = self.host if self.host is not None else DEFAULT_HOST
+        port = self.port if self.port is not None else DEFAULT_PORT
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return [f"{host}:{port}"]
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some options changed and validated again."""
+        settings = settings_by_name()
+        for name, value in changes.items():
+            if name not in settings:
+                raise ConfigError(_unknown_key_message(name, "Config.replace()"))
+            changes[name] = _convert(settings[name], value, "Config.replace()")
+        new = dataclasses.replace(self, **changes)
+        new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
+        new.validate()
+        return new
+
+
+def settings() -> list[Setting]:
+    """Every option, in declaration order."""
+    result = []
+    for f in dataclasses.fields(Config):
+        meta = f.metadata.get("setting")
+        if meta is not None:
+            result.append(Setting(name=f.name, **meta))
+    return result
+
+
+def settings_by_name() -> dict[str, Setting]:
+    return {s.name: s for s in settings()}
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_of(setting: Setting) -> str:
+    long = [flag for flag in setting.flags if flag.startswith("--")]
+    return long[0] if long else setting.name
+
+
+def _convert(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.convert(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid value for {flag_of(setting)} ({source}): {value!r}: {exc}") from None
+
+
+def _unknown_key_message(key: str, source: str) -> str:
+    names = [s.name for s in settings()]
+    close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(names)}"
+    return f"unknown option {key!r} in {source}{hint}"
+
+
+def _checked_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    known = settings_by_name()
+    result = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ConfigError(_unknown_key_message(str(key), source))
+        result[name] = value
+    return result
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {s.name: env[env_var(s.name)] for s in settings() if env_var(s.name) in env}
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML file: a plain anyserve.toml, or a pyproject.toml with [tool.anyserve]."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {name} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {name}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {name} is not valid TOML: {exc}") from None
+    if os.path.basename(name) == "pyproject.toml" or "tool" in data:
+        data = data.get("tool", {}).get("anyserve", {})
+    return _checked_keys(data, name)
+
+
+def _find_pyproject() -> tuple[str, dict[str, Any]] | None:
+    path = os.path.join(os.getcwd(), "pyproject.toml")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # not ours to judge: only [tool.anyserve] matters and it cannot be read
+    table = data.get("tool", {}).get("anyserve")
+    if table is None:
+        return None
+    return path, _checked_keys(table, path)

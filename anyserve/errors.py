@@ -1,0 +1,45 @@
+"""Errors a user can cause. The CLI prints ``str(exc)`` alone, with no traceback."""
+
+from __future__ import annotations
+
+# Exit codes of the ``anyserve`` command.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the server failed while running
+EXIT_USAGE = 2  # bad option, config file or server choice
+EXIT_APP = 3  # the application could not be loaded
+EXIT_BIND = 4  # a listener could not be bound
+
+
+class AnyserveError(Exception):
+    """Base class: a problem with the user's input, reported as one line."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(AnyserveError):
+    """An option, its value or a config file is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class ServerError(AnyserveError):
+    """The chosen server is unknown, not installed, or cannot honour an option."""
+
+    exit_code = EXIT_USAGE
+
+
+class AppLoadError(AnyserveError):
+    """The APP string is malformed or does not name a WSGI application."""
+
+    exit_code = EXIT_APP
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        #: The traceback of an exception the user's module raised, shown under the message.
+        self.details = details
+
+
+class BindError(AnyserveError):
+    """A listening socket could not be created."""
+
+    exit_code = EXIT_BIND

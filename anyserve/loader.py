@@ -1,0 +1,206 @@
+"""Load the WSGI application named by an APP string, never with ``eval``.
+
+Accepted forms: ``module``, ``module:attr``, ``module:a.b``, ``module:factory(literal args)``,
+``path/to/file.py`` and ``path/to/file.py:attr``. The default attribute is
+``application``, then ``app``. A CherryPy root object (an instance with exposed
+handlers that is not itself callable) is mounted at ``/`` on ``cherrypy.tree``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .errors import AppLoadError
+
+DEFAULT_ATTRIBUTES = ("application", "app")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+WSGIApp = Callable[..., Any]
+
+
+def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".") -> WSGIApp:
+    """Return the WSGI callable that *spec* names (or *spec* itself when it is one)."""
+    if isinstance(spec, str):
+        obj = _load_from_string(spec.strip(), factory=factory, app_dir=app_dir)
+        name = spec.strip()
+    else:
+        obj = _call_factory(spec, repr(spec)) if factory else spec
+        name = repr(spec)
+    if callable(obj):
+        return obj
+    if is_cherrypy_root(obj):
+        return _mount_cherrypy_root(obj, name)
+    raise AppLoadError(
+        f"{name} is a {type(obj).__name__} object, not a WSGI application "
+        "(a callable taking environ and start_response)"
+    )
+
+
+def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
+    if not spec:
+        raise AppLoadError("no APP given: name the application as module:attr, e.g. myapp:application")
+    module_part, _, attr_part = spec.partition(":")
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        module = _import_file(module_part, spec)
+    elif _MODULE_RE.match(module_part):
+        module = _import_module(module_part, spec)
+    else:
+        raise AppLoadError(
+            f"bad APP string {spec!r}: {module_part!r} is not a module name; "
+            "expected module:attr, module:factory(args) or path/file.py[:attr]"
+        )
+    called = False
+    if not attr_part:
+        for default in DEFAULT_ATTRIBUTES:
+            if hasattr(module, default):
+                obj = getattr(module, default)
+                break
+        else:
+            raise AppLoadError(
+                f"module {module.__name__!r} has no attribute 'application' or 'app'; "
+                f"name the app as {module_part}:NAME{_attributes_hint(module)}"
+            )
+    else:
+        path, args, kwargs = _parse_attribute(attr_part, spec)
+        obj = _get_path(module, path, spec)
+        if args is not None:
+            obj = _call_factory(obj, f"{module_part}:{'.'.join(path)}()", *args, **kwargs)
+            called = True
+    if factory and not called:
+        obj = _call_factory(obj, f"{spec}()")
+    return obj
+
+
+def _parse_attribute(text: str, spec: str) -> tuple[list[str], list[Any] | None, dict[str, Any]]:
+    """'a.b' -> (['a', 'b'], None, {}); 'make(1, x="y")' -> (['make'], [1], {'x': 'y'})."""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"bad APP string {spec!r}: {text!r} is not an attribute name or a call") from None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] = {}
+    if isinstance(node, ast.Call):
+        try:
+            args = [ast.literal_eval(arg) for arg in node.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
+        except ValueError:
+            raise AppLoadError(
+                f"bad APP string {spec!r}: factory arguments must be literals (strings, numbers, lists, dicts, ...)"
+            ) from None
+        if any(kw.arg is None for kw in node.keywords) or any(isinstance(a, ast.Starred) for a in node.args):
+            raise AppLoadError(f"bad APP string {spec!r}: * and ** are not allowed in factory arguments")
+        node = node.func
+    path: list[str] = []
+    while isinstance(node, ast.Attribute):
+        path.insert(0, node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise AppLoadError(f"bad APP string {spec!r}: {text!r} is not an attribute name or a call")
+    path.insert(0, node.id)
+    return path, args, kwargs
+
+
+def _import_module(name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise AppLoadError(
+                f"could not import module {name!r} of APP {spec!r}: no module named {exc.name!r} "
+                f"(is it on sys.path? set --app-dir; the working directory is {os.getcwd()})"
+            ) from None
+        raise _raised_on_import(name, exc) from None
+    except Exception as exc:
+        raise _raised_on_import(name, exc) from None
+
+
+def _import_file(path: str, spec: str) -> Any:
+    filename = os.path.abspath(path)
+    if not os.path.isfile(filename):
+        raise AppLoadError(f"could not load APP {spec!r}: file {path} does not exist")
+    name = os.path.splitext(os.path.basename(filename))[0]
+    if not _MODULE_RE.match(name):
+        name = "anyserve_app"
+    module_spec = importlib.util.spec_from_file_location(name, filename)
+    if module_spec is None or module_spec.loader is None:
+        raise AppLoadError(f"could not load APP {spec!r}: {path} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    directory = os.path.dirname(filename)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)  # so the file can import its neighbours
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise _raised_on_import(path, exc) from None
+    return module
+
+
+def _raised_on_import(name: str, exc: BaseException) -> AppLoadError:
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return AppLoadError(f"module {name!r} raised {type(exc).__name__} on import: {exc}", details=details)
+
+
+def _get_path(module: Any, path: list[str], spec: str) -> Any:
+    obj = module
+    for i, part in enumerate(path):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            owner = module.__name__ if i == 0 else ".".join([module.__name__, *path[:i]])
+            hint = _attributes_hint(obj) if i == 0 else ""
+            raise AppLoadError(f"module {owner!r} has no attribute {part!r} (APP {spec!r}){hint}") from None
+    return obj
+
+
+def _attributes_hint(module: Any) -> str:
+    names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+    names = [n for n in names if getattr(getattr(module, n), "__module__", None) == getattr(module, "__name__", None)]
+    return f"; it has: {', '.join(names[:10])}" if names else ""
+
+
+def _call_factory(obj: Any, shown: str, *args: Any, **kwargs: Any) -> Any:
+    if not callable(obj):
+        raise AppLoadError(f"{shown} cannot be called: it is a {type(obj).__name__} object, not a factory")
+    try:
+        return obj(*args, **kwargs)
+    except Exception as exc:
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise AppLoadError(f"factory {shown} raised {type(exc).__name__}: {exc}", details=details) from None
+
+
+def is_cherrypy_root(obj: Any) -> bool:
+    """An object CherryPy would serve: exposed itself, with exposed handlers, or a
+    ``_cp_dispatch``. Decided without importing CherryPy."""
+    if callable(obj) or isinstance(obj, type):
+        return False
+    if getattr(obj, "exposed", False) or hasattr(obj, "_cp_dispatch"):
+        return True
+    for name in dir(type(obj)):
+        if not name.startswith("__") and getattr(getattr(type(obj), name, None), "exposed", False):
+            return True
+    return False
+
+
+def _mount_cherrypy_root(root: Any, name: str) -> WSGIApp:
+    try:
+        import cherrypy
+    except ImportError:
+        raise AppLoadError(
+            f"{name} is a CherryPy root object, but CherryPy is not installed: pip install cherrypy"
+        ) from None
+    cherrypy.tree.mount(root, "")
+    return cherrypy.tree

@@ -1,0 +1,196 @@
+"""Serve one app: choose the adapter, load the app, bind, serve, stop gracefully."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .errors import AnyserveError
+from .lifecycle import Lifecycle
+from .loader import load_app
+from .middleware import RootPath
+from .registry import choose_adapter
+from .sockets import Listener, bind_listeners
+
+if TYPE_CHECKING:
+    from anyserve.adapters.base import Adapter
+
+log = logging.getLogger("anyserve")
+
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+#: Set in the serving process to "NAME VERSION" so an app can tell what serves it.
+SERVING_ENV = "ANYSERVE_SERVING"
+
+
+def configure_logging(level: str) -> None:
+    """One handler on stderr for anyserve and every server's own logger."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "_anyserve", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+        handler._anyserve = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+class Server:
+    """One app on one server in this process: bind, serve, stop.
+
+    ``serve()`` blocks; ``start()`` serves from a background thread and returns
+    once the server takes requests; ``stop()`` shuts down gracefully."""
+
+    def __init__(self, config: Config, app: Any = None) -> None:
+        self.config = config
+        self.adapter_class: type[Adapter] = choose_adapter(config)
+        target = app if app is not None else config.app
+        if target is None:
+            raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
+        loaded = load_app(target, factory=config.factory, app_dir=config.app_dir)
+        self.app = RootPath(loaded, config.root_path) if config.root_path else loaded
+        self.lifecycle = Lifecycle()
+        self.adapter: Adapter = self.adapter_class()
+        self.listeners: list[Listener] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.adapter_class.name
+
+    @property
+    def urls(self) -> list[str]:
+        """Where the server listens, with the real port when 0 was asked for."""
+        return [listener.url() for listener in self.listeners]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def bind(self) -> None:
+        if not self.listeners:
+            config = self.config
+            self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
+            self.adapter_class.check(self.config, self.listeners)
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop`; then close the listeners."""
+        self.bind()
+        version = self.adapter_class.version()
+        described = f"{self.name} {version}" if version else self.name
+        os.environ[SERVING_ENV] = described
+        workers = self.config.workers
+        for url in self.urls:
+            log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+        try:
+            self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
+        finally:
+            self.close()
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Serve from a background thread; return once requests are taken."""
+        if not self.adapter_class.capabilities.background:
+            raise AnyserveError(f"{self.name} cannot serve from a background thread")
+        self.bind()
+
+        def run() -> None:
+            try:
+                self.serve()
+            except BaseException as exc:  # reported by start() or stop()
+                self._error = exc
+                self.lifecycle.ready.set()
+
+        self._thread = threading.Thread(target=run, name=f"anyserve-{self.name}", daemon=True)
+        self._thread.start()
+        if not self.lifecycle.ready.wait(timeout):
+            raise AnyserveError(f"{self.name} did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, and wait for the end."""
+        self.adapter.shutdown()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_until_signalled(server: Server) -> None:
+    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once."""
+    stopping = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            if signum == signal.SIGINT:
+                log.warning("Second interrupt: exiting without waiting for requests")
+                os._exit(1)
+            return
+        stopping.set()
+        log.info(
+            "Received %s: stopping gracefully (in-flight requests have %ss)",
+            signal.Signals(signum).name,
+            server.config.graceful_timeout,
+        )
+        # The handler only starts the shutdown: draining blocks, and must not run
+        # inside a signal handler that interrupted the serving loop.
+        threading.Thread(target=server.stop, name="anyserve-shutdown", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.serve()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("Stopped")
+
+
+def run(app: Any = None, **options: Any) -> None:
+    """Serve *app* (a WSGI callable or an APP string) until TERM/INT; blocks.
+
+    *options* are the options of ``anyserve --help`` by their Python names
+    (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
+    config = Config.load(kwargs=_with_app(app, options))
+    configure_logging(config.log_level)
+    server = Server(config)
+    if threading.current_thread() is threading.main_thread():
+        serve_until_signalled(server)
+    else:
+        server.serve()
+
+
+@contextmanager
+def serving(app: Any = None, **options: Any) -> Iterator[Server]:
+    """Serve *app* from a background thread for the duration of a ``with`` block.
+
+    ``with anyserve.serving(app, server="cheroot", bind="127.0.0.1:0") as srv:``
+    then ``srv.url`` is where it listens."""
+    options.setdefault("bind", ["127.0.0.1:0"])
+    config = Config.load(kwargs=_with_app(app, options))
+    server = Server(config)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _with_app(app: Any, options: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(options.get("bind"), str):
+        options["bind"] = [options["bind"]]
+    return {**options, "app": app} if app is not None else options
