@@ -73,6 +73,8 @@ class Adapter(ABC):
     options: ClassVar[Mapping[str, Option]] = {}
     #: A note shown by ``anyserve list`` (e.g. "development server").
     note: ClassVar[str] = ""
+    #: True for the adapter whose server is run by the CherryPy engine itself (-s cherrypy).
+    runs_cherrypy_engine: ClassVar[bool] = False
 
     # -- what it is, known without importing the server -------------------------
 

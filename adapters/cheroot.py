@@ -13,6 +13,25 @@ from .base import Capabilities, Option, ThreadedAdapter, WSGIApp
 DEFAULT_THREADS = 10
 
 
+def adopt_listener(base: type) -> Any:
+    """A subclass of a cheroot server class that serves on ``self.listener``, a
+    socket anyserve has bound, where cheroot would bind its own in ``prepare()``."""
+
+    class Adopting(base):  # type: ignore[misc, valid-type]
+        listener: Listener
+
+        def bind(self, family: int, type: int, proto: int = 0) -> Any:
+            self.socket = self.listener.socket
+            self.bind_addr = self.listener.address
+            return self.socket
+
+        def bind_unix_socket(self, bind_addr: Any) -> Any:
+            self.socket = self.listener.socket
+            return self.socket
+
+    return Adopting
+
+
 class CherootAdapter(ThreadedAdapter):
     name = "cheroot"
     requires = ("cheroot",)
@@ -37,27 +56,11 @@ class CherootAdapter(ThreadedAdapter):
         from cheroot import wsgi
 
         settings = self.check(config)
-
-        class Server(wsgi.Server):
-            """Serves on a socket anyserve has bound, instead of binding its own."""
-
-            def __init__(self, listener: Listener, **kwargs: Any) -> None:
-                self._listener = listener
-                super().__init__(listener.address, **kwargs)
-
-            def bind(self, family: int, type: int, proto: int = 0) -> Any:
-                self.socket = self._listener.socket
-                self.bind_addr = self._listener.address
-                return self.socket
-
-            def bind_unix_socket(self, bind_addr: Any) -> Any:
-                self.socket = self._listener.socket
-                return self.socket
-
+        server_class = adopt_listener(wsgi.Server)
         servers = []
         for listener in listeners:
-            server = Server(
-                listener,
+            server = server_class(
+                listener.address,
                 wsgi_app=app,
                 numthreads=config.threads or DEFAULT_THREADS,
                 max=settings.get("max_threads", -1),
@@ -72,6 +75,7 @@ class CherootAdapter(ThreadedAdapter):
             for key in ("max_request_header_size", "max_request_body_size"):
                 if key in settings:
                     setattr(server, key, settings[key])
+            server.listener = listener
             server.prepare()
             servers.append(server)
         return servers

@@ -21,6 +21,8 @@ GROUPS = {
     "server": "server",
     "listeners": "listeners",
     "development": "development",
+    "lifecycle": "lifecycle hooks",
+    "cherrypy": "CherryPy",
     "logging": "logging",
 }
 
@@ -124,7 +126,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_serve(config: Config, argv: list[str]) -> int:
-    from .runner import Server, configure_logging, serve_until_signalled
+    from .logs import configure_logging
+    from .runner import Server, serve_until_signalled
 
     if config.app is None:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")

@@ -140,6 +140,36 @@ def to_mapping(value: Any) -> dict[str, str]:
     return result
 
 
+def to_interval(value: Any) -> float:
+    number = to_seconds(value)
+    if number <= 0:
+        raise ValueError("expected a number of seconds above 0")
+    return number
+
+
+def to_optional_bool(value: Any) -> bool | None:
+    return None if value is None else to_bool(value)
+
+
+def to_hooks(value: Any) -> list[Any]:
+    """Hooks: 'module:func' strings (a string may list several, comma-separated) or callables."""
+    items = [value] if isinstance(value, str) or callable(value) else value
+    if not isinstance(items, Iterable):
+        raise ValueError("expected module:func strings or callables")
+    result: list[Any] = []
+    for item in items:
+        if callable(item):
+            result.append(item)
+        elif isinstance(item, str) and item.strip():
+            for part in to_str_list(item):
+                if ":" not in part:
+                    raise ValueError(f"expected module:func, got {part!r}")
+                result.append(part)
+        else:
+            raise ValueError("expected module:func strings or callables")
+    return result
+
+
 def to_app(value: Any) -> Any:
     if isinstance(value, str) or callable(value) or value is None:
         return value
@@ -316,6 +346,48 @@ class Config:
         convert=to_str_list,
         group="development",
     )
+    main_interval: float = option(
+        0.1,
+        "--main-interval",
+        metavar="SECONDS",
+        help="how often the lifecycle ticks (CherryPy's engine 'main' channel) (default 0.1)",
+        convert=to_interval,
+        group="lifecycle",
+    )
+    on_start: list[Any] = option(
+        [],
+        "--on-start",
+        metavar="MODULE:FUNC",
+        kind="append",
+        help="call FUNC() in each serving process before its first request; repeatable",
+        convert=to_hooks,
+        group="lifecycle",
+    )
+    on_stop: list[Any] = option(
+        [],
+        "--on-stop",
+        metavar="MODULE:FUNC",
+        kind="append",
+        help="call FUNC() in each serving process on graceful shutdown; repeatable",
+        convert=to_hooks,
+        group="lifecycle",
+    )
+    cherrypy: bool | None = option(
+        None,
+        "--cherrypy",
+        kind="flag",
+        help="drive the CherryPy engine (default: when the app is a CherryPy app); --no-cherrypy: never",
+        convert=to_optional_bool,
+        group="cherrypy",
+    )
+    cherrypy_config: str | None = option(
+        None,
+        "--cherrypy-config",
+        metavar="FILE",
+        help="a CherryPy config file: [global] to cherrypy.config, path sections to the app",
+        convert=to_str,
+        group="cherrypy",
+    )
     log_level: str = option(
         "info",
         "--log-level",
@@ -375,6 +447,10 @@ class Config:
             )
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+
+    def is_set(self, name: str) -> bool:
+        """Whether some source gave this option, rather than its default."""
+        return name in getattr(self, "_origin", {})
 
     @property
     def listen(self) -> list[str]:

@@ -58,12 +58,13 @@ class Lifecycle:
                 log.exception("lifecycle tick hook %r failed", hook)
 
     def stopping(self) -> None:
-        """Graceful shutdown has begun; runs the hooks once, whoever calls it again."""
+        """Graceful shutdown: runs the hooks once, whoever calls it again, in the
+        reverse order of subscription, so what started first stops last."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-        for hook in self._hooks["stopping"]:
+        for hook in reversed(self._hooks["stopping"]):
             try:
                 hook()
             except Exception:

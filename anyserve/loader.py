@@ -204,3 +204,19 @@ def _mount_cherrypy_root(root: Any, name: str) -> WSGIApp:
         ) from None
     cherrypy.tree.mount(root, "")
     return cherrypy.tree
+
+
+def load_callable(spec: Any, what: str = "hook") -> Callable[..., Any]:
+    """A function named 'module:attr' (or a callable, returned as is), e.g. for --on-start."""
+    if callable(spec):
+        return spec
+    module_part, sep, attr_part = str(spec).partition(":")
+    if not sep or not attr_part or not _MODULE_RE.match(module_part):
+        raise AppLoadError(f"bad {what} {spec!r}: expected module:function")
+    path, args, _ = _parse_attribute(attr_part, str(spec))
+    if args is not None:
+        raise AppLoadError(f"bad {what} {spec!r}: name the function without calling it")
+    obj = _get_path(_import_module(module_part, str(spec)), path, str(spec))
+    if not callable(obj):
+        raise AppLoadError(f"{what} {spec!r} is a {type(obj).__name__} object, not a function")
+    return obj

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .cherrypy_bridge import bridge_for
 from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
-from .loader import load_app
+from .loader import load_app, load_callable
+from .logs import configure_logging
 from .middleware import RootPath
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
@@ -24,20 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("anyserve")
 
-LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 #: Set in the serving process to "NAME VERSION" so an app can tell what serves it.
 SERVING_ENV = "ANYSERVE_SERVING"
-
-
-def configure_logging(level: str) -> None:
-    """One handler on stderr for anyserve and every server's own logger."""
-    root = logging.getLogger()
-    if not any(getattr(handler, "_anyserve", False) for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
-        handler._anyserve = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level.upper())
 
 
 class Server:
@@ -53,12 +42,30 @@ class Server:
         if target is None:
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
         loaded = load_app(target, factory=config.factory, app_dir=config.app_dir)
+        self.bridge = bridge_for(loaded, config, native=self.adapter_class.runs_cherrypy_engine)
+        if self.bridge is not None:
+            self.bridge.prepare()
+            address = self.bridge.bind_address()
+            if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
+                self.config = config = config.replace(host=address[0], port=address[1])
         self.app = RootPath(loaded, config.root_path) if config.root_path else loaded
-        self.lifecycle = Lifecycle()
+        self.lifecycle = self._make_lifecycle(config)
         self.adapter: Adapter = self.adapter_class()
         self.listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+
+    def _make_lifecycle(self, config: Config) -> Lifecycle:
+        lifecycle = Lifecycle(config.main_interval)
+        # Subscribed first, the engine starts before the user's start hooks and
+        # exits after their stop hooks.
+        if self.bridge is not None:
+            self.bridge.subscribe(lifecycle)
+        for hook in config.on_start:
+            lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
+        for hook in config.on_stop:
+            lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
+        return lifecycle
 
     @property
     def name(self) -> str:
@@ -151,7 +158,11 @@ def serve_until_signalled(server: Server) -> None:
         # inside a signal handler that interrupted the serving loop.
         threading.Thread(target=server.stop, name="anyserve-shutdown", daemon=True).start()
 
+    def hang_up(signum: int, frame: object) -> None:
+        log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
+
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
     try:
         server.serve()
     finally:

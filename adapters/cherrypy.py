@@ -1,0 +1,87 @@
+"""cherrypy: CherryPy's own server and engine, the way ``cherrypy.quickstart`` runs them.
+
+The engine owns the HTTP servers (a ServerAdapter per listener, each a
+CPWSGIServer on anyserve's socket) and starts and stops them itself; anyserve
+starts the engine, publishes ``main`` and exits the engine on shutdown, as
+``engine.block()`` would, but keeps the signals. CherryPy's ``server.*`` config
+keys apply. A plain WSGI app is grafted onto ``cherrypy.tree``. This is the
+"native" baseline to compare every other server with.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from anyserve.cherrypy_bridge import is_cherrypy_app
+from anyserve.config import Config
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+from .base import Adapter, Capabilities, WSGIApp
+from .cheroot import adopt_listener
+
+
+class CherryPyAdapter(Adapter):
+    name = "cherrypy"
+    requires = ("cherrypy",)
+    module = "cherrypy"
+    runs_cherrypy_engine = True
+    capabilities = Capabilities(
+        concurrency="CherryPy engine + cheroot thread pool of N per listener (--threads, default server.thread_pool)",
+        threads=True,
+        unix=True,
+    )
+    note = "CherryPy's own server and engine, as cherrypy.quickstart runs them"
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        import cherrypy
+        from cherrypy._cpwsgi_server import CPWSGIServer
+        from cherrypy.process.servers import ServerAdapter
+
+        if is_cherrypy_app(app):
+            wsgi_app = app
+        else:
+            cherrypy.tree.graft(app, "")
+            wsgi_app = cherrypy.tree
+        settings = cherrypy.server  # where CherryPy keeps its server.* config
+        if config.threads:
+            settings.thread_pool = config.threads
+        settings.socket_queue_size = config.backlog
+        settings.shutdown_timeout = config.graceful_timeout
+
+        class Plugin(ServerAdapter):
+            """Says where it serves; with no tuple bind_addr it skips CherryPy's
+            port-free checks, which would fail on a socket already bound."""
+
+            url = ""
+
+            @property
+            def description(self) -> str:
+                return self.url
+
+        server_class = adopt_listener(CPWSGIServer)
+        plugins = []
+        for listener in listeners:
+            httpserver = server_class(settings)
+            httpserver.listener = listener
+            httpserver.bind_addr = listener.address
+            httpserver.wsgi_app = wsgi_app
+            plugin = Plugin(cherrypy.engine, httpserver, None)
+            plugin.url = listener.url()
+            plugin.subscribe()
+            plugins.append(plugin)
+        try:
+            lifecycle.started()  # the bridge's engine.start() starts the HTTP servers
+            stop_ticks = lifecycle.start_tick_thread()
+            self._stopped.wait()
+            stop_ticks()
+            lifecycle.stopping()  # engine.exit() stops them, letting requests finish
+        finally:
+            for plugin in plugins:
+                plugin.unsubscribe()
+
+    def shutdown(self) -> None:
+        self._stopped.set()
