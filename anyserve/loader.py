@@ -150,8 +150,21 @@ def _import_file(path: str, spec: str) -> Any:
 
 
 def _raised_on_import(name: str, exc: BaseException) -> AppLoadError:
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return AppLoadError(f"module {name!r} raised {type(exc).__name__} on import: {exc}", details=details)
+    return AppLoadError(f"module {name!r} raised {type(exc).__name__} on import: {exc}", details=_user_traceback(exc))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the frames of anyserve's loader and importlib."""
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = [
+        frame
+        for frame in summary.stack
+        if frame.filename != __file__
+        and not frame.filename.startswith("<frozen importlib")
+        and os.sep + "importlib" + os.sep not in frame.filename
+    ]
+    summary.stack = traceback.StackSummary.from_list(frames)
+    return "".join(summary.format())
 
 
 def _get_path(module: Any, path: list[str], spec: str) -> Any:
@@ -178,8 +191,9 @@ def _call_factory(obj: Any, shown: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return obj(*args, **kwargs)
     except Exception as exc:
-        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        raise AppLoadError(f"factory {shown} raised {type(exc).__name__}: {exc}", details=details) from None
+        raise AppLoadError(
+            f"factory {shown} raised {type(exc).__name__}: {exc}", details=_user_traceback(exc)
+        ) from None
 
 
 def is_cherrypy_root(obj: Any) -> bool:
