@@ -93,8 +93,13 @@ class Server:
         described = f"{self.name} {version}" if version else self.name
         os.environ[SERVING_ENV] = described
         workers = self.config.workers
-        for url in self.urls:
-            log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+
+        def announce() -> None:
+            for url in self.urls:
+                log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+
+        # Last of the start hooks: once it is printed, requests are answered.
+        self.lifecycle.subscribe("started", announce)
         try:
             self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
         finally:
