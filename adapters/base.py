@@ -42,6 +42,7 @@ class Capabilities:
     background: bool = True  # can serve from a background thread (anyserve.serving)
     keep_alive: bool = True  # keeps HTTP/1.1 connections open between requests
     chunked_request: bool = True  # decodes Transfer-Encoding: chunked request bodies
+    repeated_headers: bool = True  # joins a repeated request header's values with commas
     http2: bool = False
 
     def flags(self) -> list[str]:

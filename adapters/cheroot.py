@@ -40,6 +40,9 @@ class CherootAdapter(ThreadedAdapter):
         concurrency=f"thread pool of N per listener (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        # cheroot joins only the headers it knows to be lists (Accept, ...); of
+        # any other repeated header the app sees the last value.
+        repeated_headers=False,
     )
     options = {
         "max_threads": Option(to_int, "grow the pool up to this many threads under load (-1: no limit)"),

@@ -30,6 +30,9 @@ class CherryPyAdapter(Adapter):
         concurrency="CherryPy engine + cheroot thread pool of N per listener (--threads, default server.thread_pool)",
         threads=True,
         unix=True,
+        # cheroot joins only the headers it knows to be lists (Accept, ...); of
+        # any other repeated header the app sees the last value.
+        repeated_headers=False,
     )
     note = "CherryPy's own server and engine, as cherrypy.quickstart runs them"
 

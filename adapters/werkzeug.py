@@ -1,8 +1,10 @@
 """werkzeug: Werkzeug's development server (``werkzeug.serving``).
 
-HTTP/1.1 with keep-alive and chunked request bodies, one thread per connection.
-Werkzeug cannot cap its threads, so --threads 1 (one request at a time) is the
-only thread count it honours. For development; its own docs say not to deploy it.
+HTTP/1.1 with chunked request and response bodies, one thread per connection.
+Werkzeug closes the connection after every response (no keep-alive: Python's
+http.server cannot drain a request it did not read) and cannot cap its threads,
+so --threads 1 (one request at a time) is the only thread count it honours.
+For development; its own docs say not to deploy it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class WerkzeugAdapter(SocketServerAdapter):
         concurrency="thread per connection, unbounded (--threads 1: one request at a time)",
         threads=True,
         unix=True,
+        keep_alive=False,
     )
     note = "development server"
 

@@ -1,0 +1,107 @@
+"""The plain WSGI app of the conformance suite: one endpoint per behaviour to check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+StartResponse = Callable[..., Any]
+CLOSES = {"count": 0}
+_lock = threading.Lock()
+
+
+def pattern(size: int) -> Iterator[bytes]:
+    """*size* deterministic bytes, in 64 KiB chunks."""
+    block = bytes(range(256)) * 256
+    while size > 0:
+        yield block[: min(size, len(block))]
+        size -= len(block)
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        return stream.read(int(length))
+    if environ.get("wsgi.input_terminated"):
+        return stream.read()
+    return b""
+
+
+class Closing:
+    """A response iterable whose close() is counted, as PEP 3333 asks servers to call it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.body
+
+    def close(self) -> None:
+        with _lock:
+            CLOSES["count"] += 1
+
+
+def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "")
+    query = {key: values[-1] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    if path == "/echo" or path.startswith("/caf"):
+        body = read_body(environ)
+        report = {
+            "method": environ["REQUEST_METHOD"],
+            "path_info": environ.get("PATH_INFO", ""),
+            "script_name": environ.get("SCRIPT_NAME", ""),
+            "query_string": environ.get("QUERY_STRING", ""),
+            "x_dup": environ.get("HTTP_X_DUP"),
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "pid": os.getpid(),
+        }
+        return respond(start_response, json.dumps(report).encode(), "application/json")
+    if path == "/big":
+        size = int(query.get("size", "0"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        return pattern(size)
+    if path == "/stream":
+        return stream(start_response, query.get("release", ""))
+    if path == "/slow":
+        if "mark" in query:
+            with open(query["mark"], "w"):
+                pass
+        time.sleep(float(query.get("s", "0.5")))
+        return respond(start_response, b"slept")
+    if path == "/raise":
+        raise RuntimeError(f"conformance-app-error-{query.get('token', '')}")
+    if path == "/closing":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
+        return Closing(b"closing")
+    if path == "/close-count":
+        with _lock:
+            count = CLOSES["count"]
+        return respond(start_response, str(count).encode())
+    return respond(start_response, b"not found", status="404 Not Found")
+
+
+def respond(
+    start_response: StartResponse, body: bytes, content_type: str = "text/plain", status: str = "200 OK"
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def stream(start_response: StartResponse, release: str) -> Iterator[bytes]:
+    """A first chunk, then the rest only once the test has created the *release* file:
+    a server that buffers the response never shows the first chunk in time."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first chunk\n"
+    deadline = time.monotonic() + 10
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield b"released\n" if os.path.exists(release) else b"never released\n"
+    yield b"last chunk\n"
