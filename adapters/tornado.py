@@ -1,0 +1,258 @@
+"""tornado: Tornado's HTTPServer with the WSGI app on a thread pool.
+
+Tornado's own ``WSGIContainer(app)`` runs the app on the IOLoop thread, one
+request at a time, buffers each response whole and leaves the client waiting
+when the app raises. anyserve runs the app on a thread pool of --threads,
+streams the response as the app yields it (with flow control), answers 500 when
+the app fails, and counts requests in flight so shutdown can wait for them. The
+IOLoop drives the Lifecycle (a PeriodicCallback for ``tick``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from anyserve.config import Config, to_bool, to_int, to_seconds
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+from .base import Adapter, Capabilities, Option, WSGIApp
+
+DEFAULT_THREADS = 10
+log = logging.getLogger("anyserve.tornado")
+
+
+class TornadoAdapter(Adapter):
+    name = "tornado"
+    requires = ("tornado",)
+    module = "tornado"
+    capabilities = Capabilities(
+        concurrency=f"IOLoop for I/O + thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
+        threads=True,
+        unix=True,
+        embed=True,
+    )
+    options = {
+        "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
+        "max_body_size": Option(to_int, "largest request body in bytes (default 100 MB)"),
+        "max_buffer_size": Option(to_int, "largest request held in memory in bytes (default 100 MB)"),
+        "idle_connection_timeout": Option(
+            to_seconds, "seconds an idle keep-alive connection stays open (default 3600)"
+        ),
+        "body_timeout": Option(to_seconds, "seconds to wait for a request body"),
+        "decompress_request": Option(to_bool, "decode gzip request bodies"),
+        "no_keep_alive": Option(to_bool, "close the connection after each response"),
+    }
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        asyncio.run(self._main(app, listeners, config, lifecycle))
+
+    async def _main(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            return
+        serving = TornadoServing(app, listeners, config, lifecycle)
+        serving.start()
+        await self._stop.wait()
+        await serving.stop()
+
+    def shutdown(self) -> None:
+        self._stop_requested = True
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+
+class TornadoServing:
+    """The app served on Tornado in the current IOLoop, which someone else may own.
+
+    ``start()`` adds the listeners to the running loop and returns; ``await
+    stop()`` stops accepting, waits for requests in flight (up to the graceful
+    timeout) and runs the ``stopping`` moment. The loop keeps running."""
+
+    def __init__(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.app = app
+        self.listeners = listeners
+        self.config = config
+        self.lifecycle = lifecycle
+        from tornado.wsgi import WSGIContainer
+
+        self.executor = ThreadPoolExecutor(config.threads or DEFAULT_THREADS, thread_name_prefix="anyserve-tornado")
+        # Tornado's container is used for its environ() only; the app runs through _respond.
+        self._container = WSGIContainer(app, executor=self.executor)
+        self.in_flight = 0
+        self._server: Any = None
+        self._ticker: Any = None
+
+    def start(self) -> None:
+        from tornado.httpserver import HTTPServer
+        from tornado.ioloop import PeriodicCallback
+
+        settings = TornadoAdapter.parse_options(self.config.options)
+        self._server = HTTPServer(self.handle, **settings)
+        self.lifecycle.started()
+        for listener in self.listeners:
+            listener.socket.setblocking(False)  # Tornado accepts until EAGAIN
+        self._server.add_sockets([listener.socket for listener in self.listeners])
+        if self.lifecycle.wants_ticks:
+            self._ticker = PeriodicCallback(self.lifecycle.tick, self.config.main_interval * 1000)
+            self._ticker.start()
+
+    async def stop(self) -> None:
+        self._server.stop()  # stop accepting
+        deadline = time.monotonic() + self.config.graceful_timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.in_flight:
+            log.warning(
+                "graceful timeout (%ss) reached with %d request(s) still running",
+                self.config.graceful_timeout,
+                self.in_flight,
+            )
+        await self._server.close_all_connections()
+        if self._ticker is not None:
+            self._ticker.stop()
+        self.executor.shutdown(wait=False)
+        self.lifecycle.stopping()
+
+    # -- the WSGI gateway --------------------------------------------------------
+
+    def handle(self, request: Any) -> None:
+        """HTTPServer's request callback: respond from a task on the IOLoop."""
+        from tornado.ioloop import IOLoop
+
+        IOLoop.current().spawn_callback(self._respond, request)
+
+    async def _respond(self, request: Any) -> None:
+        self.in_flight += 1
+        loop = asyncio.get_running_loop()
+        response = _Response(request)
+        result: Any = None
+        try:
+            environ = self._container.environ(request)
+            environ["wsgi.multiprocess"] = self.config.workers > 1
+            environ["wsgi.input_terminated"] = True  # Tornado has read the whole body
+            result, chunk = await loop.run_in_executor(self.executor, _call_app, self.app, environ, response)
+            if isinstance(result, (list, tuple)):
+                response.pending.extend(result)  # the whole body is known: sent with a Content-Length
+            else:
+                while chunk is not _DONE:
+                    await response.write(chunk)
+                    chunk = await loop.run_in_executor(self.executor, next, response.iterator, _DONE)
+            await response.finish()
+        except Exception:
+            log.exception("error in the WSGI app for %s %s", request.method, request.uri)
+            response.fail()
+        finally:
+            if hasattr(result, "close"):
+                try:
+                    await loop.run_in_executor(self.executor, result.close)
+                except Exception:
+                    log.exception("error closing the WSGI app's response")
+            self.in_flight -= 1
+            _access_log(request, response.status)
+
+
+_DONE: Any = object()
+
+
+def _call_app(app: WSGIApp, environ: dict[str, Any], response: _Response) -> tuple[Any, Any]:
+    """In a pool thread: call the app and, unless it returned a list, take its first chunk."""
+    result = app(environ, response.start_response)
+    if isinstance(result, (list, tuple)):
+        return result, _DONE
+    response.iterator = iter(result)
+    return result, next(response.iterator, _DONE)
+
+
+class _Response:
+    """start_response for the app, and writing to Tornado's connection."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.status = 0
+        self.headers: list[tuple[str, str]] | None = None
+        self.headers_sent = False
+        self.pending: list[bytes] = []  # from the app's legacy write() callable
+        self.iterator: Any = None
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.headers_sent:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status = int(status.split(" ", 1)[0])
+        self.reason = status.split(" ", 1)[1] if " " in status else ""
+        self.headers = headers
+        return self.pending.append
+
+    async def write(self, chunk: bytes) -> None:
+        if not self.headers_sent:
+            if not chunk and not self.pending:
+                return  # wait for a non-empty chunk before committing the headers
+            await self._send_headers()
+        data = b"".join([*self.pending, chunk]) if self.pending else chunk
+        self.pending.clear()
+        if data and self.request.method != "HEAD":
+            await self.request.connection.write(data)
+
+    async def finish(self) -> None:
+        if not self.headers_sent:
+            await self._send_headers(final=b"".join(self.pending))
+        elif self.pending and self.request.method != "HEAD":
+            await self.request.connection.write(b"".join(self.pending))
+        self.request.connection.finish()
+
+    async def _send_headers(self, final: bytes | None = None) -> None:
+        from tornado import httputil, version
+
+        if self.headers is None:
+            raise RuntimeError("the WSGI app did not call start_response")
+        headers = httputil.HTTPHeaders()
+        for key, value in self.headers:
+            headers.add(key, value)
+        if final is not None and "Content-Length" not in headers and self.status not in (204, 304):
+            headers["Content-Length"] = str(len(final))  # the whole body is known
+        if "Server" not in headers:
+            headers["Server"] = f"TornadoServer/{version}"
+        self.headers_sent = True
+        start_line = httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason)
+        body = final if final and self.request.method != "HEAD" else None
+        await self.request.connection.write_headers(start_line, headers, chunk=body)
+        self.pending.clear()
+
+    def fail(self) -> None:
+        """The app raised: a 500 if nothing was sent yet, else cut the connection."""
+        from tornado import httputil
+
+        connection = self.request.connection
+        if self.headers_sent:
+            connection.stream.close()  # the client sees a cut response, not a wrong one
+            return
+        self.status = 500
+        body = b"Internal Server Error"
+        headers = httputil.HTTPHeaders({"Content-Type": "text/plain", "Content-Length": str(len(body))})
+        connection.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 500, "Internal Server Error"), headers, chunk=body
+        )
+        connection.finish()
+
+
+def _access_log(request: Any, status: int) -> None:
+    from tornado.log import access_log
+
+    method = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    method(
+        "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, 1000.0 * request.request_time()
+    )
