@@ -1,0 +1,162 @@
+"""twisted: twisted.web's WSGIResource on the reactor's thread pool.
+
+The listeners are adopted by the reactor (``adoptStreamPort``); the app runs on
+the reactor's thread pool, sized by --threads. The Lifecycle starts after the
+reactor's startup (``callWhenRunning``), ticks from a ``LoopingCall`` and stops
+in a ``before shutdown`` trigger that first waits for the requests in flight.
+Twisted's own log goes to Python logging under ``twisted``. A reactor runs once
+per process, so this server cannot be restarted in one process; to serve from a
+reactor you already run, use :class:`TwistedServing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from anyserve.config import Config
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+from .base import Adapter, Capabilities, WSGIApp
+
+DEFAULT_THREADS = 10
+log = logging.getLogger("anyserve.twisted")
+
+
+class TwistedAdapter(Adapter):
+    name = "twisted"
+    requires = ("twisted",)
+    module = "twisted"
+    capabilities = Capabilities(
+        concurrency=f"reactor for I/O + its thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
+        threads=True,
+        unix=True,
+        embed=True,
+        background=False,  # a reactor cannot run twice in one process
+    )
+
+    def __init__(self) -> None:
+        self._reactor: Any = None
+        self._stop_requested = False
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        from twisted.internet import reactor
+
+        route_twisted_logging()
+        self._reactor = reactor
+        if self._stop_requested:
+            return
+        serving = TwistedServing(app, listeners, config, lifecycle, reactor)
+        reactor.callWhenRunning(serving.start)
+        reactor.addSystemEventTrigger("before", "shutdown", serving.stop)
+        reactor.run(installSignalHandlers=False)  # anyserve owns the signals
+
+    def shutdown(self) -> None:
+        self._stop_requested = True
+        if self._reactor is not None:
+            self._reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+_logging_routed = False
+
+
+def route_twisted_logging() -> None:
+    """Send Twisted's log events to Python logging (logger ``twisted``), once per process."""
+    global _logging_routed
+    if _logging_routed:
+        return
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+    _logging_routed = True
+
+
+class TwistedServing:
+    """The app served by a running reactor, which someone else may own.
+
+    Call ``start()`` from the reactor thread once it runs; ``stop()`` returns a
+    Deferred that fires once listening stopped, the requests in flight finished
+    (up to the graceful timeout) and the ``stopping`` moment ran."""
+
+    def __init__(
+        self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle, reactor: Any
+    ) -> None:
+        self.app = app
+        self.listeners = listeners
+        self.config = config
+        self.lifecycle = lifecycle
+        self.reactor = reactor
+        self.in_flight = 0
+        self._ports: list[Any] = []
+        self._ticker: Any = None
+
+    def start(self) -> None:
+        from twisted.internet.task import LoopingCall
+        from twisted.web.server import NOT_DONE_YET, Site
+        from twisted.web.wsgi import WSGIResource, _WSGIResponse
+
+        serving = self
+
+        class Resource(WSGIResource):
+            """Says the body is complete: Twisted has read all of it, chunked or not,
+            and a chunked upload has no CONTENT_LENGTH to tell the app."""
+
+            def render(self, request: Any) -> Any:
+                response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
+                response.environ["wsgi.input_terminated"] = True
+                response.start()
+                return NOT_DONE_YET
+
+        self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
+        resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
+
+        class CountingSite(Site):
+            """Counts the requests in flight, so stop() can wait for them."""
+
+            def getResourceFor(self, request: Any) -> Any:
+                serving.in_flight += 1
+                request.notifyFinish().addBoth(serving._finished)
+                return super().getResourceFor(request)
+
+        site = CountingSite(resource)
+        self.lifecycle.started()
+        for listener in self.listeners:
+            family = socket.AF_UNIX if listener.is_unix else listener.socket.family
+            listener.socket.setblocking(False)  # the reactor accepts until EAGAIN
+            self._ports.append(self.reactor.adoptStreamPort(listener.socket.fileno(), family, site))
+            listener.socket.close()  # the reactor holds its own duplicate
+        if self.lifecycle.wants_ticks:
+            self._ticker = LoopingCall(self.lifecycle.tick)
+            self._ticker.clock = self.reactor
+            self._ticker.start(self.config.main_interval, now=False)
+
+    def _finished(self, result: Any) -> None:
+        self.in_flight -= 1
+
+    def stop(self) -> Any:
+        from twisted.internet import defer, task
+
+        @defer.inlineCallbacks
+        def drain() -> Any:
+            yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self._ports])
+            deadline = time.monotonic() + self.config.graceful_timeout
+            while self.in_flight and time.monotonic() < deadline:
+                yield task.deferLater(self.reactor, 0.02, lambda: None)
+            if self.in_flight:
+                log.warning(
+                    "graceful timeout (%ss) reached with %d request(s) still running",
+                    self.config.graceful_timeout,
+                    self.in_flight,
+                )
+            if self._ticker is not None and self._ticker.running:
+                self._ticker.stop()
+            self.lifecycle.stopping()
+
+        return drain()
