@@ -142,11 +142,12 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 
 
 def cmd_check(config: Config) -> int:
-    from .loader import load_app
+    from .loader import add_app_dir, load_app
     from .registry import choose_adapter
 
     if config.app is None:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
+    add_app_dir(config.app_dir)
     adapter = choose_adapter(config)
     app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
     version = adapter.version()

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import BindError, ConfigError
+from .sockets import parse_bind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -445,6 +446,11 @@ class Config:
                 f"{which.lstrip('-')} in {origin.get(which.lstrip('-'), 'the config')}); "
                 "put the whole address in --bind, e.g. -b 0.0.0.0:8000"
             )
+        for spec in self.listen:
+            try:
+                parse_bind(spec)
+            except BindError as exc:
+                raise ConfigError(str(exc)) from None
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
 

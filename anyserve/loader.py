@@ -49,9 +49,7 @@ def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
         raise AppLoadError("no APP given: name the application as module:attr, e.g. myapp:application")
     module_part, _, attr_part = spec.partition(":")
     if app_dir is not None:
-        path = os.path.abspath(app_dir)
-        if path not in sys.path:
-            sys.path.insert(0, path)
+        add_app_dir(app_dir)
     if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
         module = _import_file(module_part, spec)
     elif _MODULE_RE.match(module_part):
@@ -81,6 +79,13 @@ def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
     if factory and not called:
         obj = _call_factory(obj, f"{spec}()")
     return obj
+
+
+def add_app_dir(app_dir: str) -> None:
+    """Put *app_dir* first on sys.path, once, so APP (and a -s module:Class) import from it."""
+    path = os.path.abspath(app_dir)
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def _parse_attribute(text: str, spec: str) -> tuple[list[str], list[Any] | None, dict[str, Any]]:

@@ -14,7 +14,7 @@ from .cherrypy_bridge import bridge_for
 from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
-from .loader import load_app, load_callable
+from .loader import add_app_dir, load_app, load_callable
 from .logs import configure_logging
 from .middleware import RootPath
 from .registry import choose_adapter
@@ -37,6 +37,7 @@ class Server:
 
     def __init__(self, config: Config, app: Any = None) -> None:
         self.config = config
+        add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
         target = app if app is not None else config.app
         if target is None:

@@ -95,22 +95,31 @@ def bind_listeners(
     return listeners
 
 
-def bind(spec: str, *, backlog: int = 2048, uds_mode: int | None = None) -> Listener:
-    """Bind one address: HOST:PORT, [IPv6]:PORT, :PORT, unix:PATH or fd://N."""
+def parse_bind(spec: str) -> tuple[str, int | str | tuple[str, int]]:
+    """('fd', N), ('unix', PATH) or ('tcp', (HOST, PORT)); BindError when malformed."""
     if spec.startswith("fd://"):
         try:
-            fd = int(spec[5:])
+            return "fd", int(spec[5:])
         except ValueError:
             raise BindError(f"bad listener {spec!r}: fd:// must be followed by a descriptor number") from None
-        return adopt_fd(fd, backlog=backlog, spec=spec)
     if spec.startswith("unix:"):
         path = spec[5:]
         if path.startswith("//"):
             path = path[2:]
         if not path:
             raise BindError(f"bad listener {spec!r}: expected unix:PATH")
-        return _bind_unix(spec, path, backlog, uds_mode)
-    host, port = parse_host_port(spec)
+        return "unix", path
+    return "tcp", parse_host_port(spec)
+
+
+def bind(spec: str, *, backlog: int = 2048, uds_mode: int | None = None) -> Listener:
+    """Bind one address: HOST:PORT, [IPv6]:PORT, :PORT, unix:PATH or fd://N."""
+    kind, where = parse_bind(spec)
+    if kind == "fd":
+        return adopt_fd(where, backlog=backlog, spec=spec)  # type: ignore[arg-type]
+    if kind == "unix":
+        return _bind_unix(spec, where, backlog, uds_mode)  # type: ignore[arg-type]
+    host, port = where  # type: ignore[misc]
     return _bind_tcp(spec, host, port, backlog)
 
 
