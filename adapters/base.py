@@ -121,6 +121,13 @@ class Adapter(ABC):
         return cls.parse_options(config.options)
 
     @classmethod
+    def prepare_process(cls, config: Config) -> None:
+        """Called first thing in a process that anyserve owns and serves from,
+        before the app is imported (gevent's monkey-patching goes here); not
+        called when serving from a background thread of someone else's program."""
+        return None
+
+    @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         settings: dict[str, Any] = {}
         for key, value in raw.items():
@@ -146,8 +153,9 @@ class Adapter(ABC):
 
     @abstractmethod
     def shutdown(self) -> None:
-        """Stop accepting, let in-flight requests finish (up to the graceful timeout),
-        and make :meth:`serve` return. Safe to call from any thread, more than once."""
+        """Begin a graceful stop and return at once: stop accepting, let in-flight
+        requests finish (up to the graceful timeout), then make :meth:`serve` return.
+        Safe to call from any thread or a signal handler, and more than once."""
 
 
 def _servers_with(capability: str, besides: str) -> str:
@@ -160,23 +168,59 @@ def _servers_with(capability: str, besides: str) -> str:
 # -- socketserver-based servers (wsgiref, werkzeug) -------------------------------
 
 
+class ConnectionTracker:
+    """Which connections wait for a request (idle) and which serve one (busy).
+
+    A drain closes the idle ones at once, so a keep-alive client does not hold
+    up shutdown, and the busy ones are left to finish their request."""
+
+    def __init__(self) -> None:
+        self._conns: dict[Any, bool] = {}  # connection -> busy
+        self._lock = threading.Lock()
+        self.draining = False
+
+    def mark(self, conn: Any, busy: bool) -> None:
+        with self._lock:
+            self._conns[conn] = busy
+            if self.draining and not busy:
+                _close_connection(conn)
+
+    def forget(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
+
+    def drain(self) -> None:
+        """From now on no connection waits for another request."""
+        with self._lock:
+            self.draining = True
+            for conn, busy in self._conns.items():
+                if not busy:
+                    _close_connection(conn)
+
+
+def _close_connection(conn: Any) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked on it
+    except OSError:
+        pass
+
+
 class DrainingServerMixIn(socketserver.ThreadingMixIn):
     """Thread per connection, at most *max_threads* at once, with a graceful drain.
 
     socketserver either abandons its threads at exit (daemon threads) or joins them
     with no bound, and an idle keep-alive connection blocks that join forever. Here
-    each connection is known as idle (waiting for a request line) or busy; a drain
-    closes the idle ones at once and gives the busy ones until a deadline."""
+    a ConnectionTracker knows the idle connections; a drain closes them at once and
+    gives the busy ones until a deadline."""
 
     daemon_threads = True  # joined by drain() with a deadline instead
     block_on_close = False
 
     def init_draining(self, slots: threading.BoundedSemaphore | None) -> None:
         self._slots = slots
-        self._conns: dict[socket.socket, bool] = {}  # connection -> busy
-        self._conn_lock = threading.Lock()
+        self.connections = ConnectionTracker()
         self._workers: set[threading.Thread] = set()
-        self.draining = False
+        self._workers_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if self._slots is not None:
@@ -184,7 +228,7 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
         if not isinstance(client_address, tuple):  # unix socket peers have no address
             client_address = ("", 0)
         thread = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True)
-        with self._conn_lock:
+        with self._workers_lock:
             self._workers.add(thread)
         thread.start()
 
@@ -192,31 +236,17 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
         try:
             self.process_request_thread(request, client_address)
         finally:
-            with self._conn_lock:
+            with self._workers_lock:
                 self._workers.discard(threading.current_thread())
             if self._slots is not None:
                 self._slots.release()
 
-    def mark(self, conn: socket.socket, busy: bool) -> None:
-        with self._conn_lock:
-            self._conns[conn] = busy
-            if self.draining and not busy:
-                _close_read(conn)
-
-    def forget(self, conn: socket.socket) -> None:
-        with self._conn_lock:
-            self._conns.pop(conn, None)
-
     def drain(self, deadline: float) -> int:
         """Close idle connections, wait for busy ones until *deadline* (monotonic);
         return how many were still running."""
-        with self._conn_lock:
-            self.draining = True
-            for conn, busy in self._conns.items():
-                if not busy:
-                    _close_read(conn)
+        self.connections.drain()
         while True:
-            with self._conn_lock:
+            with self._workers_lock:
                 workers = list(self._workers)
             if not workers:
                 return 0
@@ -224,13 +254,6 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
             if remaining <= 0:
                 return len(workers)
             workers[0].join(min(remaining, 0.1))
-
-
-def _close_read(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class DrainingHandlerMixIn:
@@ -242,25 +265,25 @@ class DrainingHandlerMixIn:
 
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]
-        self.server.mark(self.connection, False)
+        self.server.connections.mark(self.connection, False)
 
     def handle_one_request(self) -> None:
-        if self.server.draining:
+        if self.server.connections.draining:
             self.close_connection = True
             return
-        self.server.mark(self.connection, False)
+        self.server.connections.mark(self.connection, False)
         super().handle_one_request()  # type: ignore[misc]
 
     def parse_request(self) -> bool:
         # Called right after the request line is read: the connection is busy now.
-        self.server.mark(self.connection, True)
+        self.server.connections.mark(self.connection, True)
         return super().parse_request()  # type: ignore[misc]
 
     def finish(self) -> None:
         try:
             super().finish()  # type: ignore[misc]
         finally:
-            self.server.forget(self.connection)
+            self.server.connections.forget(self.connection)
 
 
 class ThreadedAdapter(Adapter):
@@ -322,6 +345,11 @@ class ThreadedAdapter(Adapter):
             if self._shutting_down:
                 return
             self._shutting_down = True
+        # Draining blocks; shutdown() must not (it may run in a signal handler).
+        threading.Thread(target=self._drain, name=f"anyserve-{self.name}-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        with self._lock:
             servers = self._servers
         left = self.stop_servers(servers, time.monotonic() + self._graceful_timeout) if servers else 0
         if left:

@@ -136,7 +136,7 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
         from .reloader import run_with_reloader
 
         return run_with_reloader(config, argv)
-    server = Server(config)
+    server = Server(config, owns_process=True)
     serve_until_signalled(server)
     return EXIT_OK
 

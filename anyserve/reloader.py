@@ -79,7 +79,7 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
 def _serve_child(config: Config) -> int:
     from .runner import Server, serve_until_signalled
 
-    server = Server(config)
+    server = Server(config, owns_process=True)
     changed = threading.Event()
     stop_watching = threading.Event()
 

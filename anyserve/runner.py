@@ -35,10 +35,12 @@ class Server:
     ``serve()`` blocks; ``start()`` serves from a background thread and returns
     once the server takes requests; ``stop()`` shuts down gracefully."""
 
-    def __init__(self, config: Config, app: Any = None) -> None:
+    def __init__(self, config: Config, app: Any = None, *, owns_process: bool = False) -> None:
         self.config = config
         add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
+        if owns_process:
+            self.adapter_class.prepare_process(config)
         target = app if app is not None else config.app
         if target is None:
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
@@ -160,9 +162,7 @@ def serve_until_signalled(server: Server) -> None:
             signal.Signals(signum).name,
             server.config.graceful_timeout,
         )
-        # The handler only starts the shutdown: draining blocks, and must not run
-        # inside a signal handler that interrupted the serving loop.
-        threading.Thread(target=server.stop, name="anyserve-shutdown", daemon=True).start()
+        server.adapter.shutdown()  # returns at once; serve() returns once drained
 
     def hang_up(signum: int, frame: object) -> None:
         log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
@@ -184,8 +184,9 @@ def run(app: Any = None, **options: Any) -> None:
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
     configure_logging(config.log_level)
-    server = Server(config)
-    if threading.current_thread() is threading.main_thread():
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    server = Server(config, owns_process=in_main_thread)
+    if in_main_thread:
         serve_until_signalled(server)
     else:
         server.serve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
 import threading
 import time
@@ -44,3 +45,20 @@ def test_sigterm_lets_the_request_in_flight_finish(server: str, tmp_path: Path) 
     assert "error" not in result, result
     status, _, body = result["answer"]  # type: ignore[misc]
     assert (status, body) == (200, b"slept")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_idle_keep_alive_connection_does_not_hold_up_shutdown(server: str) -> None:
+    running = start_anyserve(server, APP, "--graceful-timeout", "30")
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/echo")
+        conn.getresponse().read()  # the connection stays open, idle
+        started = time.monotonic()
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 5, "shutdown waited for an idle connection"
+    finally:
+        conn.close()
+        running.stop()

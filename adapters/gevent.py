@@ -1,0 +1,170 @@
+"""gevent: ``gevent.pywsgi.WSGIServer``, a greenlet per connection.
+
+The listeners anyserve bound already carry TCP_NODELAY (without it a keep-alive
+client waits ~40 ms a request). Requests run in a pool of greenlets (unbounded,
+or ``-o pool_size=N``); the Lifecycle ticks from a greenlet. When anyserve owns
+the process it monkey-patches the standard library first thing, before the app
+is imported (as gunicorn's gevent worker does), and warns about modules that
+were imported before it; ``-o patch=false`` leaves the standard library alone,
+and then a blocking call in the app blocks every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from anyserve.config import Config, to_bool, to_positive_int
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp
+
+log = logging.getLogger("anyserve.gevent")
+
+#: Modules whose blocking calls patching must catch; imported before patching,
+#: code holding references to them keeps blocking the whole process.
+PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc", "concurrent.futures")
+
+
+class GeventAdapter(Adapter):
+    name = "gevent"
+    requires = ("gevent",)
+    module = "gevent"
+    capabilities = Capabilities(
+        concurrency="greenlet per connection (unbounded, or -o pool_size=N), standard library monkey-patched",
+        unix=True,
+        embed=True,
+    )
+    options = {
+        "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
+        "patch": Option(to_bool, "monkey-patch the standard library before loading the app (default true)"),
+    }
+
+    @classmethod
+    def prepare_process(cls, config: Config) -> None:
+        if not cls.check(config).get("patch", True):
+            return
+        early = [name for name in PATCH_SENSITIVE if name in sys.modules]
+        from gevent import monkey
+
+        monkey.patch_all()
+        if early:
+            log.warning(
+                "modules imported before gevent's monkey-patching may still block: %s "
+                "(import them after anyserve starts, e.g. inside the app module)",
+                ", ".join(early),
+            )
+
+    def __init__(self) -> None:
+        self._wakeup: Any = None
+        self._stop_requested = False
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        import gevent
+        from gevent.event import Event
+
+        stop = Event()
+        # shutdown() may come from another thread: an async watcher is the
+        # thread-safe way to wake the hub.
+        self._wakeup = gevent.get_hub().loop.async_()
+        self._wakeup.start(stop.set)
+        if self._stop_requested:
+            return
+        serving = GeventServing(app, listeners, config, lifecycle)
+        serving.start()
+        try:
+            stop.wait()
+        finally:
+            serving.stop()
+            self._wakeup.close()
+
+    def shutdown(self) -> None:
+        self._stop_requested = True
+        if self._wakeup is not None:
+            self._wakeup.send()
+
+
+class GeventServing:
+    """The app served in the current gevent hub, which someone else may run.
+
+    ``start()`` starts the servers and returns; ``stop()`` (from a greenlet)
+    stops accepting, closes idle connections, waits for the requests in flight
+    (up to the graceful timeout) and runs the ``stopping`` moment."""
+
+    def __init__(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.listeners = listeners
+        self.config = config
+        self.lifecycle = lifecycle
+        self.connections = ConnectionTracker()
+        self._servers: list[Any] = []
+        self._ticker: Any = None
+
+    def start(self) -> None:
+        import gevent
+        from gevent.pool import Pool
+        from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+
+        connections = self.connections
+        pool_size = GeventAdapter.check(self.config).get("pool_size")
+
+        class Handler(WSGIHandler):
+            """Knows when its connection waits for a request, so a drain can close it."""
+
+            def read_requestline(self) -> str:
+                connections.mark(self.socket, False)
+                line = super().read_requestline()
+                connections.mark(self.socket, True)
+                return line
+
+            def handle_one_request(self) -> Any:
+                if connections.draining:
+                    return None  # end the keep-alive loop
+                return super().handle_one_request()
+
+            def handle(self) -> None:
+                sock = self.socket
+                try:
+                    super().handle()
+                finally:
+                    connections.forget(sock)
+
+        self.lifecycle.started()
+        for listener in self.listeners:
+            listener.socket.setblocking(False)
+            server = WSGIServer(
+                listener.socket,
+                self.app,
+                spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
+                handler_class=Handler,
+                log=LoggingLogAdapter(logging.getLogger("gevent.access")),
+                error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
+            )
+            if self.config.workers > 1:
+                server.environ = {**server.get_environ(), "wsgi.multiprocess": True}
+            server.start()
+            self._servers.append(server)
+        if self.lifecycle.wants_ticks:
+            self._ticker = gevent.spawn(self._tick)
+
+    def _tick(self) -> None:
+        import gevent
+
+        while True:
+            gevent.sleep(self.config.main_interval)
+            self.lifecycle.tick()
+
+    def stop(self) -> None:
+        import time
+
+        deadline = time.monotonic() + self.config.graceful_timeout
+        for server in self._servers:
+            server.close()  # stop accepting everywhere first
+        self.connections.drain()
+        for server in self._servers:
+            server.stop(timeout=max(0.0, deadline - time.monotonic()))
+        if self._ticker is not None:
+            self._ticker.kill()
+        self.lifecycle.stopping()
