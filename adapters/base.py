@@ -33,6 +33,7 @@ class Capabilities:
 
     #: How requests run, in the user's words ("thread pool of N (default 10)").
     concurrency: str
+    concurrent: bool = True  # serves several requests at once, even when the app blocks
     threads: bool = False  # honours --threads
     workers: bool = False  # has its own worker processes (--workers)
     unix: bool = False  # serves on unix sockets
