@@ -152,6 +152,14 @@ class Adapter(ABC):
         Calls ``lifecycle.started()`` once ready to take requests, drives ``tick``
         and calls ``lifecycle.stopping()`` when shutdown begins."""
 
+    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
+        """Serve from the loop the caller runs (capability ``embed``) and return at once.
+
+        Returns an object whose ``stop()`` begins the graceful stop and returns what
+        that loop waits on (an asyncio future, a Deferred), or blocks the calling
+        greenlet until done."""
+        raise ServerError(f"{self.name} cannot be embedded in a loop you run; use {_servers_with('embed', self.name)}")
+
     @abstractmethod
     def shutdown(self) -> None:
         """Begin a graceful stop and return at once: stop accepting, let in-flight

@@ -85,6 +85,11 @@ class GeventAdapter(Adapter):
         if self._wakeup is not None:
             self._wakeup.send()
 
+    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
+        serving = GeventServing(app, listeners, config, lifecycle)
+        serving.start()  # stop() blocks the calling greenlet until done
+        return serving
+
 
 class GeventServing:
     """The app served in the current gevent hub, which someone else may run.

@@ -71,6 +71,20 @@ class TornadoAdapter(Adapter):
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
+    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
+        serving = TornadoServing(app, listeners, config, lifecycle)
+        serving.start()
+        return _Embedded(serving)
+
+
+class _Embedded:
+    def __init__(self, serving: TornadoServing) -> None:
+        self.serving = serving
+
+    def stop(self) -> asyncio.Future[None]:
+        """Begin the graceful stop; await the result to wait for its end."""
+        return asyncio.ensure_future(self.serving.stop())
+
 
 class TornadoServing:
     """The app served on Tornado in the current IOLoop, which someone else may own.

@@ -59,6 +59,14 @@ class TwistedAdapter(Adapter):
         if self._reactor is not None:
             self._reactor.callFromThread(self._stop_reactor)
 
+    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
+        from twisted.internet import reactor
+
+        route_twisted_logging()
+        serving = TwistedServing(app, listeners, config, lifecycle, reactor)
+        serving.start()  # stop() returns a Deferred
+        return serving
+
     def _stop_reactor(self) -> None:
         if self._reactor.running:
             self._reactor.stop()
@@ -130,8 +138,9 @@ class TwistedServing:
         for listener in self.listeners:
             family = socket.AF_UNIX if listener.is_unix else listener.socket.family
             listener.socket.setblocking(False)  # the reactor accepts until EAGAIN
+            # The reactor listens on a duplicate; anyserve closes its own copy
+            # once the serving stopped (Server.close).
             self._ports.append(self.reactor.adoptStreamPort(listener.socket.fileno(), family, site))
-            listener.socket.close()  # the reactor holds its own duplicate
         if self.lifecycle.wants_ticks:
             self._ticker = LoopingCall(self.lifecycle.tick)
             self._ticker.clock = self.reactor
@@ -141,6 +150,7 @@ class TwistedServing:
         self.in_flight -= 1
 
     def stop(self) -> Any:
+        """Begin the graceful stop; the Deferred returned fires at its end."""
         from twisted.internet import defer, task
 
         @defer.inlineCallbacks

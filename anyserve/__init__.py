@@ -17,22 +17,24 @@ __all__ = [
     "BindError",
     "Config",
     "ConfigError",
+    "Embedded",
     "Lifecycle",
     "Server",
     "ServerError",
     "__version__",
+    "embed",
     "load_app",
     "run",
     "serving",
 ]
 
 if TYPE_CHECKING:
-    from .runner import Server, run, serving
+    from .runner import Embedded, Server, embed, run, serving
 
 
 def __getattr__(name: str) -> Any:
     # The runner pulls in the registry; keep `import anyserve` (and --help) light.
-    if name in ("Server", "run", "serving"):
+    if name in ("Embedded", "Server", "embed", "run", "serving"):
         from . import runner
 
         return getattr(runner, name)

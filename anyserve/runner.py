@@ -92,6 +92,14 @@ class Server:
     def serve(self) -> None:
         """Serve until :meth:`stop`; then close the listeners."""
         self.bind()
+        self.announce()
+        try:
+            self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
+        finally:
+            self.close()
+
+    def announce(self) -> None:
+        """Say where it listens, as the last start hook: once printed, requests are answered."""
         version = self.adapter_class.version()
         described = f"{self.name} {version}" if version else self.name
         os.environ[SERVING_ENV] = described
@@ -101,12 +109,7 @@ class Server:
             for url in self.urls:
                 log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
 
-        # Last of the start hooks: once it is printed, requests are answered.
         self.lifecycle.subscribe("started", announce)
-        try:
-            self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
-        finally:
-            self.close()
 
     def start(self, timeout: float = 30.0) -> Server:
         """Serve from a background thread; return once requests are taken."""
@@ -206,6 +209,58 @@ def serving(app: Any = None, **options: Any) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+class Embedded:
+    """A server started inside a loop the caller runs; see :func:`embed`."""
+
+    def __init__(self, server: Server, handle: Any) -> None:
+        self.server = server
+        self._handle = handle
+
+    @property
+    def urls(self) -> list[str]:
+        return self.server.urls
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> Any:
+        """Begin the graceful stop: stop accepting, let requests in flight finish,
+        run the ``stopping`` hooks (CherryPy's engine exits). Returns what the
+        host loop waits on: an asyncio future (tornado), a Deferred (twisted);
+        under gevent it blocks the calling greenlet and returns None."""
+        result = self._handle.stop()
+        for attribute in ("add_done_callback", "addBoth"):  # asyncio future, Deferred
+            if hasattr(result, attribute):
+                getattr(result, attribute)(lambda outcome: self._closed(outcome))
+                return result
+        self.server.close()
+        return result
+
+    def _closed(self, outcome: Any) -> Any:
+        self.server.close()
+        return outcome
+
+
+def embed(app: Any = None, **options: Any) -> Embedded:
+    """Serve *app* from inside a loop the caller already runs, and return at once.
+
+    Call it from that loop: a running asyncio loop or Tornado IOLoop
+    (``server="tornado"``), a running Twisted reactor (``server="twisted"``), a
+    gevent hub (``server="gevent"``). The Lifecycle, and so CherryPy's engine,
+    is driven from that loop; ``stop()`` ends the serving and leaves the loop
+    running. For a background thread instead, see :func:`serving`."""
+    options.setdefault("bind", ["127.0.0.1:0"])
+    config = Config.load(kwargs=_with_app(app, options))
+    server = Server(config)
+    if not server.adapter_class.capabilities.embed:
+        server.adapter.embed(server.app, [], config, server.lifecycle)  # raises the refusal
+    server.bind()
+    server.announce()
+    handle = server.adapter.embed(server.app, server.listeners, config, server.lifecycle)
+    return Embedded(server, handle)
 
 
 def _with_app(app: Any, options: dict[str, Any]) -> dict[str, Any]:

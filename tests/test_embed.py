@@ -1,0 +1,103 @@
+"""Embedding: anyserve serves from inside a loop someone else runs.
+
+Each program in examples/ owns its loop (Tornado, asyncio, Twisted, gevent),
+embeds a plain WSGI app and a CherryPy app, and keeps running after stopping
+them. The test drives it with signals and checks it over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PROGRAMS = {
+    "tornado": ["tornado_embed.py", "0", "0", "0"],
+    "asyncio": ["asyncio_embed.py", "0", "0"],
+    "twisted": ["twisted_embed.py", "0", "0", "0"],
+    "gevent": ["gevent_embed.py", "0", "0"],
+}
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url + "/", timeout=10) as response:
+        return response.read()
+
+
+def refused(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) != 0
+
+
+class Output:
+    """The program's stdout, line by line, read by a thread so every wait is bounded."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def next(self, timeout: float = 20) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the program printed nothing in {timeout} s") from None
+
+
+@pytest.mark.parametrize("loop", list(PROGRAMS))
+def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
+    script, *ports = PROGRAMS[loop]
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script), *ports],
+        cwd=EXAMPLES,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output = Output(proc)
+    try:
+        urls = dict(output.next().split(" ", 1) for _ in range(len(ports)))
+        assert get(urls["plain"]) == b"plain WSGI app\n"
+        first = json.loads(get(urls["cherrypy"]))
+        assert first["engine"] == "states.STARTED"
+        deadline = time.monotonic() + 10
+        while (report := json.loads(get(urls["cherrypy"])))["main"] < first["main"] + 5:
+            assert time.monotonic() < deadline, "main is not published"
+            time.sleep(0.05)
+        assert report["main_from_loop_thread"] is True  # main is published from the host's loop
+
+        proc.send_signal(signal.SIGUSR1)  # the program stops anyserve, not its loop
+        line = output.next()
+        assert line.startswith("wsgi stopped; the loop runs on") and not line.endswith("False"), line
+        assert refused(urls["cherrypy"]) and refused(urls["plain"])
+        own = urls.get("tornado") or urls.get("twisted")
+        if own:
+            assert b"own" in get(own)  # the host's own server still answers
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
