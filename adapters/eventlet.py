@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from anyserve.config import Config, to_bool, to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
@@ -72,8 +73,8 @@ class EventletAdapter(Adapter):
             return
 
         class Protocol(eventlet.wsgi.HttpProtocol):
-            def get_environ(self) -> dict[str, object]:
-                environ = super().get_environ()
+            def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
+                environ = _base(self)
                 # eventlet always says HTTP/1.0, which makes apps (CherryPy's
                 # among them) answer a 1.1 client as a 1.0 one.
                 environ["SERVER_PROTOCOL"] = self.request_version
@@ -83,13 +84,17 @@ class EventletAdapter(Adapter):
                 return environ
 
         pool = eventlet.GreenPool(settings.get("pool_size", DEFAULT_POOL))
+        access_log = logging.getLogger("eventlet.wsgi")
         lifecycle.started()
         servers = [
             eventlet.spawn(
                 eventlet.wsgi.server,
                 listener.socket if isinstance(listener.socket, GreenSocket) else GreenSocket(listener.socket),
                 app,
-                log=logging.getLogger("eventlet.wsgi"),
+                log=access_log,
+                # eventlet formats each access line before logging it: skip the
+                # work when the line would be dropped anyway.
+                log_output=access_log.isEnabledFor(logging.INFO),
                 custom_pool=pool,
                 protocol=Protocol,
                 # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks

@@ -136,6 +136,7 @@ class GeventServing:
                 finally:
                     connections.forget(sock)
 
+        access_log = logging.getLogger("gevent.access")
         self.lifecycle.started()
         for listener in self.listeners:
             listener.socket.setblocking(False)
@@ -144,7 +145,9 @@ class GeventServing:
                 self.app,
                 spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
                 handler_class=Handler,
-                log=LoggingLogAdapter(logging.getLogger("gevent.access")),
+                # pywsgi formats each access line before writing it: no log at all
+                # when the line would be dropped anyway.
+                log=LoggingLogAdapter(access_log) if access_log.isEnabledFor(logging.INFO) else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
             )
             if self.config.workers > 1:

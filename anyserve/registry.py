@@ -24,7 +24,8 @@ ENTRY_POINT_GROUP = "anyserve.adapters"
 #: ``-s auto`` takes the first installed server in this order that can honour the
 #: options: production-grade threaded servers first (cheroot, the server CherryPy
 #: ships, then waitress), then pre-fork and event-loop servers, CherryPy's own
-#: engine-run server, and the development servers last. Servers not listed here come after them, by name.
+#: engine-run server, and the development servers last. Servers not listed here
+#: come after them, by name.
 AUTO_ORDER = (
     "cheroot",
     "waitress",
@@ -34,6 +35,7 @@ AUTO_ORDER = (
     "twisted",
     "gevent",
     "eventlet",
+    "cherrypy",
     "werkzeug",
     "wsgiref",
 )
