@@ -198,6 +198,10 @@ class ConnectionTracker:
         with self._lock:
             self._conns.pop(conn, None)
 
+    def close(self, conn: Any) -> None:
+        """Shut a connection down, waking whoever reads it."""
+        _close_connection(conn)
+
     def drain(self) -> None:
         """From now on no connection waits for another request."""
         with self._lock:

@@ -12,7 +12,9 @@ and then a blocking call in the app blocks every request.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_positive_int
@@ -74,9 +76,20 @@ class GeventAdapter(Adapter):
             return
         serving = GeventServing(app, listeners, config, lifecycle)
         serving.start()
+        # Python runs a signal handler only once the main thread runs Python code,
+        # and libev's loop retries an interrupted wait inside C: a TERM could wait
+        # for the next request. libev's own signal watchers call the handlers
+        # anyserve installed, from the hub, at once.
+        watchers = [
+            gevent.signal_handler(signum, handler, signum, None)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            if callable(handler := signal.getsignal(signum)) and threading.current_thread() is threading.main_thread()
+        ]
         try:
             stop.wait()
         finally:
+            for watcher in watchers:
+                watcher.cancel()
             serving.stop()
             self._wakeup.close()
 
@@ -126,7 +139,8 @@ class GeventServing:
 
             def handle_one_request(self) -> Any:
                 if connections.draining:
-                    return None  # end the keep-alive loop
+                    connections.close(self.socket)  # end the keep-alive loop, and the connection
+                    return None
                 return super().handle_one_request()
 
             def handle(self) -> None:
