@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -165,6 +166,25 @@ class Adapter(ABC):
         """Begin a graceful stop and return at once: stop accepting, let in-flight
         requests finish (up to the graceful timeout), then make :meth:`serve` return.
         Safe to call from any thread or a signal handler, and more than once."""
+
+
+#: Modules whose blocking calls a green-thread server's monkey-patching must
+#: catch; imported before patching, code holding references to them still blocks.
+PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc", "concurrent.futures")
+
+
+def monkey_patch_first(server: str, patch_all: Callable[[], object]) -> None:
+    """Patch the standard library for a green-thread server, and warn about the
+    modules that were imported before and may still block the whole process."""
+    early = [name for name in PATCH_SENSITIVE if name in sys.modules]
+    patch_all()
+    if early:
+        logging.getLogger(f"anyserve.{server}").warning(
+            "modules imported before %s's monkey-patching may still block: %s "
+            "(import them after anyserve starts, e.g. inside the app module)",
+            server,
+            ", ".join(early),
+        )
 
 
 def _servers_with(capability: str, besides: str) -> str:

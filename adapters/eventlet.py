@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp
+from .base import Adapter, Capabilities, Option, WSGIApp, monkey_patch_first
 
 log = logging.getLogger("anyserve.eventlet")
 DEFAULT_POOL = 1024  # eventlet's own default
-PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc")
 
 
 class EventletAdapter(Adapter):
@@ -45,14 +43,10 @@ class EventletAdapter(Adapter):
 
     @classmethod
     def prepare_process(cls, config: Config) -> None:
-        if not cls.check(config).get("patch", True):
-            return
-        early = [name for name in PATCH_SENSITIVE if name in sys.modules]
-        import eventlet
+        if cls.check(config).get("patch", True):
+            import eventlet
 
-        eventlet.monkey_patch()
-        if early:
-            log.warning("modules imported before eventlet's monkey-patching may still block: %s", ", ".join(early))
+            monkey_patch_first("eventlet", eventlet.monkey_patch)
 
     def __init__(self) -> None:
         self._wakeup_fd: int | None = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -21,13 +20,9 @@ from anyserve.config import Config, to_bool, to_positive_int
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp
+from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp, monkey_patch_first
 
 log = logging.getLogger("anyserve.gevent")
-
-#: Modules whose blocking calls patching must catch; imported before patching,
-#: code holding references to them keeps blocking the whole process.
-PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc", "concurrent.futures")
 
 
 class GeventAdapter(Adapter):
@@ -46,18 +41,10 @@ class GeventAdapter(Adapter):
 
     @classmethod
     def prepare_process(cls, config: Config) -> None:
-        if not cls.check(config).get("patch", True):
-            return
-        early = [name for name in PATCH_SENSITIVE if name in sys.modules]
-        from gevent import monkey
+        if cls.check(config).get("patch", True):
+            from gevent import monkey
 
-        monkey.patch_all()
-        if early:
-            log.warning(
-                "modules imported before gevent's monkey-patching may still block: %s "
-                "(import them after anyserve starts, e.g. inside the app module)",
-                ", ".join(early),
-            )
+            monkey_patch_first("gevent", monkey.patch_all)
 
     def __init__(self) -> None:
         self._wakeup: Any = None
