@@ -238,3 +238,24 @@ def test_several_apps_at_several_prefixes(server: str) -> None:
         assert request(running.url, "/elsewhere")[0] == 404
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cherrypy_log_files(server: str, tmp_path: Path) -> None:
+    access, error = tmp_path / "access.log", tmp_path / "error.log"
+    config = tmp_path / "logs.conf"
+    config.write_text(f'[global]\nlog.access_file = "{access}"\nlog.error_file = "{error}"\n')
+    running = start_anyserve(server, CPAPP, "--cherrypy-config", str(config))
+    try:
+        assert request(running.url, "/users/bob/greet")[0] == 200
+        assert request(running.url, "/boom")[0] == 500
+        output = running.stderr_text()
+    finally:
+        running.stop()
+    # As CherryPy documents: one access line per request, the handler's traceback in the error log.
+    assert '"GET /users/bob/greet HTTP/1.1" 200' in access.read_text()
+    assert "cherrypy-boom-marker" in error.read_text()
+    if not is_native(server):
+        # Embedded: with log files of its own and no screen, CherryPy writes nothing to the console.
+        # (the host server's own access log may name the paths)
+        assert "cherrypy-boom-marker" not in output, output
