@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +73,8 @@ def to_seconds(value: Any) -> float:
         number = float(str(value).strip().removesuffix("s")) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(number):  # nan passes every comparison; inf overflows Event.wait()
+        raise ValueError("expected a finite number of seconds")
     if number < 0:
         raise ValueError("expected a number of seconds of 0 or more")
     return number

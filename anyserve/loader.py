@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".") -> 
     else:
         obj = _call_factory(spec, repr(spec)) if factory else spec
         name = repr(spec)
+    if isinstance(obj, type) and _exposes_handlers(obj):
+        raise AppLoadError(f"{name} is a CherryPy root class, not an instance of it; name an instance, e.g. {name}()")
     if callable(obj):
         return obj
     if is_cherrypy_root(obj):
@@ -72,7 +75,7 @@ def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
             )
     else:
         path, args, kwargs = _parse_attribute(attr_part, spec)
-        obj = _get_path(module, path, spec)
+        obj = _get_path(module, path, spec, calling=factory or args is not None)
         if args is not None:
             obj = _call_factory(obj, f"{module_part}:{'.'.join(path)}()", *args, **kwargs)
             called = True
@@ -92,7 +95,7 @@ def _parse_attribute(text: str, spec: str) -> tuple[list[str], list[Any] | None,
     """'a.b' -> (['a', 'b'], None, {}); 'make(1, x="y")' -> (['make'], [1], {'x': 'y'})."""
     try:
         node = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         raise AppLoadError(f"bad APP string {spec!r}: {text!r} is not an attribute name or a call") from None
     args: list[Any] | None = None
     kwargs: dict[str, Any] = {}
@@ -100,7 +103,7 @@ def _parse_attribute(text: str, spec: str) -> tuple[list[str], list[Any] | None,
         try:
             args = [ast.literal_eval(arg) for arg in node.args]
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: an unhashable key, as in {[]: 1}
             raise AppLoadError(
                 f"bad APP string {spec!r}: factory arguments must be literals (strings, numbers, lists, dicts, ...)"
             ) from None
@@ -138,6 +141,9 @@ def _import_file(path: str, spec: str) -> Any:
     name = os.path.splitext(os.path.basename(filename))[0]
     if not _MODULE_RE.match(name):
         name = "anyserve_app"
+    existing = sys.modules.get(name)
+    if existing is not None and getattr(existing, "__file__", None) != filename:
+        name = f"anyserve_app_{name}"  # a file named json.py must not replace the json module
     module_spec = importlib.util.spec_from_file_location(name, filename)
     if module_spec is None or module_spec.loader is None:
         raise AppLoadError(f"could not load APP {spec!r}: {path} is not a Python file")
@@ -172,9 +178,18 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(summary.format())
 
 
-def _get_path(module: Any, path: list[str], spec: str) -> Any:
+def _get_path(module: Any, path: list[str], spec: str, *, calling: bool = False) -> Any:
     obj = module
     for i, part in enumerate(path):
+        # What gets called must be the module's own: not os.system reached through
+        # an imported os, not a dunder such as __class__ or __subclasses__.
+        if calling and i and isinstance(obj, types.ModuleType):
+            raise AppLoadError(
+                f"bad APP string {spec!r}: the factory must be defined in module {module.__name__!r}, "
+                f"not reached through module {obj.__name__!r}"
+            )
+        if calling and part.startswith("__"):
+            raise AppLoadError(f"bad APP string {spec!r}: {part!r} cannot be called as a factory")
         try:
             obj = getattr(obj, part)
         except AttributeError:
@@ -208,10 +223,11 @@ def is_cherrypy_root(obj: Any) -> bool:
         return False
     if getattr(obj, "exposed", False) or hasattr(obj, "_cp_dispatch"):
         return True
-    for name in dir(type(obj)):
-        if not name.startswith("__") and getattr(getattr(type(obj), name, None), "exposed", False):
-            return True
-    return False
+    return _exposes_handlers(type(obj))
+
+
+def _exposes_handlers(cls: type) -> bool:
+    return any(not name.startswith("__") and getattr(getattr(cls, name, None), "exposed", False) for name in dir(cls))
 
 
 def _mount_cherrypy_root(root: Any, name: str) -> WSGIApp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import re
 from typing import TYPE_CHECKING
 
 from .config import Config
@@ -101,12 +102,21 @@ def _auto(config: Config) -> type[Adapter]:
     )
 
 
+_MODULE_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _import_adapter(spec: str) -> type[Adapter]:
+    if not _MODULE_CLASS_RE.match(spec):
+        raise ServerError(f"bad -s {spec!r}: expected a server name (see 'anyserve list') or module:Class")
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ServerError(f"cannot import adapter module {module_name!r} of -s {spec}: {exc}") from None
+    except Exception as exc:  # the user's adapter module is broken: say so in one line
+        raise ServerError(
+            f"adapter module {module_name!r} of -s {spec} raised {type(exc).__name__} on import: {exc}"
+        ) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
@@ -126,8 +136,12 @@ def _unknown_server_message(name: str) -> str:
     known = server_names()
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    installed = [n for n in known if get_adapter(n).is_installed()]
+    classes = {n: get_adapter(n) for n in known}
+    installed = [n for n, cls in classes.items() if cls.is_installed()]
+    missing = [f"{n} ({cls.install_hint()})" for n, cls in classes.items() if not cls.is_installed()]
     return (
         f"unknown server {name!r}; {hint}known servers: {', '.join(known)} "
-        f"(installed: {', '.join(installed) or 'none'}); or give an adapter class as module:Class"
+        f"(installed: {', '.join(installed) or 'none'}"
+        + (f"; not installed: {', '.join(missing)}" if missing else "")
+        + "); or give an adapter class as module:Class"
     )
