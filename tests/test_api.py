@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
+import os
+import socket
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +18,7 @@ import pytest
 import anyserve
 from anyserve.registry import adapters
 
+#: The documented public names (DESIGN.md: run(), Server, load_app(), errors; README's Python API).
 PUBLIC = {
     "AnyserveError",
     "AppLoadError",
@@ -29,27 +36,103 @@ PUBLIC = {
     "serving",
 }
 
+FOUR = ("cheroot", "waitress", "werkzeug", "wsgiref")
+
 
 def hello(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
     return [b"hello"]
 
 
-def test_exported_members() -> None:
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def refused(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:*port* any more."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _quiet_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ./pyproject.toml or ANYSERVE_* variable of the caller's changes the options."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ANYSERVE_"):
+            monkeypatch.delenv(name)
+
+
+# -- the exported names ----------------------------------------------------------------------------
+
+
+def test_all_is_the_documented_public_api() -> None:
     assert set(anyserve.__all__) == PUBLIC
-    for name in anyserve.__all__:
-        assert getattr(anyserve, name) is not None
+    assert len(anyserve.__all__) == len(PUBLIC)
 
 
-IN_PROCESS = [name for name, cls in adapters().items() if cls.capabilities.background]
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_each_exported_name_is_importable(name: str) -> None:
+    namespace: dict[str, Any] = {}
+    exec(f"from anyserve import {name}", namespace)
+    assert namespace[name] is getattr(anyserve, name)
+    if name != "__version__":
+        assert getattr(namespace[name], "__module__", "").startswith("anyserve"), name
+        assert inspect.getdoc(namespace[name]), f"{name} has no docstring"
+
+
+def test_nothing_public_is_left_out_of_all() -> None:
+    public = {
+        name
+        for name, value in vars(anyserve).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and getattr(value, "__module__", "") != "typing"
+    }
+    public -= {"annotations", "TYPE_CHECKING"}
+    assert public <= PUBLIC, sorted(public - PUBLIC)
+
+
+def test_errors_share_one_base() -> None:
+    for name in ("AppLoadError", "BindError", "ConfigError", "ServerError"):
+        assert issubclass(getattr(anyserve, name), anyserve.AnyserveError)
+
+
+def test_an_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="module 'anyserve' has no attribute 'nothing'"):
+        anyserve.nothing  # noqa: B018
+
+
+def test_version_matches_the_distribution() -> None:
+    assert anyserve.__version__ == importlib.metadata.version("anyserve")
+
+
+# -- anyserve.serving(): a real server on a real socket, from a background thread -----------------------
+
+
+@pytest.mark.parametrize("server", FOUR)
+def test_serving_on_each_of_the_four_servers(server: str) -> None:
+    with anyserve.serving(hello, server=server, bind="127.0.0.1:0") as srv:
+        assert srv.name == server
+        assert srv.url.startswith("http://127.0.0.1:")
+        port = int(srv.url.rsplit(":", 1)[1])
+        assert port > 0
+        assert get(srv.url + "/") == b"hello"
+        assert get(srv.url + "/again") == b"hello"
+    assert srv._thread is not None and not srv._thread.is_alive()
+    assert all(listener.socket.fileno() == -1 for listener in srv.listeners)
+    assert refused(port)
+
+
+IN_PROCESS = [name for name, cls in adapters().items() if cls.capabilities.background and name not in FOUR]
 
 
 @pytest.mark.parametrize("server", IN_PROCESS)
-def test_serving_in_a_background_thread(server: str) -> None:
-    with anyserve.serving(hello, server=server, bind="127.0.0.1:0") as srv:
-        assert srv.url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(srv.url + "/", timeout=10) as response:
-            assert response.read() == b"hello"
+def test_serving_on_the_other_registered_servers(server: str) -> None:
+    with anyserve.serving(hello, server=server) as srv:
+        assert get(srv.url) == b"hello"
     assert not srv._thread.is_alive()  # type: ignore[union-attr]
 
 
@@ -59,6 +142,107 @@ def test_servers_that_cannot_serve_from_a_thread_say_so() -> None:
             with pytest.raises(anyserve.AnyserveError, match="cannot serve from a background thread"):
                 with anyserve.serving(hello, server=name):
                     pass
+
+
+def test_serving_an_app_string(tmp_path: Path) -> None:
+    (tmp_path / "api_site_q.py").write_text(
+        "def make(text):\n"
+        "    def app(environ, start_response):\n"
+        "        start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "        return [text.encode()]\n"
+        "    return app\n"
+    )
+    path = list(sys.path)
+    try:
+        with anyserve.serving("api_site_q:make('from a string')", server="wsgiref", app_dir=str(tmp_path)) as srv:
+            assert get(srv.url) == b"from a string"
+    finally:
+        sys.path[:] = path
+        sys.modules.pop("api_site_q", None)
+
+
+def test_serving_refuses_bad_options_before_starting() -> None:
+    with pytest.raises(anyserve.ConfigError, match="unknown option 'prot'"):
+        with anyserve.serving(hello, prot=1):
+            pass
+    with pytest.raises(anyserve.ServerError, match="werkzeug cannot cap its threads"):
+        with anyserve.serving(hello, server="werkzeug", threads=4):
+            pass
+
+
+def test_serving_on_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(anyserve.BindError, match=f"cannot listen on 127.0.0.1:{port}: address already in use"):
+            with anyserve.serving(hello, server="cheroot", bind=f"127.0.0.1:{port}"):
+                pass
+
+
+# -- anyserve.Server: the handle ----------------------------------------------------------------------
+
+
+def test_server_handle() -> None:
+    config = anyserve.Config.load(kwargs={"server": "waitress", "port": 0}, env={})
+    srv = anyserve.Server(config, hello)
+    assert srv.name == "waitress"
+    assert srv.urls == []  # nothing bound yet
+    with srv:
+        assert srv.urls == [srv.url]
+        assert srv.url.startswith("http://127.0.0.1:") and not srv.url.endswith(":0")
+        assert get(srv.url) == b"hello"
+        port = int(srv.url.rsplit(":", 1)[1])
+    assert refused(port)
+
+
+def test_server_handle_on_several_listeners() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="as-") as short:
+        sock_path = f"{short}/api.sock"
+        config = anyserve.Config.load(kwargs={"server": "cheroot", "bind": ["127.0.0.1:0", f"unix:{sock_path}"]})
+        with anyserve.Server(config, hello) as srv:
+            assert srv.urls[1] == f"unix:{sock_path}"
+            assert get(srv.urls[0]) == b"hello"
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(10)
+                client.connect(sock_path)
+                client.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                assert b"hello" in _read_all(client)
+        assert not Path(sock_path).exists()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_server_stop_is_graceful_for_a_request_in_flight() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return [b"done"]
+
+    results: list[bytes] = []
+    with anyserve.serving(slow, server="cheroot") as srv:
+        client = threading.Thread(target=lambda: results.append(get(srv.url)))
+        client.start()
+        assert entered.wait(10)
+        stopper = threading.Thread(target=srv.stop)
+        stopper.start()
+        release.set()
+        stopper.join(10)
+        client.join(10)
+    assert results == [b"done"]
+
+
+# -- lifecycle from the API -------------------------------------------------------------------------------
 
 
 def test_lifecycle_hooks_from_the_api() -> None:
@@ -95,5 +279,4 @@ def test_root_path_from_the_api() -> None:
         return [f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()]
 
     with anyserve.serving(where, server="waitress", root_path="/base") as srv:
-        with urllib.request.urlopen(srv.url + "/base/x/y", timeout=10) as response:
-            assert response.read() == b"/base|/x/y"
+        assert get(srv.url + "/base/x/y") == b"/base|/x/y"

@@ -4,76 +4,217 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from anyserve.config import Config, env_var, read_config_file, settings
+from anyserve.config import Config, env_var, flag_of, read_config_file, settings, settings_by_name
 from anyserve.errors import ConfigError
 
-
-def test_every_default_passes_its_own_converter() -> None:
-    defaults = Config()
-    for setting in settings():
-        default = getattr(defaults, setting.name)
-        if default is not None:
-            assert setting.convert(default) == default, setting.name
+NAMES = [s.name for s in settings()]
 
 
-def test_every_option_has_help_and_an_environment_variable() -> None:
+@pytest.fixture(autouse=True)
+def _no_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config.load reads ./pyproject.toml: run every test from an empty directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+def load(**sources: Any) -> Config:
+    sources.setdefault("env", {})
+    return Config.load(**sources)
+
+
+# -- the declarations ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_default_passes_its_own_converter(name: str) -> None:
+    setting = settings_by_name()[name]
+    default = getattr(Config(), name)
+    if default is not None:  # None means "not set": the server's or anyserve's own default applies
+        assert setting.convert(default) == default
+
+
+@pytest.mark.parametrize("name", [s.name for s in settings() if s.kind in ("value", "flag")])
+def test_every_scalar_default_survives_a_trip_through_the_environment(name: str) -> None:
+    default = getattr(Config(), name)
+    if default is not None:
+        assert getattr(load(env={env_var(name): str(default)}), name) == default
+
+
+def test_every_option_has_help_a_flag_and_an_environment_variable() -> None:
     for setting in settings():
         assert setting.help, setting.name
         assert env_var(setting.name) == "ANYSERVE_" + setting.name.upper()
         if setting.name != "app":
-            assert any(flag.startswith("--") for flag in setting.flags), setting.name
+            assert flag_of(setting).startswith("--"), setting.name
 
 
 def test_fields_and_settings_agree() -> None:
-    assert [f.name for f in dataclasses.fields(Config)] == [s.name for s in settings()]
+    assert [f.name for f in dataclasses.fields(Config)] == NAMES
 
 
-@pytest.mark.parametrize(
-    ("name", "raw", "value"),
-    [
-        ("port", "8080", 8080),
-        ("port", 0, 0),
-        ("workers", " 3 ", 3),
-        ("graceful_timeout", "2.5", 2.5),
-        ("graceful_timeout", "10s", 10.0),
-        ("reload", "yes", True),
-        ("reload", "off", False),
-        ("uds_mode", "660", 0o660),
-        ("uds_mode", 0o600, 0o600),
-        ("bind", "127.0.0.1:1,unix:/tmp/x.sock", ["127.0.0.1:1", "unix:/tmp/x.sock"]),
-        ("options", ["a=1", "b = two"], {"a": "1", "b": "two"}),
-        ("options", {"a": 1}, {"a": 1}),
-        ("log_level", "DEBUG", "debug"),
-        ("root_path", "/app/", "/app"),
-        ("on_start", "m:f,n:g", ["m:f", "n:g"]),
-        ("cherrypy", "false", False),
-    ],
-)
+# -- converters: strings and typed values in, bad values out with the option named ----
+
+GOOD = [
+    ("app", "pkg.mod:app", "pkg.mod:app"),
+    ("app", print, print),
+    ("server", "cheroot", "cheroot"),
+    ("server", "mymod:MyAdapter", "mymod:MyAdapter"),
+    ("host", "0.0.0.0", "0.0.0.0"),
+    ("port", "8080", 8080),
+    ("port", 0, 0),
+    ("port", " 65535 ", 65535),
+    ("bind", "127.0.0.1:1,unix:/tmp/x.sock", ["127.0.0.1:1", "unix:/tmp/x.sock"]),
+    ("bind", ("[::1]:0",), ["[::1]:0"]),
+    ("backlog", "64", 64),
+    ("backlog", 1, 1),
+    ("uds_mode", "660", 0o660),
+    ("uds_mode", "0o600", 0o600),
+    ("uds_mode", 0o600, 0o600),
+    ("workers", " 3 ", 3),
+    ("workers", 2, 2),
+    ("threads", "8", 8),
+    ("threads", 1, 1),
+    ("graceful_timeout", "2.5", 2.5),
+    ("graceful_timeout", "10s", 10.0),
+    ("graceful_timeout", 0, 0.0),
+    ("options", ["a=1", "b = two"], {"a": "1", "b": "two"}),
+    ("options", "a=1,b=x=y", {"a": "1", "b": "x=y"}),
+    ("options", {"a": 1}, {"a": 1}),
+    ("factory", "true", True),
+    ("factory", False, False),
+    ("app_dir", "src", "src"),
+    ("root_path", "/app/", "/app"),
+    ("root_path", "/", ""),
+    ("reload", "yes", True),
+    ("reload", "off", False),
+    ("reload", 1, True),
+    ("reload_dirs", "a,b", ["a", "b"]),
+    ("reload_dirs", ["a"], ["a"]),
+    ("main_interval", "0.5", 0.5),
+    ("main_interval", 2, 2.0),
+    ("on_start", "m:f,n:g", ["m:f", "n:g"]),
+    ("on_start", [print], [print]),
+    ("on_stop", "m:f", ["m:f"]),
+    ("cherrypy", "false", False),
+    ("cherrypy", True, True),
+    ("cherrypy_config", "site.conf", "site.conf"),
+    ("log_level", "DEBUG", "debug"),
+    ("log_level", "warning", "warning"),
+]
+
+
+def test_every_option_has_good_values_below() -> None:
+    assert {name for name, _, _ in GOOD} == set(NAMES)
+
+
+@pytest.mark.parametrize(("name", "raw", "value"), GOOD)
 def test_converters_take_strings_and_values(name: str, raw: object, value: object) -> None:
-    assert getattr(Config.load(kwargs={name: raw}, env={}), name) == value
+    assert getattr(load(kwargs={name: raw}), name) == value
+
+
+BAD = [
+    ("server", 5, "expected a string"),
+    ("host", 127, "expected a string"),
+    ("port", "http", "expected an integer"),
+    ("port", True, "expected an integer"),
+    ("port", "8000.5", "expected an integer"),
+    ("port", -1, "from 0 to 65535"),
+    ("port", 65536, "from 0 to 65535"),
+    ("bind", 8000, "expected a list of strings"),
+    ("bind", ["::1:80"], "put an IPv6 address in brackets"),
+    ("backlog", "0", "1 or more"),
+    ("uds_mode", "rw", "octal file mode"),
+    ("uds_mode", "99", "octal file mode"),
+    ("uds_mode", 0o10000, "octal file mode"),
+    ("workers", "0", "1 or more"),
+    ("workers", "two", "expected an integer"),
+    ("threads", 0, "1 or more"),
+    ("graceful_timeout", "-1", "0 or more"),
+    ("graceful_timeout", "soon", "expected a number of seconds"),
+    ("graceful_timeout", "nan", "finite"),
+    ("graceful_timeout", True, "expected a number of seconds"),
+    ("options", ["novalue"], "expected KEY=VALUE"),
+    ("options", "=1", "expected KEY=VALUE"),
+    ("factory", "maybe", "expected true or false"),
+    ("app_dir", 1, "expected a string"),
+    ("root_path", "app", "starting with '/'"),
+    ("reload", "maybe", "expected true or false"),
+    ("reload", 2, "expected true or false"),
+    ("reload_dirs", [1], "expected a list of strings"),
+    ("main_interval", 0, "above 0"),
+    ("main_interval", "inf", "finite"),
+    ("on_start", "nocolon", "expected module:func"),
+    ("on_stop", 5, "expected module:func strings or callables"),
+    ("cherrypy", "perhaps", "expected true or false"),
+    ("cherrypy_config", ["a"], "expected a string"),
+    ("log_level", "loud", "expected one of critical, error, warning, info, debug"),
+]
+
+
+def test_every_option_but_app_has_bad_values_below() -> None:
+    assert {name for name, _, _ in BAD} == set(NAMES) - {"app"}  # the loader judges APP
+
+
+@pytest.mark.parametrize(("name", "raw", "message"), BAD)
+def test_bad_values_name_the_option_the_value_and_what_is_accepted(name: str, raw: object, message: str) -> None:
+    flag = flag_of(settings_by_name()[name])
+    with pytest.raises(ConfigError) as info:
+        load(kwargs={name: raw})
+    text = str(info.value)
+    if name != "bind":  # a malformed address is judged by the listener parser: it names the address
+        assert text.startswith(f"invalid value for {flag} (anyserve.run()): {raw!r}: "), text
+    assert message in text
 
 
 @pytest.mark.parametrize(
-    ("name", "raw", "message"),
+    ("source", "shown"),
     [
-        ("port", "http", r"invalid value for --port \(anyserve.run\(\)\): 'http': expected an integer"),
-        ("port", True, "expected an integer"),
-        ("threads", 0, "expected an integer of 1 or more"),
-        ("reload", "maybe", "expected true or false"),
-        ("uds_mode", "rw", "octal file mode"),
-        ("main_interval", 0, "above 0"),
-        ("on_start", "nocolon", "expected module:func"),
+        ("cli", "the command line"),
+        ("kwargs", "anyserve.run()"),
+        ("file", "anyserve.toml"),
+        ("env", "environment"),
     ],
 )
-def test_bad_values_name_the_option(name: str, raw: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        Config.load(kwargs={name: raw}, env={})
+def test_a_bad_value_names_its_source(tmp_path: Path, source: str, shown: str) -> None:
+    path = tmp_path / "anyserve.toml"
+    path.write_text('port = "abc"\n')
+    sources: dict[str, Any] = {
+        "cli": {"cli": {"port": "abc"}},
+        "kwargs": {"kwargs": {"port": "abc"}},
+        "file": {"file": path},
+        "env": {"env": {"ANYSERVE_PORT": "abc"}},
+    }[source]
+    with pytest.raises(ConfigError, match=r"invalid value for --port \((.*)\): 'abc': expected an integer") as info:
+        load(**sources)
+    assert shown in str(info.value)
 
 
-def test_precedence_cli_kwargs_file_env(tmp_path: Path) -> None:
+# -- precedence: command line > anyserve.run() kwargs > TOML file > environment > default --
+
+SOURCES = ("cli", "kwargs", "file", "env")
+
+
+@pytest.mark.parametrize("winner", [*SOURCES, "default"])
+def test_precedence(tmp_path: Path, winner: str) -> None:
+    """Each source gives threads a value of its own; the highest present wins."""
+    values = {"cli": 1, "kwargs": 2, "file": 3, "env": 4}
+    present = SOURCES[SOURCES.index(winner) :] if winner != "default" else ()
+    path = tmp_path / "anyserve.toml"
+    path.write_text(f"threads = {values['file']}\n" if "file" in present else "")
+    config = Config.load(
+        cli={"threads": str(values["cli"])} if "cli" in present else {},
+        kwargs={"threads": values["kwargs"]} if "kwargs" in present else {},
+        file=path,
+        env={"ANYSERVE_THREADS": str(values["env"])} if "env" in present else {},
+    )
+    assert config.threads == values.get(winner)
+    assert config.is_set("threads") == (winner != "default")
+
+
+def test_precedence_across_several_options(tmp_path: Path) -> None:
     config_file = tmp_path / "anyserve.toml"
     config_file.write_text('server = "waitress"\nthreads = 3\nbacklog = 100\n')
     env = {
@@ -88,19 +229,106 @@ def test_precedence_cli_kwargs_file_env(tmp_path: Path) -> None:
     assert config.backlog == 100  # then the file
     assert config.log_level == "debug"  # then the environment
     assert config.graceful_timeout == 30.0  # then the default
+    assert not config.is_set("graceful_timeout")
 
 
-def test_options_merge_across_sources(tmp_path: Path) -> None:
+def test_environment_variables_of_other_programs_are_ignored() -> None:
+    env = {"ANYSERVE_SERVING": "cheroot 11", "ANYSERVE_NOSUCH": "1", "PORT": "1", "ANYSERVE_PORT": "9000"}
+    assert load(env=env).port == 9000
+
+
+def test_lists_and_mappings_from_the_environment() -> None:
+    config = load(env={"ANYSERVE_BIND": "127.0.0.1:1, unix:/tmp/a.sock", "ANYSERVE_OPTIONS": "a=1,b=2"})
+    assert config.bind == ["127.0.0.1:1", "unix:/tmp/a.sock"]
+    assert config.options == {"a": "1", "b": "2"}
+
+
+def test_os_environ_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYSERVE_WORKERS", "3")
+    assert Config.load().workers == 3
+
+
+# -- -o mappings are merged, key by key, across sources ------------------------------
+
+
+def test_options_merge_across_every_source(tmp_path: Path) -> None:
     config_file = tmp_path / "anyserve.toml"
-    config_file.write_text("[options]\na = 1\nb = 2\n")
-    config = Config.load(cli={"options": ["b=3", "c=4"]}, file=config_file, env={})
-    assert config.options == {"a": 1, "b": "3", "c": "4"}
+    config_file.write_text('[options]\nb = "file"\nc = "file"\n')
+    config = Config.load(
+        cli={"options": ["d=cli", "e=cli"]},
+        kwargs={"options": {"c": "kwargs", "d": "kwargs"}},
+        file=config_file,
+        env={"ANYSERVE_OPTIONS": "a=env,b=env"},
+    )
+    assert config.options == {"a": "env", "b": "file", "c": "kwargs", "d": "cli", "e": "cli"}
 
 
-def test_pyproject_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repeated_o_on_the_command_line() -> None:
+    assert load(cli={"options": ["a=1", "a=2", "b=3"]}).options == {"a": "2", "b": "3"}
+
+
+# -- TOML files ---------------------------------------------------------------------
+
+
+def test_a_toml_file_with_every_kind_of_value(tmp_path: Path) -> None:
+    path = tmp_path / "anyserve.toml"
+    path.write_text(
+        'app = "site:app"\n'
+        'server = "waitress"\n'
+        'bind = ["127.0.0.1:0", "unix:/tmp/site.sock"]\n'
+        "uds_mode = 0o660\n"
+        "threads = 8\n"
+        "graceful-timeout = 2.5\n"
+        "reload = false\n"
+        'on_start = ["site:warm_up"]\n'
+        "[options]\n"
+        "connection_limit = 50\n"
+    )
+    config = load(file=path)
+    assert config.app == "site:app"
+    assert config.server == "waitress"
+    assert config.bind == ["127.0.0.1:0", "unix:/tmp/site.sock"]
+    assert (config.uds_mode, config.threads, config.graceful_timeout) == (0o660, 8, 2.5)
+    assert config.reload is False and config.is_set("reload")
+    assert config.on_start == ["site:warm_up"]
+    assert config.options == {"connection_limit": 50}
+
+
+def test_pyproject_in_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.anyserve]\nserver = "waitress"\n')
-    monkeypatch.chdir(tmp_path)
-    assert Config.load(env={}).server == "waitress"
+    config = load()
+    assert config.server == "waitress"
+    assert config.is_set("server")
+
+
+def test_pyproject_sits_between_kwargs_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.anyserve]\nthreads = 3\nworkers = 3\n")
+    config = load(kwargs={"threads": 2}, env={"ANYSERVE_WORKERS": "4", "ANYSERVE_BACKLOG": "5"})
+    assert (config.threads, config.workers, config.backlog) == (2, 3, 5)
+
+
+def test_pyproject_without_our_table_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.other]\nport = 1\n')
+    assert not load().is_set("port")
+
+
+def test_a_malformed_pyproject_that_we_were_not_asked_to_read_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    assert load().server == "auto"
+
+
+def test_unknown_key_in_the_pyproject_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.anyserve]\nwokers = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown option 'wokers' in .*pyproject.toml; did you mean 'workers'\?"):
+        load()
+
+
+def test_a_file_given_with_c_replaces_the_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.anyserve]\nthreads = 3\nworkers = 3\n")
+    path = tmp_path / "anyserve.toml"
+    path.write_text("threads = 5\n")
+    config = load(file=path)
+    assert (config.threads, config.workers) == (5, 1)
 
 
 def test_pyproject_given_with_c_reads_its_table(tmp_path: Path) -> None:
@@ -112,46 +340,87 @@ def test_pyproject_given_with_c_reads_its_table(tmp_path: Path) -> None:
 def test_dashes_and_underscores_in_files(tmp_path: Path) -> None:
     path = tmp_path / "anyserve.toml"
     path.write_text('root-path = "/x"\ngraceful_timeout = 3\n')
-    config = Config.load(file=path, env={})
+    config = load(file=path)
     assert (config.root_path, config.graceful_timeout) == ("/x", 3.0)
 
 
-def test_unknown_keys_are_refused_with_a_hint(tmp_path: Path) -> None:
+def test_unknown_keys_in_a_file_are_refused_with_a_hint(tmp_path: Path) -> None:
     path = tmp_path / "anyserve.toml"
     path.write_text("thread = 4\n")
     with pytest.raises(ConfigError, match=r"unknown option 'thread' in .*anyserve.toml; did you mean 'threads'\?"):
-        Config.load(file=path, env={})
+        load(file=path)
+
+
+def test_unknown_keys_in_kwargs_are_refused_with_a_hint() -> None:
     with pytest.raises(ConfigError, match=r"unknown option 'prot' in anyserve.run\(\); did you mean 'port'\?"):
-        Config.load(kwargs={"prot": 1}, env={})
+        load(kwargs={"prot": 1})
+    with pytest.raises(ConfigError, match=r"unknown option 'graceful-timout' .*did you mean 'graceful_timeout'\?"):
+        load(kwargs={"graceful-timout": 1})
+
+
+def test_an_unknown_key_like_nothing_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown option 'zzzzzz' in anyserve.run\(\); known options: app, server"):
+        load(kwargs={"zzzzzz": 1})
 
 
 def test_malformed_toml(tmp_path: Path) -> None:
     path = tmp_path / "anyserve.toml"
     path.write_text("port = = 1\n")
-    with pytest.raises(ConfigError, match="is not valid TOML"):
-        Config.load(file=path, env={})
+    with pytest.raises(ConfigError, match=r"config file .*anyserve.toml is not valid TOML: .*line 1"):
+        load(file=path)
 
 
-def test_bind_with_host_or_port_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--port cannot be combined with --bind"):
-        Config.load(kwargs={"bind": ["127.0.0.1:1"]}, cli={"port": "2"}, env={})
+def test_missing_and_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*nowhere.toml does not exist"):
+        load(file=tmp_path / "nowhere.toml")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(file=tmp_path)  # a directory
 
 
-def test_malformed_bind_is_a_usage_error() -> None:
-    with pytest.raises(ConfigError, match="put an IPv6 address in brackets"):
-        Config.load(kwargs={"bind": ["::1:80"]}, env={})
+# -- options that involve each other -------------------------------------------------
 
 
-def test_listen() -> None:
-    assert Config.load(env={}).listen == ["127.0.0.1:8000"]
-    assert Config.load(kwargs={"host": "::1", "port": 0}, env={}).listen == ["[::1]:0"]
-    assert Config.load(kwargs={"bind": ["unix:/tmp/a", ":80"]}, env={}).listen == ["unix:/tmp/a", ":80"]
+@pytest.mark.parametrize("other", ["host", "port"])
+def test_bind_with_host_or_port_is_refused(other: str) -> None:
+    value = {"host": "0.0.0.0", "port": "2"}[other]
+    with pytest.raises(ConfigError, match=f"--{other} cannot be combined with --bind") as info:
+        load(cli={"bind": ["127.0.0.1:1"], other: value})
+    assert "put the whole address in --bind" in str(info.value)
+
+
+def test_the_refusal_says_where_each_came_from() -> None:
+    with pytest.raises(ConfigError, match=r"bind set in the command line, host in environment"):
+        load(cli={"bind": ["127.0.0.1:1"]}, env={"ANYSERVE_HOST": "0.0.0.0"})
+
+
+def test_reload_with_workers_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--reload cannot be combined with --workers above 1"):
+        load(kwargs={"reload": True, "workers": 2})
+
+
+@pytest.mark.parametrize(
+    ("options", "listen"),
+    [
+        ({}, ["127.0.0.1:8000"]),
+        ({"port": 0}, ["127.0.0.1:0"]),
+        ({"host": "0.0.0.0"}, ["0.0.0.0:8000"]),
+        ({"host": "::1", "port": 0}, ["[::1]:0"]),
+        ({"host": "::"}, ["[::]:8000"]),
+        ({"host": "[::1]", "port": 1}, ["[::1]:1"]),
+        ({"bind": ["unix:/tmp/a", ":80", "fd://3"]}, ["unix:/tmp/a", ":80", "fd://3"]),
+    ],
+)
+def test_listen(options: dict[str, Any], listen: list[str]) -> None:
+    assert load(kwargs=options).listen == listen
 
 
 def test_is_set_and_replace() -> None:
-    config = Config.load(kwargs={"port": 1}, env={})
+    config = load(kwargs={"port": 1})
     assert config.is_set("port") and not config.is_set("host")
     changed = config.replace(port="2")
     assert changed.port == 2 and config.port == 1
-    with pytest.raises(ConfigError):
+    assert changed.is_set("port")
+    with pytest.raises(ConfigError, match=r"unknown option 'nosuch' in Config\.replace"):
         config.replace(nosuch=1)
+    with pytest.raises(ConfigError, match="invalid value for --port"):
+        config.replace(port="x")
