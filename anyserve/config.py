@@ -427,6 +427,13 @@ class Config:
         origin: dict[str, str] = {}
         settings = settings_by_name()
         for source, raw in layers:
+            # An address given here in one form replaces one a lower source gave
+            # in the other (ANYSERVE_PORT does not clash with -b); within one
+            # source, validate() refuses the mix.
+            dropped = ("host", "port") if "bind" in raw else ("bind",) if {"host", "port"} & set(raw) else ()
+            for name in dropped:
+                values.pop(name, None)
+                origin.pop(name, None)
             for name, value in raw.items():
                 setting = settings[name]
                 converted = _convert(setting, value, source)

@@ -120,13 +120,13 @@ def _parse_attribute(text: str, spec: str) -> tuple[list[str], list[Any] | None,
     return path, args, kwargs
 
 
-def _import_module(name: str, spec: str) -> Any:
+def _import_module(name: str, spec: str, what: str = "APP") -> Any:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise AppLoadError(
-                f"could not import module {name!r} of APP {spec!r}: no module named {exc.name!r} "
+                f"could not import module {name!r} of {what} {spec!r}: no module named {exc.name!r} "
                 f"(is it on sys.path? set --app-dir; the working directory is {os.getcwd()})"
             ) from None
         raise _raised_on_import(name, exc) from None
@@ -178,7 +178,7 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(summary.format())
 
 
-def _get_path(module: Any, path: list[str], spec: str, *, calling: bool = False) -> Any:
+def _get_path(module: Any, path: list[str], spec: str, what: str = "APP", *, calling: bool = False) -> Any:
     obj = module
     for i, part in enumerate(path):
         # What gets called must be the module's own: not os.system reached through
@@ -195,7 +195,7 @@ def _get_path(module: Any, path: list[str], spec: str, *, calling: bool = False)
         except AttributeError:
             owner = module.__name__ if i == 0 else ".".join([module.__name__, *path[:i]])
             hint = _attributes_hint(obj) if i == 0 else ""
-            raise AppLoadError(f"module {owner!r} has no attribute {part!r} (APP {spec!r}){hint}") from None
+            raise AppLoadError(f"module {owner!r} has no attribute {part!r} ({what} {spec!r}){hint}") from None
     return obj
 
 
@@ -251,7 +251,7 @@ def load_callable(spec: Any, what: str = "hook") -> Callable[..., Any]:
     path, args, _ = _parse_attribute(attr_part, str(spec))
     if args is not None:
         raise AppLoadError(f"bad {what} {spec!r}: name the function without calling it")
-    obj = _get_path(_import_module(module_part, str(spec)), path, str(spec))
+    obj = _get_path(_import_module(module_part, str(spec), what), path, str(spec), what)
     if not callable(obj):
         raise AppLoadError(f"{what} {spec!r} is a {type(obj).__name__} object, not a function")
     return obj

@@ -389,8 +389,9 @@ def test_bind_with_host_or_port_is_refused(other: str) -> None:
 
 
 def test_the_refusal_says_where_each_came_from() -> None:
-    with pytest.raises(ConfigError, match=r"bind set in the command line, host in environment"):
-        load(cli={"bind": ["127.0.0.1:1"]}, env={"ANYSERVE_HOST": "0.0.0.0"})
+    # Only one source giving both forms is refused; across sources the higher one wins.
+    with pytest.raises(ConfigError, match=r"bind set in environment, host in environment"):
+        load(env={"ANYSERVE_HOST": "0.0.0.0", "ANYSERVE_BIND": "127.0.0.1:1"})
 
 
 def test_reload_with_workers_is_refused() -> None:
@@ -424,3 +425,17 @@ def test_is_set_and_replace() -> None:
         config.replace(nosuch=1)
     with pytest.raises(ConfigError, match="invalid value for --port"):
         config.replace(port="x")
+
+
+def test_an_address_from_a_higher_source_replaces_the_other_form() -> None:
+    env = {"ANYSERVE_PORT": "9000", "ANYSERVE_HOST": "0.0.0.0"}
+    assert Config.load(cli={"bind": ["unix:/tmp/a.sock"]}, env=env).listen == ["unix:/tmp/a.sock"]
+    assert Config.load(cli={"port": "9001"}, env={"ANYSERVE_BIND": "127.0.0.1:1"}).listen == ["127.0.0.1:9001"]
+
+
+def test_bad_hook_names_the_hook() -> None:
+    from anyserve.errors import AppLoadError
+    from anyserve.loader import load_callable
+
+    with pytest.raises(AppLoadError, match="could not import module 'nosuch_hook_mod' of --on-start hook"):
+        load_callable("nosuch_hook_mod:f", "--on-start hook")
