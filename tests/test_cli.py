@@ -403,7 +403,7 @@ def test_list_shows_the_servers_with_their_versions() -> None:
         version = cls.version()
         assert version, name  # every registered server is installed here
         assert version in line
-        assert "concurrent" in line or "background" in line  # its capabilities follow
+        assert line.endswith(", ".join(cls.capabilities.flags()))  # its capabilities follow
     assert "concurrency: thread pool" in result.stdout
 
 

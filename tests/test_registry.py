@@ -207,8 +207,8 @@ def test_auto_passes_over_servers_that_are_not_installed(monkeypatch: pytest.Mon
 
 
 def test_auto_when_no_server_can_honour_the_options() -> None:
-    with pytest.raises(ServerError, match=r"no installed server can honour these options: .*--workers 2"):
-        choose_adapter(load(workers=2))
+    with pytest.raises(ServerError, match=r"no installed server can honour these options: .*-o no_such_setting"):
+        choose_adapter(load(options={"no_such_setting": "1"}))
 
 
 def test_a_named_server_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:

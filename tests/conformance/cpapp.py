@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import cherrypy
 
@@ -105,6 +106,7 @@ class Root:
             "state": str(engine.state),
             "started": engine.state == engine.states.STARTED,
             "pid": os.getpid(),
+            "ppid": os.getppid(),
             "start": events["start"],
             "main": events["main"],
             "start_pids": events["start_pids"],
@@ -114,6 +116,15 @@ class Root:
             "show_tracebacks": cherrypy.request.show_tracebacks,
             "marker": cherrypy.config.get("conformance.marker"),
         }
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def pause(self, s: str = "0.2") -> dict[str, object]:
+        """Holds a worker for a while, so concurrent requests reach the others."""
+        time.sleep(float(s))
+        with _lock:
+            main = EVENTS["main"]
+        return {"pid": os.getpid(), "started": cherrypy.engine.state == cherrypy.engine.states.STARTED, "main": main}
 
     @cherrypy.expose
     def boom(self) -> str:

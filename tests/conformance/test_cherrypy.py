@@ -7,6 +7,7 @@ CherryPy's own server started the way CherryPy's docs show (cp_native.py).
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -86,12 +87,21 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         running.stop()
 
 
+def serving_pid(running: Running, reported: dict[str, Any]) -> int:
+    """The process that answered: anyserve's own, or one of its workers (a child of it)."""
+    if adapters()[running.server].capabilities.workers:
+        assert reported["ppid"] == running.proc.pid, "the engine runs in a worker forked by anyserve's server"
+        return reported["pid"]
+    assert reported["pid"] == running.proc.pid
+    return running.proc.pid
+
+
 def test_engine_started_in_the_serving_process(served: Running) -> None:
     reported = state(served.url)
     assert reported["started"], reported
     assert reported["start"] == 1
-    assert reported["pid"] == served.proc.pid
-    assert reported["start_pids"] == [served.proc.pid]
+    # start listeners ran in the very process that serves, after any fork
+    assert reported["start_pids"] == [serving_pid(served, reported)]
 
 
 def test_main_is_published_from_the_host_loop(served: Running) -> None:
@@ -178,12 +188,13 @@ def test_sigterm_runs_stop_and_exit_listeners(server: str, tmp_path: Path) -> No
     events = tmp_path / "events.txt"
     running = start_anyserve(server, CPAPP, env={"CP_EVENTS_FILE": str(events)})
     try:
-        assert state(running.url)["started"]
+        reported = state(running.url)
+        assert reported["started"]
+        pid = serving_pid(running, reported)
         running.proc.send_signal(signal.SIGTERM)
         assert running.proc.wait(timeout=30) == 0
     finally:
         running.stop()
-    pid = running.proc.pid
     assert events.read_text().splitlines() == [f"start {pid}", f"stop {pid}", f"exit {pid}"]
 
 
@@ -259,3 +270,24 @@ def test_cherrypy_log_files(server: str, tmp_path: Path) -> None:
         # Embedded: with log files of its own and no screen, CherryPy writes nothing to the console.
         # (the host server's own access log may name the paths)
         assert "cherrypy-boom-marker" not in output, output
+
+
+WORKER_SERVERS = [name for name, cls in adapters().items() if cls.capabilities.workers]
+
+
+@pytest.mark.parametrize("server", WORKER_SERVERS)
+def test_each_worker_runs_its_own_engine(server: str) -> None:
+    running = start_anyserve(server, CPAPP, "-w", "2")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = [
+                json.loads(f.result()[2]) for f in [pool.submit(request, running.url, "/pause?s=0.3") for _ in range(8)]
+            ]
+        pids = {answer["pid"] for answer in answers}
+        assert len(pids) == 2, pids  # two workers answered
+        assert running.proc.pid not in pids  # none of them is the parent
+        assert all(answer["started"] for answer in answers)
+        # main is published in each worker: every answer counts ticks of its own process
+        assert all(answer["main"] > 0 for answer in answers)
+    finally:
+        running.stop()

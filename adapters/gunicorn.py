@@ -1,0 +1,105 @@
+"""gunicorn: run in-process through its application API, on anyserve's listeners.
+
+gunicorn's arbiter forks --workers processes; each runs the sync worker, or the
+gthread worker with a pool of --threads when that is above 1 (``-o
+worker_class=...`` picks another). The listeners anyserve bound are handed over
+as ``fd://N`` binds. The Lifecycle runs in each worker: ``post_worker_init`` ->
+``started`` (and a tick thread), ``worker_exit`` -> ``stopping``, so the
+CherryPy engine starts after the fork in every worker. gunicorn's master owns
+the signals: TERM stops gracefully, INT at once, HUP restarts the workers
+gracefully, TTIN/TTOU add and remove one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from typing import Any
+
+from anyserve.config import Config, to_int, to_str
+from anyserve.lifecycle import Lifecycle
+from anyserve.sockets import Listener
+
+from .base import Adapter, Capabilities, Option, WSGIApp
+
+
+class GunicornAdapter(Adapter):
+    name = "gunicorn"
+    requires = ("gunicorn",)
+    module = "gunicorn"
+    capabilities = Capabilities(
+        concurrency="pre-fork workers (--workers), each one request at a time (sync worker), "
+        "or a pool of --threads when above 1 (gthread worker)",
+        # With the defaults (one sync worker) requests run one at a time and
+        # every connection closes after its response.
+        concurrent=False,
+        keep_alive=False,
+        threads=True,
+        workers=True,
+        unix=True,
+        background=False,  # the arbiter forks and owns the signals of its process
+    )
+    options = {
+        "worker_class": Option(to_str, "gunicorn worker class: sync, gthread, gevent, eventlet, tornado or a path"),
+        "timeout": Option(to_int, "seconds a silent worker is given before it is killed and replaced"),
+        "keepalive": Option(to_int, "seconds to wait for the next request on a keep-alive connection"),
+        "max_requests": Option(to_int, "restart a worker after this many requests"),
+        "max_requests_jitter": Option(to_int, "add up to this many to max_requests, per worker"),
+        "worker_connections": Option(to_int, "most connections per worker (gthread, gevent, eventlet)"),
+        "limit_request_line": Option(to_int, "largest request line in bytes"),
+        "limit_request_fields": Option(to_int, "most header fields in a request"),
+        "proc_name": Option(to_str, "the process name shown by ps"),
+    }
+
+    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        from gunicorn.app.base import BaseApplication
+
+        # gunicorn takes over the descriptors it is given (and closes them):
+        # it gets duplicates, so anyserve's listeners stay its own.
+        fds = [os.dup(listener.socket.fileno()) for listener in listeners]
+        settings = {
+            "bind": [f"fd://{fd}" for fd in fds],
+            "workers": config.workers,
+            "threads": config.threads or 1,
+            "backlog": config.backlog,
+            "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
+            "raw_env": [],
+            **self.check(config),
+        }
+        if (config.threads or 1) > 1 and "worker_class" not in settings:
+            settings["worker_class"] = "gthread"
+        worker_ticks: dict[int, Any] = {}
+
+        def post_worker_init(worker: Any) -> None:
+            lifecycle.started()  # in the worker, after the fork
+            worker_ticks[os.getpid()] = lifecycle.start_tick_thread()
+
+        def worker_exit(server: Any, worker: Any) -> None:
+            stop = worker_ticks.pop(os.getpid(), None)
+            if stop is not None:
+                stop()
+            lifecycle.stopping()
+
+        class Application(BaseApplication):  # type: ignore[misc]
+            def load_config(self) -> None:
+                for key, value in {
+                    **settings,
+                    "post_worker_init": post_worker_init,
+                    "worker_exit": worker_exit,
+                }.items():
+                    self.cfg.set(key, value)
+
+            def load(self) -> WSGIApp:
+                return app
+
+        for fd in fds:
+            os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
+        try:
+            Application().run()
+        except SystemExit as exc:  # the arbiter ends with sys.exit()
+            if exc.code not in (0, None):
+                raise
+
+    def shutdown(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop
