@@ -17,7 +17,7 @@ import os
 import signal
 from typing import Any
 
-from anyserve.config import Config, to_int, to_str
+from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
@@ -50,6 +50,8 @@ class GunicornAdapter(Adapter):
         "limit_request_line": Option(to_int, "largest request line in bytes"),
         "limit_request_fields": Option(to_int, "most header fields in a request"),
         "proc_name": Option(to_str, "the process name shown by ps"),
+        "control_socket": Option(to_str, "path of gunicorn's control socket (gunicorn 27 and later)"),
+        "control_socket_disable": Option(to_bool, "do not open gunicorn's control socket (gunicorn 27 and later)"),
     }
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
