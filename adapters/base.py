@@ -295,6 +295,9 @@ class DrainingHandlerMixIn:
     server: Any
     connection: socket.socket
     close_connection: bool
+    # http.server answers a request line it cannot parse as HTTP/0.9 would: an
+    # error page with no status line, which no client today reads as a 400.
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]

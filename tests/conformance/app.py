@@ -59,6 +59,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "script_name": environ.get("SCRIPT_NAME", ""),
             "query_string": environ.get("QUERY_STRING", ""),
             "x_dup": environ.get("HTTP_X_DUP"),
+            "content_length": environ.get("CONTENT_LENGTH"),
+            "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
             "pid": os.getpid(),
@@ -75,6 +77,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             with open(query["mark"], "w"):
                 pass
         time.sleep(float(query.get("s", "0.5")))
+        if "size" in query:  # a body large enough to be sent over several writes
+            return respond(start_response, b"".join(pattern(int(query["size"]))), "application/octet-stream")
         return respond(start_response, b"slept")
     if path == "/raise":
         raise RuntimeError(f"conformance-app-error-{query.get('token', '')}")

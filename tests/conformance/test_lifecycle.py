@@ -1,8 +1,7 @@
-"""Shutdown cases: each starts its own ``anyserve`` process."""
+"""Shutdown cases: each starts its own ``anyserve`` process, for every adapter."""
 
 from __future__ import annotations
 
-import http.client
 import signal
 import threading
 import time
@@ -12,53 +11,53 @@ import pytest
 
 from anyserve.registry import adapters
 
-from .conftest import start_anyserve
-from .test_http import APP, fetch
+from .app import pattern
+from .conftest import APP, Response, fetch, is_closed, raw_connection, read_response, start_anyserve, wait_for_file
 
 SERVERS = list(adapters())
+BODY_SIZE = 256 * 1024  # sent over several writes, so a cut-off response shows
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_lets_the_request_in_flight_finish(server: str, tmp_path: Path) -> None:
     running = start_anyserve(server, APP)
     mark = tmp_path / "started"
-    result: dict[str, object] = {}
+    result: dict[str, Response | BaseException] = {}
 
     def slow() -> None:
         try:
-            result["answer"] = fetch(running.url, f"/slow?s=1.0&mark={mark}")
-        except Exception as exc:  # reported by the assertion below
+            result["answer"] = fetch(running.url, f"/slow?s=1.0&size={BODY_SIZE}&mark={mark}")
+        except BaseException as exc:  # reported by the assertion below
             result["error"] = exc
 
     client = threading.Thread(target=slow)
     try:
         client.start()
-        deadline = time.monotonic() + 10
-        while not mark.exists():
-            assert time.monotonic() < deadline, "the slow request never reached the app"
-            time.sleep(0.01)
+        wait_for_file(mark, what="the slow request never reached the app")
         running.proc.send_signal(signal.SIGTERM)
         client.join(timeout=30)
-        assert running.proc.wait(timeout=30) == 0
+        assert running.proc.wait(timeout=30) == 0, running.stderr_text()
     finally:
+        client.join(timeout=30)
         running.stop()
     assert "error" not in result, result
-    status, _, body = result["answer"]  # type: ignore[misc]
-    assert (status, body) == (200, b"slept")
+    answer = result["answer"]
+    assert isinstance(answer, Response)
+    assert answer.status == 200
+    assert answer.body == b"".join(pattern(BODY_SIZE)), f"{len(answer.body)} of {BODY_SIZE} bytes"
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_an_idle_keep_alive_connection_does_not_hold_up_shutdown(server: str) -> None:
     running = start_anyserve(server, APP, "--graceful-timeout", "30")
-    host, port = running.url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        conn.request("GET", "/echo")
-        conn.getresponse().read()  # the connection stays open, idle
-        started = time.monotonic()
-        running.proc.send_signal(signal.SIGTERM)
-        assert running.proc.wait(timeout=30) == 0
-        assert time.monotonic() - started < 5, "shutdown waited for an idle connection"
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: conformance\r\n\r\n")
+            assert read_response(reader).status == 200  # the connection stays open, idle (where kept alive)
+            started = time.monotonic()
+            running.proc.send_signal(signal.SIGTERM)
+            assert running.proc.wait(timeout=30) == 0, running.stderr_text()
+            assert time.monotonic() - started < 5, "shutdown waited for an idle connection"
+            assert is_closed(reader)
     finally:
-        conn.close()
         running.stop()
