@@ -45,6 +45,7 @@ class Capabilities:
     keep_alive: bool = True  # keeps HTTP/1.1 connections open between requests
     chunked_request: bool = True  # decodes Transfer-Encoding: chunked request bodies
     repeated_headers: bool = True  # joins a repeated request header's values with commas
+    head_without_body: bool = False  # drops the app's body from a HEAD response itself
     http2: bool = False
 
     def flags(self) -> list[str]:

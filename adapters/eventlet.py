@@ -67,6 +67,10 @@ class EventletAdapter(Adapter):
             return
 
         class Protocol(eventlet.wsgi.HttpProtocol):
+            # Without it, an unparsable request line is answered HTTP/0.9 style:
+            # an error page with no status line.
+            default_request_version = "HTTP/1.0"
+
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)
                 # eventlet always says HTTP/1.0, which makes apps (CherryPy's

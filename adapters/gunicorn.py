@@ -29,6 +29,7 @@ class GunicornAdapter(Adapter):
     requires = ("gunicorn",)
     module = "gunicorn"
     capabilities = Capabilities(
+        head_without_body=True,
         concurrency="pre-fork workers (--workers), each one request at a time (sync worker), "
         "or a pool of --threads when above 1 (gthread worker)",
         # With the defaults (one sync worker) requests run one at a time and

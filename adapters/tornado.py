@@ -31,6 +31,7 @@ class TornadoAdapter(Adapter):
     requires = ("tornado",)
     module = "tornado"
     capabilities = Capabilities(
+        head_without_body=True,
         concurrency=f"IOLoop for I/O + thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,

@@ -31,6 +31,7 @@ class TwistedAdapter(Adapter):
     requires = ("twisted",)
     module = "twisted"
     capabilities = Capabilities(
+        head_without_body=True,
         concurrency=f"reactor for I/O + its thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,

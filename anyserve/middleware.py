@@ -22,3 +22,26 @@ class RootPath:
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
         environ["PATH_INFO"] = path
         return self.app(environ, start_response)
+
+
+class HeadWithoutBody:
+    """For servers that would send the app's body after a HEAD response (RFC 9112
+    section 6.3 forbids it; a keep-alive client then misreads the next response):
+    the app runs as for GET, up to its first chunk so a deferred start_response
+    happens, and nothing of the body is returned."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        result = self.app(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return result
+        try:
+            for chunk in result:
+                if chunk:
+                    break
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return []

@@ -16,7 +16,7 @@ from .errors import AnyserveError
 from .lifecycle import Lifecycle
 from .loader import add_app_dir, load_app, load_callable
 from .logs import configure_logging
-from .middleware import RootPath
+from .middleware import HeadWithoutBody, RootPath
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
 
@@ -51,7 +51,8 @@ class Server:
             address = self.bridge.bind_address()
             if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
                 self.config = config = config.replace(host=address[0], port=address[1])
-        self.app = RootPath(loaded, config.root_path) if config.root_path else loaded
+        app = RootPath(loaded, config.root_path) if config.root_path else loaded
+        self.app = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
         self.lifecycle = self._make_lifecycle(config)
         self.adapter: Adapter = self.adapter_class()
         self.listeners: list[Listener] = []
