@@ -188,6 +188,14 @@ def monkey_patch_first(server: str, patch_all: Callable[[], object]) -> None:
         )
 
 
+def warn_requests_left(graceful_timeout: float, left: int) -> None:
+    """Log, once the graceful timeout is over, how many requests it cut short."""
+    if left:
+        logging.getLogger("anyserve").warning(
+            "graceful timeout (%ss) reached with %d request(s) still running", graceful_timeout, left
+        )
+
+
 def _servers_with(capability: str, besides: str) -> str:
     from anyserve.registry import servers_with  # late: the registry imports adapters
 
@@ -389,10 +397,7 @@ class ThreadedAdapter(Adapter):
         with self._lock:
             servers = self._servers
         left = self.stop_servers(servers, time.monotonic() + self._graceful_timeout) if servers else 0
-        if left:
-            logging.getLogger("anyserve").warning(
-                "graceful timeout (%ss) reached with %d request(s) still running", self._graceful_timeout, left
-            )
+        warn_requests_left(self._graceful_timeout, left)
         self._stopped.set()
 
 

@@ -18,9 +18,8 @@ from anyserve.config import Config, to_bool, to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp, monkey_patch_first
+from .base import Adapter, Capabilities, Option, WSGIApp, monkey_patch_first, warn_requests_left
 
-log = logging.getLogger("anyserve.eventlet")
 DEFAULT_POOL = 1024  # eventlet's own default
 
 
@@ -115,11 +114,7 @@ class EventletAdapter(Adapter):
                     for server in servers:
                         server.wait()
             except eventlet.Timeout:
-                log.warning(
-                    "graceful timeout (%ss) reached with %d request(s) still running",
-                    config.graceful_timeout,
-                    pool.running(),
-                )
+                warn_requests_left(config.graceful_timeout, pool.running())
                 for green in list(pool.coroutines_running):
                     green.kill()
         finally:

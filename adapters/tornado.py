@@ -20,7 +20,7 @@ from anyserve.config import Config, to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp
+from .base import Adapter, Capabilities, Option, WSGIApp, warn_requests_left
 
 DEFAULT_THREADS = 10
 log = logging.getLogger("anyserve.tornado")
@@ -129,12 +129,7 @@ class TornadoServing:
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if self.in_flight:
-            log.warning(
-                "graceful timeout (%ss) reached with %d request(s) still running",
-                self.config.graceful_timeout,
-                self.in_flight,
-            )
+        warn_requests_left(self.config.graceful_timeout, self.in_flight)
         await self._server.close_all_connections()
         if self._ticker is not None:
             self._ticker.stop()

@@ -11,7 +11,6 @@ reactor you already run, use :class:`TwistedServing`.
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from typing import Any
@@ -20,10 +19,9 @@ from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp
+from .base import Adapter, Capabilities, WSGIApp, warn_requests_left
 
 DEFAULT_THREADS = 10
-log = logging.getLogger("anyserve.twisted")
 
 
 class TwistedAdapter(Adapter):
@@ -160,12 +158,7 @@ class TwistedServing:
             deadline = time.monotonic() + self.config.graceful_timeout
             while self.in_flight and time.monotonic() < deadline:
                 yield task.deferLater(self.reactor, 0.02, lambda: None)
-            if self.in_flight:
-                log.warning(
-                    "graceful timeout (%ss) reached with %d request(s) still running",
-                    self.config.graceful_timeout,
-                    self.in_flight,
-                )
+            warn_requests_left(self.config.graceful_timeout, self.in_flight)
             if self._ticker is not None and self._ticker.running:
                 self._ticker.stop()
             self.lifecycle.stopping()
