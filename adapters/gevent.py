@@ -42,9 +42,7 @@ class GeventAdapter(Adapter):
     @classmethod
     def prepare_process(cls, config: Config) -> None:
         if cls.check(config).get("patch", True):
-            from gevent import monkey
-
-            monkey_patch_first("gevent", monkey.patch_all)
+            monkey_patch_first("gevent", "gevent.monkey", "patch_all")
 
     def __init__(self) -> None:
         self._wakeup: Any = None
@@ -119,19 +117,20 @@ class GeventServing:
             """Knows when its connection waits for a request, so a drain can close it."""
 
             def read_requestline(self) -> str:
-                connections.mark(self.socket, False)
+                connections.waiting(self.socket)
                 line = super().read_requestline()
                 connections.mark(self.socket, True)
                 return line
 
             def handle_one_request(self) -> Any:
-                if connections.draining:
+                if connections.draining and not connections.is_fresh(self.socket):
                     connections.close(self.socket)  # end the keep-alive loop, and the connection
                     return None
                 return super().handle_one_request()
 
             def handle(self) -> None:
                 sock = self.socket
+                connections.accepted(sock)
                 try:
                     super().handle()
                 finally:

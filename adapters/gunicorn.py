@@ -3,7 +3,8 @@
 gunicorn's arbiter forks --workers processes; each runs the sync worker, or the
 gthread worker with a pool of --threads when that is above 1 (``-o
 worker_class=...`` picks another). The listeners anyserve bound are handed over
-as ``fd://N`` binds. The Lifecycle runs in each worker: ``post_worker_init`` ->
+as ``fd://N`` binds. Each worker imports the app after the fork (the arbiter
+does, once, with --preload). The Lifecycle runs in each worker: ``post_worker_init`` ->
 ``started`` (and a tick thread), ``worker_exit`` -> ``stopping``, so the
 CherryPy engine starts after the fork in every worker. gunicorn's master owns
 the signals: TERM stops gracefully, INT at once, HUP restarts the workers
@@ -14,14 +15,21 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
+import tempfile
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.errors import EXIT_APP, AnyserveError, Reported, report
 from anyserve.lifecycle import Lifecycle
+from anyserve.loader import DeferredApp
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
+
+#: gunicorn's arbiter halts, rather than replacing the worker, when one exits with this code.
+BOOT_ERROR = 3
 
 
 class GunicornAdapter(Adapter):
@@ -57,6 +65,8 @@ class GunicornAdapter(Adapter):
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.arbiter import Arbiter
+        from gunicorn.errors import HaltServer
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
@@ -94,15 +104,40 @@ class GunicornAdapter(Adapter):
                     self.cfg.set(key, value)
 
             def load(self) -> WSGIApp:
-                return app
+                # In each worker, after the fork (in the arbiter with --preload).
+                if not isinstance(app, DeferredApp):
+                    return app
+                try:
+                    return app.load()
+                except AnyserveError as exc:
+                    try:  # the workers boot together: only the first to fail says why
+                        os.close(os.open(reported, os.O_CREAT | os.O_EXCL))
+                        report(exc)
+                    except FileExistsError:
+                        pass
+                    os._exit(BOOT_ERROR)  # the arbiter halts on this code
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
+        scratch = tempfile.mkdtemp(prefix="anyserve-gunicorn-")
+        reported = os.path.join(scratch, "reported")
+        arbiter = Arbiter(Application())
         try:
-            Application().run()
+            arbiter.run()
+            code: Any = 0
         except SystemExit as exc:  # the arbiter ends with sys.exit()
-            if exc.code not in (0, None):
-                raise
+            code = exc.code
+        except HaltServer as exc:
+            # gunicorn 27 raises it a second time from halt() when more than
+            # one worker failed to boot; finish its stop here.
+            arbiter.kill_workers(signal.SIGKILL)
+            code = exc.exit_status
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if code == BOOT_ERROR:
+            raise Reported(EXIT_APP)  # a worker said why
+        if code not in (0, None):
+            raise SystemExit(code)
 
     def shutdown(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop

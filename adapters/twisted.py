@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import socket
 import time
+import weakref
 from typing import Any
 
 from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp, warn_requests_left
+from .base import FIRST_REQUEST_GRACE, Adapter, Capabilities, WSGIApp, warn_requests_left
 
 DEFAULT_THREADS = 10
 
@@ -101,6 +102,7 @@ class TwistedServing:
         self.lifecycle = lifecycle
         self.reactor = reactor
         self.in_flight = 0
+        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
         self._ports: list[Any] = []
         self._ticker: Any = None
 
@@ -125,9 +127,16 @@ class TwistedServing:
         resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
 
         class CountingSite(Site):
-            """Counts the requests in flight, so stop() can wait for them."""
+            """Counts the requests in flight, and knows the connections, so stop()
+            can wait for both."""
+
+            def buildProtocol(self, addr: Any) -> Any:
+                channel = super().buildProtocol(addr)
+                serving.channels.add(channel)
+                return channel
 
             def getResourceFor(self, request: Any) -> Any:
+                request.channel.anyserve_answered = True
                 serving.in_flight += 1
                 request.notifyFinish().addBoth(serving._finished)
                 return super().getResourceFor(request)
@@ -148,6 +157,19 @@ class TwistedServing:
     def _finished(self, result: Any) -> None:
         self.in_flight -= 1
 
+    def _receiving(self, fresh_until: float) -> bool:
+        """A request is on its way: being received, or not begun on a connection
+        accepted just before the stop (until *fresh_until*)."""
+        for protocol in list(self.channels):
+            channel = getattr(protocol, "_channel", protocol)  # Site wraps its HTTPChannel
+            if getattr(channel.transport, "disconnected", True):
+                continue
+            if channel.requests:
+                return True
+            if not getattr(channel, "anyserve_answered", False) and time.monotonic() < fresh_until:
+                return True
+        return False
+
     def stop(self) -> Any:
         """Begin the graceful stop; the Deferred returned fires at its end."""
         from twisted.internet import defer, task
@@ -156,7 +178,8 @@ class TwistedServing:
         def drain() -> Any:
             yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self._ports])
             deadline = time.monotonic() + self.config.graceful_timeout
-            while self.in_flight and time.monotonic() < deadline:
+            fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
+            while (self.in_flight or self._receiving(fresh_until)) and time.monotonic() < deadline:
                 yield task.deferLater(self.reactor, 0.02, lambda: None)
             warn_requests_left(self.config.graceful_timeout, self.in_flight)
             if self._ticker is not None and self._ticker.running:

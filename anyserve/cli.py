@@ -13,7 +13,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, Setting, env_var, settings
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, AppLoadError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, Reported, report
 
 COMMANDS = ("serve", "list", "check")
 GROUPS = {
@@ -110,12 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(config, args)
     except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except AppLoadError as exc:
-        if exc.details:
-            sys.stderr.write(exc.details)
-        return _fail(str(exc), exc.exit_code)
+    except Reported as exc:
+        return exc.exit_code
     except AnyserveError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return report(exc)
     except KeyboardInterrupt:
         return EXIT_FAILURE
 
@@ -127,7 +125,7 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_serve(config: Config, argv: list[str]) -> int:
     from .logs import configure_logging
-    from .runner import Server, serve_until_signalled
+    from .runner import serve_in_process
 
     if config.app is None:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
@@ -136,8 +134,7 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
         from .reloader import run_with_reloader
 
         return run_with_reloader(config, argv)
-    server = Server(config, owns_process=True)
-    serve_until_signalled(server)
+    serve_in_process(config)
     return EXIT_OK
 
 

@@ -278,8 +278,18 @@ class Config:
         "-w",
         "--workers",
         metavar="N",
-        help="worker processes, for servers that have them (default 1)",
+        help="worker processes (default 1): the server's own where it has them (gunicorn, uwsgi), "
+        "anyserve's pre-fork supervisor for the others",
         convert=to_positive_int,
+        group="server",
+    )
+    preload: bool = option(
+        False,
+        "--preload",
+        help="with --workers: import the app once in the parent before forking (the CherryPy engine "
+        "still starts in each worker); by default each worker imports it, so SIGHUP loads new code",
+        convert=to_bool,
+        kind="flag",
         group="server",
     )
     threads: int | None = option(

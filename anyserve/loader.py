@@ -255,3 +255,25 @@ def load_callable(spec: Any, what: str = "hook") -> Callable[..., Any]:
     if not callable(obj):
         raise AppLoadError(f"{what} {spec!r} is a {type(obj).__name__} object, not a function")
     return obj
+
+
+class DeferredApp:
+    """An app imported later, in the process that serves it: a pre-fork server's
+    worker calls :meth:`load` after the fork, so that importing the app (and
+    anything it starts) happens in each worker rather than in the parent."""
+
+    def __init__(self, load: Callable[[], WSGIApp], name: str) -> None:
+        self._load = load
+        self._app: WSGIApp | None = None
+        self.name = name
+
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            self._app = self._load()
+        return self._app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self.load()(environ, start_response)
+
+    def __repr__(self) -> str:
+        return f"<DeferredApp {self.name}>"

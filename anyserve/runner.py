@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .cherrypy_bridge import bridge_for
+from .cherrypy_bridge import CherryPyBridge, bridge_for
 from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
-from .loader import add_app_dir, load_app, load_callable
+from .loader import DeferredApp, add_app_dir, load_app, load_callable
 from .logs import configure_logging
 from .middleware import HeadWithoutBody, RootPath
 from .registry import choose_adapter
@@ -33,43 +33,62 @@ class Server:
     """One app on one server in this process: bind, serve, stop.
 
     ``serve()`` blocks; ``start()`` serves from a background thread and returns
-    once the server takes requests; ``stop()`` shuts down gracefully."""
+    once the server takes requests; ``stop()`` shuts down gracefully.
 
-    def __init__(self, config: Config, app: Any = None, *, owns_process: bool = False) -> None:
+    With ``load=False`` the app is not imported yet: :attr:`app` is a
+    :class:`DeferredApp` that a pre-fork server's workers load after the fork."""
+
+    def __init__(self, config: Config, app: Any = None, *, owns_process: bool = False, load: bool = True) -> None:
         self.config = config
         add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
         if owns_process:
             self.adapter_class.prepare_process(config)
-        target = app if app is not None else config.app
-        if target is None:
+        self._target = app if app is not None else config.app
+        if self._target is None:
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
-        loaded = load_app(target, factory=config.factory, app_dir=config.app_dir)
+        self.lifecycle = Lifecycle(config.main_interval)
+        self.bridge: CherryPyBridge | None = None
+        self.app: Any = DeferredApp(self.load, str(self._target))
+        self.adapter: Adapter = self.adapter_class()
+        self.listeners: list[Listener] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._loaded: Any = None
+        if load:
+            self.app = self.load()
+
+    def load(self) -> Any:
+        """Import the app, prepare the CherryPy bridge and subscribe the hooks (once)."""
+        if self._loaded is not None:
+            return self._loaded
+        config = self.config
+        loaded = load_app(self._target, factory=config.factory, app_dir=config.app_dir)
         self.bridge = bridge_for(loaded, config, native=self.adapter_class.runs_cherrypy_engine)
         if self.bridge is not None:
             self.bridge.prepare()
             address = self.bridge.bind_address()
             if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
-                self.config = config = config.replace(host=address[0], port=address[1])
+                if self.listeners:
+                    log.warning(
+                        "The CherryPy config asks for %s:%s, but the listeners were bound before the app was "
+                        "imported (in each worker); serving on %s. Give the address with -b, or use --preload",
+                        *address,
+                        ", ".join(self.urls),
+                    )
+                else:
+                    self.config = config = config.replace(host=address[0], port=address[1])
         app = RootPath(loaded, config.root_path) if config.root_path else loaded
-        self.app = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
-        self.lifecycle = self._make_lifecycle(config)
-        self.adapter: Adapter = self.adapter_class()
-        self.listeners: list[Listener] = []
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def _make_lifecycle(self, config: Config) -> Lifecycle:
-        lifecycle = Lifecycle(config.main_interval)
+        self._loaded = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
         # Subscribed first, the engine starts before the user's start hooks and
         # exits after their stop hooks.
         if self.bridge is not None:
-            self.bridge.subscribe(lifecycle)
+            self.bridge.subscribe(self.lifecycle)
         for hook in config.on_start:
-            lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
+            self.lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
         for hook in config.on_stop:
-            lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
-        return lifecycle
+            self.lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
+        return self._loaded
 
     @property
     def name(self) -> str:
@@ -90,30 +109,37 @@ class Server:
             self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
             self.adapter_class.check(self.config, self.listeners)
 
-    def serve(self) -> None:
-        """Serve until :meth:`stop`; then close the listeners."""
+    def serve(self, *, announce: bool = True) -> None:
+        """Serve until :meth:`stop`; then close the listeners.
+
+        *announce*: log the "Listening on" lines once requests are taken (a
+        supervised worker leaves that to its supervisor)."""
         self.bind()
-        self.announce()
+        self.announce(log_urls=announce)
         try:
             self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
         finally:
             self.close()
 
-    def announce(self) -> None:
-        """Say where it listens, as the last start hook: once printed, requests are answered."""
+    @property
+    def described(self) -> str:
+        """The server's name and version, e.g. "cheroot 11.1.2"."""
         version = self.adapter_class.version()
-        described = f"{self.name} {version}" if version else self.name
-        os.environ[SERVING_ENV] = described
-        workers = self.config.workers
+        return f"{self.name} {version}" if version else self.name
 
-        def announce() -> None:
-            for url in self.urls:
-                log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
-
-        self.lifecycle.subscribe("started", announce)
+    def announce(self, *, log_urls: bool = True) -> None:
+        """Say where it listens, as the last start hook: once printed, requests are answered."""
+        os.environ[SERVING_ENV] = self.described
+        if log_urls:
+            # Last, whatever is subscribed later: a deferred app subscribes its
+            # hooks (the CherryPy engine's start) only when a worker loads it.
+            self.lifecycle.subscribe(
+                "started", lambda: log_listening(self.urls, self.described, self.config.workers), last=True
+            )
 
     def start(self, timeout: float = 30.0) -> Server:
         """Serve from a background thread; return once requests are taken."""
+        refuse_workers_in_thread(self)
         if not self.adapter_class.capabilities.background:
             raise AnyserveError(f"{self.name} cannot serve from a background thread")
         self.bind()
@@ -150,8 +176,24 @@ class Server:
         self.stop()
 
 
-def serve_until_signalled(server: Server) -> None:
-    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once."""
+def log_listening(urls: list[str], described: str, workers: int) -> None:
+    for url in urls:
+        log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+
+
+def refuse_workers_in_thread(server: Server) -> None:
+    if server.config.workers > 1 and not server.adapter_class.capabilities.workers:
+        raise AnyserveError(
+            f"--workers {server.config.workers} needs processes of its own, so it cannot be served from a thread "
+            "or a loop of this program; use the anyserve command or anyserve.run() from the main thread"
+        )
+
+
+def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
+    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once.
+
+    *worker*: a supervised worker process; its supervisor announces, and
+    handles SIGHUP (a worker ignores it)."""
     stopping = threading.Event()
 
     def handle(signum: int, frame: object) -> None:
@@ -161,7 +203,7 @@ def serve_until_signalled(server: Server) -> None:
                 os._exit(1)
             return
         stopping.set()
-        log.info(
+        (log.debug if worker else log.info)(
             "Received %s: stopping gracefully (in-flight requests have %ss)",
             signal.Signals(signum).name,
             server.config.graceful_timeout,
@@ -169,16 +211,44 @@ def serve_until_signalled(server: Server) -> None:
         server.adapter.shutdown()  # returns at once; serve() returns once drained
 
     def hang_up(signum: int, frame: object) -> None:
-        log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
+        if server.adapter.restart():
+            log.info("Received SIGHUP: restarting the workers gracefully")
+        elif not worker:
+            log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
     try:
-        server.serve()
+        server.serve(announce=not worker)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("Stopped")
+    if not worker:
+        log.info("Stopped")
+
+
+def serve_in_process(config: Config, app: Any = None) -> None:
+    """Serve until TERM/INT in this process, which anyserve owns: the ``anyserve``
+    command and ``anyserve.run()`` from the main thread. ``--workers`` above 1
+    runs the server's own workers, or anyserve's supervisor for the others."""
+    add_app_dir(config.app_dir)  # where a -s module:Class may come from, too
+    adapter_class = choose_adapter(config)
+    if config.cherrypy_config and config.cherrypy is not False and not config.preload:
+        # Workers import the app after the fork, once the listeners are bound:
+        # the address a CherryPy config file gives is read here.
+        from .cherrypy_bridge import address_in_config_file
+
+        address = address_in_config_file(config.cherrypy_config)
+        if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
+            config = config.replace(host=address[0], port=address[1])
+    if config.workers > 1 and not adapter_class.capabilities.workers:
+        from .supervisor import Supervisor
+
+        Supervisor(config, app).run()
+        return
+    # A pre-fork server's workers import the app after the fork, unless --preload.
+    load = config.preload or not adapter_class.capabilities.workers
+    serve_until_signalled(Server(config, app, owns_process=True, load=load))
 
 
 def run(app: Any = None, **options: Any) -> None:
@@ -188,12 +258,12 @@ def run(app: Any = None, **options: Any) -> None:
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
     configure_logging(config.log_level)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    server = Server(config, owns_process=in_main_thread)
-    if in_main_thread:
-        serve_until_signalled(server)
-    else:
-        server.serve()
+    if threading.current_thread() is threading.main_thread():
+        serve_in_process(config)
+        return
+    server = Server(config)
+    refuse_workers_in_thread(server)
+    server.serve()
 
 
 @contextmanager
@@ -256,6 +326,7 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
     server = Server(config)
+    refuse_workers_in_thread(server)
     if not server.adapter_class.capabilities.embed:
         server.adapter.embed(server.app, [], config, server.lifecycle)  # raises the refusal
     server.bind()

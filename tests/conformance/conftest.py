@@ -128,6 +128,12 @@ def start_anyserve(
         raise
 
 
+def suite_args(server: str) -> list[str]:
+    """How the shared conformance fixtures start *server*: a pre-fork server with
+    two workers, so every case also holds across worker processes."""
+    return ["-w", "2"] if adapters()[server].capabilities.workers else []
+
+
 def capabilities(server: str) -> Any:
     """What the adapter registered as *server* declares it can do."""
     return adapters()[server].capabilities

@@ -1,0 +1,190 @@
+"""``--workers 3`` on every server: a killed worker is replaced, TERM drains every
+worker, HUP replaces them with no request refused. The pre-fork servers
+(gunicorn, uwsgi) do this with their own master; every other server with
+anyserve's supervisor. Each case starts its own ``anyserve`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from anyserve.registry import adapters
+
+from .conftest import APP, Running, fetch, start_anyserve, wait_for_file
+
+SERVERS = list(adapters())
+WORKERS = 3
+#: Extra options so that ten requests can be in flight at once on three workers.
+CONCURRENCY = {"gunicorn": ["-t", "4"]}
+
+
+def start(server: str, *args: str) -> Running:
+    return start_anyserve(server, APP, "-w", str(WORKERS), *CONCURRENCY.get(server, []), *args)
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def workers(running: Running) -> set[int]:
+    """The serving processes: anyserve's children, or for a server whose master
+    anyserve starts as a child of its own (uwsgi), that master's children."""
+    direct = children(running.proc.pid)
+    if adapters()[running.server].capabilities.workers and len(direct) == 1:
+        nested = children(next(iter(direct)))
+        if nested:
+            return nested
+    return direct
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def answering_pid(url: str) -> int:
+    response = fetch(url, "/echo", headers={"Connection": "close"}, timeout=10)
+    assert response.status == 200
+    return int(json.loads(response.body)["pid"])
+
+
+def pids_answering(url: str, burst: int = 12) -> set[int]:
+    """The pids that answer a burst of concurrent slow requests (so every worker gets some)."""
+    with ThreadPoolExecutor(burst) as pool:
+        return set(pool.map(lambda _: answering_pid(url), range(burst)))
+
+
+class Stream:
+    """Clients sending requests back to back, each on a new connection, recording failures."""
+
+    def __init__(self, url: str, clients: int = 3) -> None:
+        self.url = url
+        self.done = threading.Event()
+        self.lock = threading.Lock()  # held while a request is in flight
+        self.ok = 0
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            with self.lock:
+                try:
+                    answering_pid(self.url)
+                    self.ok += 1
+                except Exception as exc:  # a refused or cut request: the failure the tests look for
+                    self.failures.append(repr(exc))
+            time.sleep(0.001)
+
+    def __enter__(self) -> Stream:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_killed_worker_is_replaced(server: str) -> None:
+    running = start(server)
+    try:
+        wait_until(lambda: len(workers(running)) == WORKERS, 10, f"not {WORKERS} workers: {workers(running)}")
+        before = workers(running)
+        with Stream(running.url, clients=1) as stream:
+            wait_until(lambda: stream.ok >= 5, 10, "the stream of requests did not start")
+            with stream.lock:  # between two requests: the killed worker has none in flight
+                victim = answering_pid(running.url)
+                assert victim in before
+                os.kill(victim, signal.SIGKILL)
+                killed_at = time.monotonic()
+            wait_until(
+                lambda: len(workers(running) - before) >= 1 and len(workers(running)) == WORKERS,
+                5,
+                f"no new worker within 5 s of killing {victim}: {workers(running)}",
+            )
+            (new,) = workers(running) - before
+            wait_until(
+                lambda: new in pids_answering(running.url),
+                5 - (time.monotonic() - killed_at),
+                f"the new worker {new} did not answer within 5 s",
+            )
+        assert stream.failures == [], stream.failures
+        assert running.stop() == 0, running.stderr_text()
+        # Workers fork from a parent that imported nothing a green-thread server must patch first.
+        assert "may still block" not in running.stderr_text()
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_lets_ten_requests_in_flight_finish(server: str, tmp_path: Path) -> None:
+    running = start(server)
+    marks = [tmp_path / f"started-{n}" for n in range(10)]
+    results: list[object] = []
+
+    def slow(mark: Path) -> None:
+        try:
+            results.append(fetch(running.url, f"/slow?s=1.5&mark={mark}", timeout=30).body)
+        except Exception as exc:  # reported by the assertion below
+            results.append(exc)
+
+    clients = [threading.Thread(target=slow, args=(mark,)) for mark in marks]
+    try:
+        wait_until(lambda: len(workers(running)) == WORKERS, 10, f"not {WORKERS} workers")
+        for client in clients:
+            client.start()
+        for mark in marks:
+            wait_for_file(mark, what=f"only {sum(m.exists() for m in marks)} of 10 requests reached the app")
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(timeout=30) == 0, running.stderr_text()
+    finally:
+        for client in clients:
+            client.join(timeout=30)
+        running.stop()
+    assert results == [b"slept"] * 10, results
+    assert not workers(running), "workers outlived anyserve"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sighup_replaces_the_workers_and_refuses_no_request(server: str) -> None:
+    running = start(server)
+    try:
+        wait_until(lambda: len(workers(running)) == WORKERS, 10, f"not {WORKERS} workers")
+        before = workers(running)
+        with Stream(running.url) as stream:
+            wait_until(lambda: stream.ok >= 10, 10, "the stream of requests did not start")
+            running.proc.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: not (workers(running) & before) and len(workers(running)) == WORKERS,
+                30,
+                f"the workers were not all replaced: before {before}, now {workers(running)}",
+            )
+            ok_at_replacement = stream.ok
+            wait_until(lambda: stream.ok > ok_at_replacement + 10, 10, "no requests after the restart")
+        assert stream.failures == [], stream.failures
+        assert running.proc.poll() is None
+        assert running.stop() == 0, running.stderr_text()
+    finally:
+        running.stop()
