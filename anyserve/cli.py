@@ -20,6 +20,7 @@ GROUPS = {
     "application": "application",
     "server": "server",
     "listeners": "listeners",
+    "tls": "TLS (HTTPS)",
     "development": "development",
     "lifecycle": "lifecycle hooks",
     "cherrypy": "CherryPy",

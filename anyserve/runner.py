@@ -17,8 +17,10 @@ from .lifecycle import Lifecycle
 from .loader import add_app_dir, load_app, load_callable
 from .logs import configure_logging
 from .middleware import HeadWithoutBody, RootPath
+from .notify import notify
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
+from .tls import load_tls, mark_tls
 
 if TYPE_CHECKING:
     from anyserve.adapters.base import Adapter
@@ -39,8 +41,12 @@ class Server:
         self.config = config
         add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
+        self._owns_process = owns_process
+        self._pid = os.getpid()
         if owns_process:
             self.adapter_class.prepare_process(config)
+        # After prepare_process: gevent and eventlet patch ssl before it is imported.
+        self.tls = load_tls(config)
         target = app if app is not None else config.app
         if target is None:
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
@@ -87,8 +93,15 @@ class Server:
     def bind(self) -> None:
         if not self.listeners:
             config = self.config
-            self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
-            self.adapter_class.check(self.config, self.listeners)
+            listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
+            try:
+                mark_tls(listeners, config, self.tls)
+                self.adapter_class.check(config, listeners)
+            except BaseException:
+                for listener in listeners:
+                    listener.close()
+                raise
+            self.listeners = listeners
 
     def serve(self) -> None:
         """Serve until :meth:`stop`; then close the listeners."""
@@ -109,6 +122,9 @@ class Server:
         def announce() -> None:
             for url in self.urls:
                 log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+            # Once, from the process the service manager started (not from forked workers).
+            if self._owns_process and os.getpid() == self._pid:
+                notify("READY=1")
 
         self.lifecycle.subscribe("started", announce)
 
@@ -161,6 +177,7 @@ def serve_until_signalled(server: Server) -> None:
                 os._exit(1)
             return
         stopping.set()
+        notify("STOPPING=1")
         log.info(
             "Received %s: stopping gracefully (in-flight requests have %ss)",
             signal.Signals(signum).name,
