@@ -32,6 +32,19 @@ def adopt_listener(base: type) -> Any:
     return Adopting
 
 
+def ssl_adapter(listener: Listener) -> Any:
+    """cheroot's builtin TLS adapter, serving anyserve's context."""
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    tls = listener.tls
+    assert tls is not None
+    adapter = BuiltinSSLAdapter(
+        tls.certfile, tls.keyfile or tls.certfile, tls.ca_certs, private_key_password=tls.password
+    )
+    adapter.context = tls.context()
+    return adapter
+
+
 class CherootAdapter(ThreadedAdapter):
     name = "cheroot"
     requires = ("cheroot",)
@@ -40,6 +53,8 @@ class CherootAdapter(ThreadedAdapter):
         concurrency=f"thread pool of N per listener (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         # cheroot joins only the headers it knows to be lists (Accept, ...); of
         # any other repeated header the app sees the last value.
         repeated_headers=False,
@@ -79,6 +94,8 @@ class CherootAdapter(ThreadedAdapter):
                 if key in settings:
                     setattr(server, key, settings[key])
             server.listener = listener
+            if listener.tls is not None:
+                server.ssl_adapter = ssl_adapter(listener)
             server.prepare()
             servers.append(server)
         return servers

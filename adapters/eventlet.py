@@ -30,6 +30,8 @@ class EventletAdapter(Adapter):
     capabilities = Capabilities(
         concurrency=f"green thread per connection (at most -o pool_size, default {DEFAULT_POOL}), stdlib patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
     options = {
@@ -54,6 +56,7 @@ class EventletAdapter(Adapter):
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         import eventlet
         import eventlet.wsgi
+        from eventlet.green.ssl import GreenSSLContext
         from eventlet.greenio import GreenSocket
         from eventlet.hubs import trampoline
 
@@ -83,10 +86,18 @@ class EventletAdapter(Adapter):
         pool = eventlet.GreenPool(settings.get("pool_size", DEFAULT_POOL))
         access_log = logging.getLogger("eventlet.wsgi")
         lifecycle.started()
+
+        def green(listener: Listener) -> Any:
+            sock = listener.socket if isinstance(listener.socket, GreenSocket) else GreenSocket(listener.socket)
+            if listener.tls is None:
+                return sock
+            # Each accepted connection does its handshake in its own green thread, on first read.
+            return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
+
         servers = [
             eventlet.spawn(
                 eventlet.wsgi.server,
-                listener.socket if isinstance(listener.socket, GreenSocket) else GreenSocket(listener.socket),
+                green(listener),
                 app,
                 log=access_log,
                 # eventlet formats each access line before logging it: skip the

@@ -32,6 +32,8 @@ class GeventAdapter(Adapter):
     capabilities = Capabilities(
         concurrency="greenlet per connection (unbounded, or -o pool_size=N), standard library monkey-patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
     )
     options = {
@@ -111,6 +113,7 @@ class GeventServing:
         import gevent
         from gevent.pool import Pool
         from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+        from gevent.ssl import SSLContext
 
         connections = self.connections
         pool_size = GeventAdapter.check(self.config).get("pool_size")
@@ -141,6 +144,8 @@ class GeventServing:
         self.lifecycle.started()
         for listener in self.listeners:
             listener.socket.setblocking(False)
+            # gevent's context class: its sockets yield to the hub, patched or not.
+            tls = {} if listener.tls is None else {"ssl_context": listener.tls.context(SSLContext)}
             server = WSGIServer(
                 listener.socket,
                 self.app,
@@ -150,6 +155,7 @@ class GeventServing:
                 # when the line would be dropped anyway.
                 log=LoggingLogAdapter(access_log) if access_log.isEnabledFor(logging.INFO) else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
+                **tls,
             )
             if self.config.workers > 1:
                 server.environ = {**server.get_environ(), "wsgi.multiprocess": True}

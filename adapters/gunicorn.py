@@ -7,7 +7,9 @@ as ``fd://N`` binds. The Lifecycle runs in each worker: ``post_worker_init`` ->
 ``started`` (and a tick thread), ``worker_exit`` -> ``stopping``, so the
 CherryPy engine starts after the fork in every worker. gunicorn's master owns
 the signals: TERM stops gracefully, INT at once, HUP restarts the workers
-gracefully, TTIN/TTOU add and remove one.
+gracefully, TTIN/TTOU add and remove one. TLS: gunicorn serves it on every
+listener or none; its ``ssl_context`` hook hands it anyserve's context, built
+once per process instead of once per connection.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import signal
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.errors import AnyserveError
 from anyserve.lifecycle import Lifecycle
+from anyserve.notify import notify
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -39,6 +43,7 @@ class GunicornAdapter(Adapter):
         threads=True,
         workers=True,
         unix=True,
+        tls=True,  # on all listeners or none: tls_mixed is false
         background=False,  # the arbiter forks and owns the signals of its process
     )
     options = {
@@ -57,6 +62,7 @@ class GunicornAdapter(Adapter):
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.arbiter import Arbiter
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
@@ -72,6 +78,23 @@ class GunicornAdapter(Adapter):
         }
         if (config.threads or 1) > 1 and "worker_class" not in settings:
             settings["worker_class"] = "gthread"
+        tls = listeners[0].tls if listeners else None
+        if tls is not None:
+            contexts: dict[int, Any] = {}
+
+            def ssl_context(conf: Any, default_factory: Any) -> Any:
+                pid = os.getpid()
+                if pid not in contexts:
+                    contexts[pid] = tls.context()
+                return contexts[pid]
+
+            settings.update(
+                certfile=tls.certfile,
+                keyfile=tls.keyfile,
+                ca_certs=tls.ca_certs,
+                cert_reqs=int(tls.verify_mode),
+                ssl_context=ssl_context,
+            )
         worker_ticks: dict[int, Any] = {}
 
         def post_worker_init(worker: Any) -> None:
@@ -95,6 +118,19 @@ class GunicornAdapter(Adapter):
 
             def load(self) -> WSGIApp:
                 return app
+
+            def run(self) -> None:
+                try:
+                    NotifyingArbiter(self).run()
+                except RuntimeError as exc:  # as BaseApplication.run reports it, in one line
+                    raise AnyserveError(f"gunicorn: {exc}") from None
+
+        class NotifyingArbiter(Arbiter):  # type: ignore[misc]
+            """Tells the service manager it stops (gunicorn tells it READY=1 itself)."""
+
+            def stop(self, graceful: bool = True) -> None:
+                notify("STOPPING=1")
+                super().stop(graceful)
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
