@@ -145,6 +145,7 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 def cmd_check(config: Config) -> int:
     from .loader import add_app_dir, load_app
     from .registry import choose_adapter
+    from .tls import load_tls
 
     if config.app is None:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
@@ -155,6 +156,11 @@ def cmd_check(config: Config) -> int:
     print(f"app: {config.app} -> {_describe(app)}")
     print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
     print(f"listen: {', '.join(config.listen)}")
+    tls = load_tls(config, serving=False)
+    if tls is not None:
+        where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
+        source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
+        print(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
     print("ok: nothing was started")
     return EXIT_OK
 

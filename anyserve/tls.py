@@ -93,15 +93,18 @@ class TLS:
         return context
 
 
-def load_tls(config: Config) -> TLS | None:
-    """The TLS settings of *config*, checked by building a context; None without TLS."""
+def load_tls(config: Config, *, serving: bool = True) -> TLS | None:
+    """The TLS settings of *config*, checked by building a context; None without TLS.
+
+    *serving*: say in the log that an --ssl-adhoc certificate is for development."""
     if not config.tls:
         return None
     if config.ssl_adhoc:
         certfile, keyfile = make_adhoc_certificate()
-        log.warning(
+        log.log(
+            logging.WARNING if serving else logging.DEBUG,
             "--ssl-adhoc: serving a self-signed certificate for localhost made at start; "
-            "for development only (clients will not trust it)"
+            "for development only (clients will not trust it)",
         )
         tls = TLS(certfile, keyfile, ca_certs=config.ca_certs, cert_reqs=config.cert_reqs, adhoc=True)
     else:
