@@ -54,6 +54,8 @@ class EventletAdapter(Adapter):
         self._stop_requested = False
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        import ssl
+
         import eventlet
         import eventlet.wsgi
         from eventlet.green.ssl import GreenSSLContext
@@ -72,6 +74,17 @@ class EventletAdapter(Adapter):
             # Without it, an unparsable request line is answered HTTP/0.9 style:
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
+
+            def _read_request_line(self) -> Any:
+                try:
+                    return super()._read_request_line()
+                except ssl.SSLError as exc:  # a failed handshake: one line, not a green thread's traceback
+                    peer = self.client_address[0] if isinstance(self.client_address, tuple) else "a peer"
+                    logging.getLogger("anyserve.eventlet").warning(
+                        "TLS handshake with %s failed: %s", peer, exc.reason or exc
+                    )
+                    self.close_connection = True
+                    return ""
 
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)

@@ -140,13 +140,26 @@ class GeventServing:
                 finally:
                     connections.forget(sock)
 
+        class Server(WSGIServer):
+            def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+                # A failed handshake is one line in the log, not a greenlet's traceback.
+                try:
+                    tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+                except OSError as exc:
+                    log.warning("TLS handshake with %s failed: %s", _peer(address), _reason(exc))
+                    return None
+                try:
+                    return self.handle(tls_socket, address)
+                finally:
+                    tls_socket.close()
+
         access_log = logging.getLogger("gevent.access")
         self.lifecycle.started()
         for listener in self.listeners:
             listener.socket.setblocking(False)
             # gevent's context class: its sockets yield to the hub, patched or not.
             tls = {} if listener.tls is None else {"ssl_context": listener.tls.context(SSLContext)}
-            server = WSGIServer(
+            server = Server(
                 listener.socket,
                 self.app,
                 spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
@@ -183,3 +196,11 @@ class GeventServing:
         if self._ticker is not None:
             self._ticker.kill()
         self.lifecycle.stopping()
+
+
+def _peer(address: Any) -> str:
+    return address[0] if isinstance(address, tuple) and address else "a unix socket peer"
+
+
+def _reason(exc: OSError) -> str:
+    return getattr(exc, "reason", None) or exc.strerror or str(exc)
