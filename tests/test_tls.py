@@ -16,7 +16,7 @@ import pytest
 from anyserve.config import Config
 from anyserve.errors import EXIT_USAGE, ConfigError
 from anyserve.notify import notify
-from anyserve.sockets import Listener, bind, same_address
+from anyserve.sockets import INHERITED_FDS_ENV, Listener, bind, bind_listeners, inherited_fds_value, same_address
 from anyserve.tls import TLS, load_tls, make_adhoc_certificate, mark_tls
 
 from .pki import KEY_PASSWORD, Pki
@@ -160,6 +160,30 @@ def test_tls_bind_names_a_systemd_socket_by_its_name(pki: Pki) -> None:
         assert [listener.scheme for listener in listeners] == ["http", "https"]
     finally:
         for listener in listeners:
+            listener.close()
+
+
+def test_a_reloaded_child_knows_its_listeners_by_the_addresses_the_parent_bound() -> None:
+    """--reload hands the listeners to each child as FD=SPEC, so --tls-bind still names them."""
+    import os
+
+    parent = [bind("127.0.0.1:0"), Listener(socket.create_server(("127.0.0.1", 0)), "systemd:secure", name="secure")]
+    try:
+        value = inherited_fds_value(parent)
+        assert value == ",".join(f"{listener.socket.fileno()}={listener.spec}" for listener in parent)
+        duplicates = ",".join(f"{os.dup(listener.socket.fileno())}={listener.spec}" for listener in parent)
+        children = bind_listeners([], env={INHERITED_FDS_ENV: duplicates})
+        try:
+            assert [(child.spec, child.name) for child in children] == [
+                ("127.0.0.1:0", None),
+                ("systemd:secure", "secure"),
+            ]
+            assert [child.address for child in children] == [listener.address for listener in parent]
+        finally:
+            for child in children:
+                child.close()
+    finally:
+        for listener in parent:
             listener.close()
 
 

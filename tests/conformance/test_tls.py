@@ -132,6 +132,7 @@ def test_client_certificate_required(served: Served, pki: Pki) -> None:
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
         https_fetch(served.https, "/echo", pki.client_context(with_certificate=False), timeout=10)
     assert echo(served.https, pki)["url_scheme"] == "https"  # and the server still serves
+    assert "Traceback" not in served.running.stderr_text()  # a failed handshake is no crash
 
 
 def test_http_and_https_listeners_in_one_process(served: Served, pki: Pki) -> None:
