@@ -265,3 +265,34 @@ def test_bad_tls_input(site: Path, pki: Pki, args: list[str], fragment: str) -> 
     paths = {name: str(getattr(pki, name)) for name in ("cert", "key", "combined", "encrypted_key", "other_key")}
     result = run("-s", "cheroot", "-b", "127.0.0.1:0", *(arg.format(**paths) for arg in args), "webapp", cwd=site)
     assert_error(result, EXIT_USAGE, fragment.format(**paths))
+
+
+def test_serving_from_python_with_tls_on_one_of_two_listeners(pki: Pki) -> None:
+    import http.client
+
+    import anyserve
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi.url_scheme"].encode()]
+
+    port = _free_port()
+    options = {"certfile": str(pki.combined), "bind": ["127.0.0.1:0"], "tls_bind": [f"127.0.0.1:{port}"]}
+    with anyserve.serving(app, server="cheroot", **options) as server:
+        plain, secure = server.urls
+        assert (plain.startswith("http://"), secure) == (True, f"https://127.0.0.1:{port}")
+        for url, conn in (
+            (plain, http.client.HTTPConnection("127.0.0.1", int(plain.rsplit(":", 1)[1]), timeout=10)),
+            (secure, http.client.HTTPSConnection("127.0.0.1", port, context=pki.client_context(), timeout=10)),
+        ):
+            try:
+                conn.request("GET", "/")
+                assert conn.getresponse().read().decode() == url.split(":", 1)[0]
+            finally:
+                conn.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

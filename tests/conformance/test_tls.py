@@ -175,6 +175,23 @@ def test_ssl_adhoc(server: str) -> None:
         running.stop()
 
 
+@pytest.mark.parametrize("server", TLS_SERVERS)
+def test_cherrypy_app_sees_https(server: str, pki: Pki) -> None:
+    """A CherryPy app, unchanged, builds https:// URLs from its request (request.base)."""
+    running = start_anyserve(server, "tests.conformance.cpapp:application", *certificate_args(pki))
+    try:
+        conn = http.client.HTTPSConnection(*address(running.url), context=pki.client_context(), timeout=15)
+        try:
+            conn.request("GET", "/go", headers={"Host": "conformance.test"})
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        assert (response.status, response.getheader("Location")) == (303, "https://conformance.test/target")
+    finally:
+        running.stop()
+
+
 @pytest.mark.parametrize("server", ["cheroot", "twisted"])  # the stdlib context, and pyOpenSSL's
 def test_encrypted_key_with_its_password(server: str, pki: Pki) -> None:
     running = start_anyserve(
