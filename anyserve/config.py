@@ -423,7 +423,7 @@ class Config:
         None,
         "--keyfile-password",
         metavar="PASSWORD",
-        help="the password of an encrypted --keyfile (better given as ANYSERVE_KEYFILE_PASSWORD: ps shows argv)",
+        help="the password of an encrypted --keyfile; prefer the environment variable, which ps does not show",
         convert=to_str,
         group="tls",
     )

@@ -1,4 +1,5 @@
-"""A test CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with cryptography."""
+"""A test PKI made with cryptography: a root CA, an intermediate CA, a server certificate for
+localhost/127.0.0.1 issued by the intermediate (served with it, as a chain), a client certificate."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ KEY_PASSWORD = "correct horse"
 class Pki:
     """Paths of the PEM files."""
 
-    ca: Path  # the CA certificate, trusted by clients and by the server for client certificates
-    cert: Path  # the server certificate, signed by the CA
+    ca: Path  # the root CA certificate, trusted by clients and by the server for client certificates
+    cert: Path  # the server certificate, then the intermediate CA's that issued it: a chain
     key: Path  # its key
     encrypted_key: Path  # the same key, encrypted with KEY_PASSWORD
     combined: Path  # certificate and key in one file
@@ -63,7 +64,7 @@ def _issue(subject: str, key: Any, ca_key: Any, ca_name: x509.Name, *, ca: bool 
         builder = builder.add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
+    if key is not ca_key:  # not self-signed
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -81,17 +82,20 @@ def make_pki(directory: Path) -> Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("anyserve test CA")
     ca_cert = _issue("anyserve test CA", ca_key, ca_key, ca_name, ca=True)
+    intermediate_key = ec.generate_private_key(ec.SECP256R1())
+    intermediate_name = _name("anyserve test intermediate CA")
+    intermediate = _issue("anyserve test intermediate CA", intermediate_key, ca_key, ca_name, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue("localhost", server_key, ca_key, ca_name, server=True)
+    server_cert = _issue("localhost", server_key, intermediate_key, intermediate_name, server=True)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client_cert = _issue("anyserve test client", client_key, ca_key, ca_name)
     pem = serialization.Encoding.PEM
     files = {
         "ca": ca_cert.public_bytes(pem),
-        "cert": server_cert.public_bytes(pem),
+        "cert": server_cert.public_bytes(pem) + intermediate.public_bytes(pem),
         "key": _pem_key(server_key),
         "encrypted_key": _pem_key(server_key, KEY_PASSWORD),
-        "combined": server_cert.public_bytes(pem) + _pem_key(server_key),
+        "combined": server_cert.public_bytes(pem) + intermediate.public_bytes(pem) + _pem_key(server_key),
         "client_cert": client_cert.public_bytes(pem),
         "client_key": _pem_key(client_key),
         "other_key": _pem_key(ec.generate_private_key(ec.SECP256R1())),

@@ -1,7 +1,8 @@
 """HTTPS through the real ``anyserve`` command, on every server that claims TLS.
 
-One process per TLS server for the module: a test CA's server certificate,
-client certificates required, and (where the server can mix them) a plain HTTP
+One process per TLS server for the module: a server certificate served with
+the intermediate CA that issued it (clients trust only the root), client
+certificates required, and (where the server can mix them) a plain HTTP
 listener next to the HTTPS one. Clients verify the server against the test CA.
 Servers without TLS, and servers that cannot mix HTTP and HTTPS, refuse with
 one clear line.
