@@ -18,7 +18,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, WSGIApp
-from .cheroot import adopt_listener, ssl_adapter
+from .cheroot import adopt_listener, use_tls
 
 
 class CherryPyAdapter(Adapter):
@@ -75,7 +75,7 @@ class CherryPyAdapter(Adapter):
             httpserver.bind_addr = listener.address
             httpserver.wsgi_app = wsgi_app
             if listener.tls is not None:
-                httpserver.ssl_adapter = ssl_adapter(listener)
+                use_tls(httpserver, listener)
             plugin = Plugin(cherrypy.engine, httpserver, None)
             plugin.url = listener.url()
             plugin.subscribe()

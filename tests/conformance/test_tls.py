@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -134,6 +135,24 @@ def test_client_certificate_required(served: Served, pki: Pki) -> None:
         https_fetch(served.https, "/echo", pki.client_context(with_certificate=False), timeout=10)
     assert echo(served.https, pki)["url_scheme"] == "https"  # and the server still serves
     assert "Traceback" not in served.running.stderr_text()  # a failed handshake is no crash
+
+
+def test_a_silent_client_does_not_hold_up_the_others(served: Served, pki: Pki) -> None:
+    """A connection that never starts its handshake must not stall the handshakes of others."""
+    if not capabilities(served.running.server).concurrent:  # declared: one connection at a time
+        return
+    with socket.create_connection(address(served.https)):
+        status, _ = https_fetch(served.https, "/echo", pki.client_context(with_certificate=True), timeout=5)
+    assert status == 200
+
+
+def test_plain_http_on_the_https_port_gets_no_app_response(served: Served) -> None:
+    """Some servers answer 400 in plain text, the others close; the app never runs."""
+    try:
+        response = fetch(served.https, "/echo", timeout=10)
+    except (ConnectionError, http.client.HTTPException):
+        return
+    assert response.status == 400, response
 
 
 def test_http_and_https_listeners_in_one_process(served: Served, pki: Pki) -> None:
