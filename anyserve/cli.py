@@ -151,12 +151,12 @@ def cmd_check(config: Config) -> int:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
     add_app_dir(config.app_dir)
     adapter = choose_adapter(config)
+    tls = load_tls(config, serving=False)
     app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
     version = adapter.version()
     print(f"app: {config.app} -> {_describe(app)}")
     print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
     print(f"listen: {', '.join(config.listen)}")
-    tls = load_tls(config, serving=False)
     if tls is not None:
         where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
         source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile

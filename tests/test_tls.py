@@ -296,3 +296,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_tls_options_in_a_toml_file(site: Path, pki: Pki) -> None:
+    (site / "anyserve.toml").write_text(
+        f'app = "webapp"\nserver = "cheroot"\nbind = ["127.0.0.1:0"]\ncertfile = "{pki.cert}"\n'
+        f'keyfile = "{pki.key}"\nca_certs = "{pki.ca}"\ncert_reqs = "optional"\ntls_bind = ["127.0.0.1:8443"]\n'
+    )
+    result = run("check", "-c", "anyserve.toml", cwd=site)
+    assert result.returncode == 0, result.stderr
+    assert f"tls: {pki.cert} on 127.0.0.1:8443; client certificates: optional" in result.stdout.splitlines()
+    assert "listen: 127.0.0.1:0, 127.0.0.1:8443" in result.stdout.splitlines()
+
+
+def test_check_refuses_a_bad_certificate(site: Path) -> None:
+    assert_error(run("check", "--certfile", "not-a-cert.pem", "webapp", cwd=site), EXIT_USAGE, "not a PEM certificate")
