@@ -40,7 +40,8 @@ class Capabilities:
     workers: bool = False  # has its own worker processes (--workers)
     unix: bool = False  # serves on unix sockets
     fd: bool = True  # serves on inherited descriptors (fd://N, systemd)
-    tls: bool = False
+    tls: bool = False  # serves HTTPS (--certfile, --ssl-adhoc)
+    tls_mixed: bool = False  # serves HTTP and HTTPS listeners at once (--tls-bind)
     embed: bool = False  # can run inside a loop it does not own
     background: bool = True  # can serve from a background thread (anyserve.serving)
     keep_alive: bool = True  # keeps HTTP/1.1 connections open between requests
@@ -118,7 +119,25 @@ class Adapter(ABC):
             raise ServerError(
                 f"{cls.name} cannot serve on an inherited descriptor; use {_servers_with('fd', cls.name)}"
             )
+        if config.tls:
+            cls.check_tls(config, listeners)
         return cls.parse_options(config.options)
+
+    @classmethod
+    def check_tls(cls, config: Config, listeners: list[Listener] | None = None) -> None:
+        """Refuse TLS, or TLS on some listeners only, when the server cannot serve it."""
+        caps = cls.capabilities
+        if not caps.tls:
+            raise ServerError(f"{cls.name} cannot serve TLS; use {_servers_with('tls', cls.name)}")
+        if listeners is not None:
+            mixed = len({listener.tls is None for listener in listeners}) > 1
+        else:
+            mixed = config.tls_mixed
+        if mixed and not caps.tls_mixed:
+            raise ServerError(
+                f"{cls.name} serves TLS on all its listeners or on none, so it cannot mix HTTP and HTTPS "
+                f"listeners (--tls-bind); run one anyserve per scheme, or use {_servers_with('tls_mixed', cls.name)}"
+            )
 
     @classmethod
     def prepare_process(cls, config: Config) -> None:

@@ -39,6 +39,8 @@ class EventletAdapter(Adapter):
     capabilities = Capabilities(
         concurrency=f"green thread per connection (at most -o pool_size, default {DEFAULT_POOL}), stdlib patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
     options = {
@@ -59,8 +61,11 @@ class EventletAdapter(Adapter):
         self._stop_requested = False
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        import ssl
+
         import eventlet
         import eventlet.wsgi
+        from eventlet.green.ssl import GreenSSLContext
         from eventlet.greenio import GreenSocket
         from eventlet.hubs import trampoline
 
@@ -110,6 +115,17 @@ class EventletAdapter(Adapter):
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
 
+            def _read_request_line(self) -> Any:
+                try:
+                    return super()._read_request_line()
+                except ssl.SSLError as exc:  # a failed handshake: one line, not a green thread's traceback
+                    peer = self.client_address[0] if isinstance(self.client_address, tuple) else "a peer"
+                    logging.getLogger("anyserve.eventlet").warning(
+                        "TLS handshake with %s failed: %s", peer, exc.reason or exc
+                    )
+                    self.close_connection = True
+                    return ""
+
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)
                 # eventlet always says HTTP/1.0, which makes apps (CherryPy's
@@ -123,10 +139,18 @@ class EventletAdapter(Adapter):
         pool = eventlet.GreenPool(settings.get("pool_size", DEFAULT_POOL))
         access_log = logging.getLogger("eventlet.wsgi")
         lifecycle.started()
+
+        def green(listener: Listener) -> Any:
+            sock = Socket(listener.socket.fd if isinstance(listener.socket, GreenSocket) else listener.socket)
+            if listener.tls is None:
+                return sock
+            # Each accepted connection does its handshake in its own green thread, on first read.
+            return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
+
         servers = [
             eventlet.spawn(
                 eventlet.wsgi.server,
-                Socket(listener.socket.fd if isinstance(listener.socket, GreenSocket) else listener.socket),
+                green(listener),
                 app,
                 log=access_log,
                 # eventlet formats each access line before logging it: skip the

@@ -32,6 +32,8 @@ class GeventAdapter(Adapter):
     capabilities = Capabilities(
         concurrency="greenlet per connection (unbounded, or -o pool_size=N), standard library monkey-patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
     )
     options = {
@@ -109,6 +111,7 @@ class GeventServing:
         import gevent
         from gevent.pool import Pool
         from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+        from gevent.ssl import SSLContext
 
         connections = self.connections
         pool_size = GeventAdapter.check(self.config).get("pool_size")
@@ -136,11 +139,26 @@ class GeventServing:
                 finally:
                     connections.forget(sock)
 
+        class Server(WSGIServer):
+            def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+                # A failed handshake is one line in the log, not a greenlet's traceback.
+                try:
+                    tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+                except OSError as exc:
+                    log.warning("TLS handshake with %s failed: %s", _peer(address), _reason(exc))
+                    return None
+                try:
+                    return self.handle(tls_socket, address)
+                finally:
+                    tls_socket.close()
+
         access_log = logging.getLogger("gevent.access")
         self.lifecycle.started()
         for listener in self.listeners:
             listener.socket.setblocking(False)
-            server = WSGIServer(
+            # gevent's context class: its sockets yield to the hub, patched or not.
+            tls = {} if listener.tls is None else {"ssl_context": listener.tls.context(SSLContext)}
+            server = Server(
                 listener.socket,
                 self.app,
                 spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
@@ -149,6 +167,7 @@ class GeventServing:
                 # when the line would be dropped anyway.
                 log=LoggingLogAdapter(access_log) if access_log.isEnabledFor(logging.INFO) else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
+                **tls,
             )
             if self.config.workers > 1:
                 server.environ = {**server.get_environ(), "wsgi.multiprocess": True}
@@ -176,3 +195,11 @@ class GeventServing:
         if self._ticker is not None:
             self._ticker.kill()
         self.lifecycle.stopping()
+
+
+def _peer(address: Any) -> str:
+    return address[0] if isinstance(address, tuple) and address else "a unix socket peer"
+
+
+def _reason(exc: OSError) -> str:
+    return getattr(exc, "reason", None) or exc.strerror or str(exc)

@@ -8,7 +8,9 @@ does, once, with --preload). The Lifecycle runs in each worker: ``post_worker_in
 ``started`` (and a tick thread), ``worker_exit`` -> ``stopping``, so the
 CherryPy engine starts after the fork in every worker. gunicorn's master owns
 the signals: TERM stops gracefully, INT at once, HUP restarts the workers
-gracefully, TTIN/TTOU add and remove one.
+gracefully, TTIN/TTOU add and remove one. TLS: gunicorn serves it on every
+listener or none; its ``ssl_context`` hook hands it anyserve's context, built
+once per process instead of once per connection.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.errors import EXIT_APP, AnyserveError, Reported, report
 from anyserve.lifecycle import Lifecycle
 from anyserve.loader import DeferredApp
+from anyserve.notify import notify
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -47,6 +50,7 @@ class GunicornAdapter(Adapter):
         threads=True,
         workers=True,
         unix=True,
+        tls=True,  # on all listeners or none: tls_mixed is false
         background=False,  # the arbiter forks and owns the signals of its process
     )
     options = {
@@ -82,6 +86,23 @@ class GunicornAdapter(Adapter):
         }
         if (config.threads or 1) > 1 and "worker_class" not in settings:
             settings["worker_class"] = "gthread"
+        tls = listeners[0].tls if listeners else None
+        if tls is not None:
+            contexts: dict[int, Any] = {}
+
+            def ssl_context(conf: Any, default_factory: Any) -> Any:
+                pid = os.getpid()
+                if pid not in contexts:
+                    contexts[pid] = tls.context()
+                return contexts[pid]
+
+            settings.update(
+                certfile=tls.certfile,
+                keyfile=tls.keyfile,
+                ca_certs=tls.ca_certs,
+                cert_reqs=int(tls.verify_mode),
+                ssl_context=ssl_context,
+            )
         worker_ticks: dict[int, Any] = {}
 
         def post_worker_init(worker: Any) -> None:
@@ -117,14 +138,23 @@ class GunicornAdapter(Adapter):
                         pass
                     os._exit(BOOT_ERROR)  # the arbiter halts on this code
 
+        class NotifyingArbiter(Arbiter):  # type: ignore[misc]
+            """Tells the service manager it stops (gunicorn tells it READY=1 itself)."""
+
+            def stop(self, graceful: bool = True) -> None:
+                notify("STOPPING=1")
+                super().stop(graceful)
+
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
         scratch = tempfile.mkdtemp(prefix="anyserve-gunicorn-")
         reported = os.path.join(scratch, "reported")
-        arbiter = Arbiter(Application())
+        arbiter = NotifyingArbiter(Application())
         try:
             arbiter.run()
             code: Any = 0
+        except RuntimeError as exc:  # as BaseApplication.run reports it, in one line
+            raise AnyserveError(f"gunicorn: {exc}") from None
         except SystemExit as exc:  # the arbiter ends with sys.exit()
             code = exc.code
         except HaltServer as exc:

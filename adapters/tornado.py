@@ -35,6 +35,8 @@ class TornadoAdapter(Adapter):
         concurrency=f"IOLoop for I/O + thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
     )
     options = {
@@ -107,7 +109,7 @@ class TornadoServing:
         # Tornado's container is used for its environ() only; the app runs through _respond.
         self._container = WSGIContainer(app, executor=self.executor)
         self.in_flight = 0
-        self._server: Any = None
+        self._servers: list[Any] = []
         self._ticker: Any = None
 
     def start(self) -> None:
@@ -115,22 +117,28 @@ class TornadoServing:
         from tornado.ioloop import PeriodicCallback
 
         settings = TornadoAdapter.parse_options(self.config.options)
-        self._server = HTTPServer(self.handle, **settings)
         self.lifecycle.started()
-        for listener in self.listeners:
-            listener.socket.setblocking(False)  # Tornado accepts until EAGAIN
-        self._server.add_sockets([listener.socket for listener in self.listeners])
+        # One HTTPServer for the plain listeners, one per TLS context.
+        for tls in dict.fromkeys(listener.tls for listener in self.listeners):
+            server = HTTPServer(self.handle, ssl_options=tls.context() if tls else None, **settings)
+            sockets = [listener.socket for listener in self.listeners if listener.tls == tls]
+            for sock in sockets:
+                sock.setblocking(False)  # Tornado accepts until EAGAIN
+            server.add_sockets(sockets)
+            self._servers.append(server)
         if self.lifecycle.wants_ticks:
             self._ticker = PeriodicCallback(self.lifecycle.tick, self.config.main_interval * 1000)
             self._ticker.start()
 
     async def stop(self) -> None:
-        self._server.stop()  # stop accepting
+        for server in self._servers:
+            server.stop()  # stop accepting
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         warn_requests_left(self.config.graceful_timeout, self.in_flight)
-        await self._server.close_all_connections()
+        for server in self._servers:
+            await server.close_all_connections()
         if self._ticker is not None:
             self._ticker.stop()
         self.executor.shutdown(wait=False)

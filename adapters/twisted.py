@@ -4,19 +4,23 @@ The listeners are adopted by the reactor (``adoptStreamPort``); the app runs on
 the reactor's thread pool, sized by --threads. The Lifecycle starts after the
 reactor's startup (``callWhenRunning``), ticks from a ``LoopingCall`` and stops
 in a ``before shutdown`` trigger that first waits for the requests in flight.
-Twisted's own log goes to Python logging under ``twisted``. A reactor runs once
+Twisted's own log goes to Python logging under ``twisted``. A TLS listener
+wraps the site in ``TLSMemoryBIOFactory`` with a pyOpenSSL context made from the
+same settings (``twisted[tls]``). A reactor runs once
 per process, so this server cannot be restarted in one process; to serve from a
 reactor you already run, use :class:`TwistedServing`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import time
 import weakref
 from typing import Any
 
 from anyserve.config import Config
+from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
@@ -34,9 +38,19 @@ class TwistedAdapter(Adapter):
         concurrency=f"reactor for I/O + its thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+
+    @classmethod
+    def check_tls(cls, config: Config, listeners: list[Listener] | None = None) -> None:
+        super().check_tls(config, listeners)
+        if importlib.util.find_spec("OpenSSL") is None:
+            raise ServerError(
+                "twisted serves TLS through pyOpenSSL, which is not installed: pip install 'twisted[tls]'"
+            )
 
     def __init__(self) -> None:
         self._reactor: Any = None
@@ -146,9 +160,10 @@ class TwistedServing:
         for listener in self.listeners:
             family = socket.AF_UNIX if listener.is_unix else listener.socket.family
             listener.socket.setblocking(False)  # the reactor accepts until EAGAIN
+            factory = site if listener.tls is None else _tls_factory(listener, site)
             # The reactor listens on a duplicate; anyserve closes its own copy
             # once the serving stopped (Server.close).
-            self._ports.append(self.reactor.adoptStreamPort(listener.socket.fileno(), family, site))
+            self._ports.append(self.reactor.adoptStreamPort(listener.socket.fileno(), family, factory))
         if self.lifecycle.wants_ticks:
             self._ticker = LoopingCall(self.lifecycle.tick)
             self._ticker.clock = self.reactor
@@ -187,3 +202,21 @@ class TwistedServing:
             self.lifecycle.stopping()
 
         return drain()
+
+
+def _tls_factory(listener: Listener, site: Any) -> Any:
+    """*site* behind TLS, with one pyOpenSSL context for every connection."""
+    from OpenSSL import SSL
+    from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from zope.interface import implementer
+
+    assert listener.tls is not None
+    context = listener.tls.openssl_context()
+
+    @implementer(IOpenSSLServerConnectionCreator)
+    class ConnectionCreator:
+        def serverConnectionForTLS(self, protocol: Any) -> Any:
+            return SSL.Connection(context, None)
+
+    return TLSMemoryBIOFactory(ConnectionCreator(), False, site)

@@ -39,6 +39,7 @@ from anyserve.config import Config, to_int, to_positive_int, to_str
 from anyserve.errors import EXIT_APP, AnyserveError, Reported, ServerError, report
 from anyserve.lifecycle import Lifecycle
 from anyserve.loader import DeferredApp
+from anyserve.notify import notify
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -48,7 +49,10 @@ log = logging.getLogger("anyserve.uwsgi")
 RESTART_TIMEOUT = 60
 #: How the anyserve process tells the uWSGI process what to serve (JSON).
 SPEC_ENV = "_ANYSERVE_UWSGI"
-PROTOCOLS = {"http": "http11", "http10": "http", "uwsgi": "uwsgi"}
+#: -o protocol values. Plain http answers one request per connection, as
+#: gunicorn's sync worker does: a keep-alive client would hold a worker (or a
+#: thread) while it idles.
+PROTOCOLS = {"http": "http", "http11": "http11", "uwsgi": "uwsgi"}
 # Run in a fresh interpreter: put the inherited listeners on 3, 4, ... as
 # systemd would, then become uWSGI (pyuwsgi in this process, or exec the binary,
 # keeping the pid LISTEN_PID names).
@@ -84,6 +88,7 @@ class UwsgiAdapter(Adapter):
     capabilities = Capabilities(
         concurrency="pre-fork workers (--workers), each one request at a time, or --threads at once",
         concurrent=False,  # with the defaults: one worker, one thread
+        keep_alive=False,  # unless -o protocol=http11
         threads=True,
         workers=True,
         unix=True,
@@ -95,7 +100,9 @@ class UwsgiAdapter(Adapter):
         checks_http_version=False,
     )
     options = {
-        "protocol": Option(to_str, "what the listeners speak: http (HTTP/1.1, keep-alive), http10, or uwsgi"),
+        "protocol": Option(
+            to_str, "what the listeners speak: http (one request per connection), http11 (keep-alive), or uwsgi"
+        ),
         "harakiri": Option(to_positive_int, "seconds a request may take before its worker is killed"),
         "max_requests": Option(to_positive_int, "reload a worker after this many requests"),
         "buffer_size": Option(to_positive_int, "largest request header block in bytes (default 4096)"),
@@ -156,7 +163,9 @@ class UwsgiAdapter(Adapter):
             "scratch": scratch,
         }
         env = {
-            **os.environ,
+            # anyserve speaks to the service manager itself: READY=1 once a
+            # worker serves, STOPPING=1 on TERM (uWSGI would say it's ready early).
+            **{key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"},
             SPEC_ENV: json.dumps(spec),
             "_ANYSERVE_UWSGI_FDS": ",".join(map(str, fds)),
             "_ANYSERVE_UWSGI_TITLE": f"anyserve: master [uwsgi {config.app}]",
@@ -167,6 +176,7 @@ class UwsgiAdapter(Adapter):
         args = self.arguments(config, settings, self._fifo, binary is not None)
         try:
             self._process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], env=env, pass_fds=fds)
+            threading.Thread(target=self._notify_ready, args=(scratch,), daemon=True).start()
             if self._stopping:
                 self.shutdown()
             code = self._process.wait()
@@ -176,6 +186,14 @@ class UwsgiAdapter(Adapter):
                 raise AnyserveError(f"uWSGI exited with code {code}; see its lines above")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _notify_ready(self, scratch: str) -> None:
+        served = os.path.join(scratch, "served")
+        while self._process is not None and self._process.poll() is None and not self._stopping:
+            if os.path.exists(served):
+                notify("READY=1")
+                return
+            time.sleep(0.05)
 
     @staticmethod
     def arguments(config: Config, settings: dict[str, Any], fifo: str, binary: bool) -> list[str]:
@@ -315,8 +333,12 @@ def worker_application() -> WSGIApp:
             os.close(os.open(os.path.join(scratch, "reported"), os.O_CREAT | os.O_EXCL))
             report(exc)
         if not os.path.exists(os.path.join(scratch, "served")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(uwsgi.masterpid(), signal.SIGINT)
+            # A graceful shutdown through the master FIFO: the workers still
+            # loading the app finish that quietly, then exit.
+            with contextlib.suppress(OSError):
+                fifo = os.open(os.path.join(scratch, "master.fifo"), os.O_WRONLY | os.O_NONBLOCK)
+                os.write(fifo, b"q")
+                os.close(fifo)
         os._exit(EXIT_APP)
     lifecycle = server.lifecycle
     os.environ["ANYSERVE_SERVING"] = spec["described"]

@@ -26,6 +26,8 @@ class WerkzeugAdapter(SocketServerAdapter):
         concurrency="thread per connection, unbounded (--threads 1: one request at a time)",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         keep_alive=False,
     )
     note = "development server"
@@ -61,6 +63,13 @@ class WerkzeugAdapter(SocketServerAdapter):
             host = f"unix://{listener.address}" if listener.is_unix else listener.address[0]
             port = 0 if listener.is_unix else listener.address[1]
             server = Server(host, port, app, handler=Handler, fd=listener.socket.fileno())
+            if listener.tls is not None:
+                # Not ssl_context=: werkzeug would do each handshake in the accepting
+                # thread, where one silent client holds up every other.
+                server.ssl_context = listener.tls.context()
+                server.socket = server.ssl_context.wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False
+                )
             server.init_draining(None)
             servers.append(server)
         return servers

@@ -20,6 +20,7 @@ GROUPS = {
     "application": "application",
     "server": "server",
     "listeners": "listeners",
+    "tls": "TLS (HTTPS)",
     "development": "development",
     "lifecycle": "lifecycle hooks",
     "cherrypy": "CherryPy",
@@ -141,16 +142,22 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 def cmd_check(config: Config) -> int:
     from .loader import add_app_dir, load_app
     from .registry import choose_adapter
+    from .tls import load_tls
 
     if config.app is None:
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
     add_app_dir(config.app_dir)
     adapter = choose_adapter(config)
+    tls = load_tls(config, serving=False)
     app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
     version = adapter.version()
     print(f"app: {config.app} -> {_describe(app)}")
     print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
     print(f"listen: {', '.join(config.listen)}")
+    if tls is not None:
+        where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
+        source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
+        print(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
     print("ok: nothing was started")
     return EXIT_OK
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BindError, ConfigError
-from .sockets import parse_bind
+from .sockets import parse_bind, parse_tls_bind, same_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -172,6 +172,16 @@ def to_hooks(value: Any) -> list[Any]:
         else:
             raise ValueError("expected module:func strings or callables")
     return result
+
+
+CERT_REQS = ("none", "optional", "required")
+
+
+def to_cert_reqs(value: Any) -> str:
+    text = to_str(value).strip().lower()
+    if text not in CERT_REQS:
+        raise ValueError(f"expected one of {', '.join(CERT_REQS)}")
+    return text
 
 
 def to_app(value: Any) -> Any:
@@ -402,6 +412,65 @@ class Config:
         convert=to_str,
         group="cherrypy",
     )
+    # -- TLS ---------------------------------------------------------------------
+    certfile: str | None = option(
+        None,
+        "--certfile",
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (followed by its chain, if any)",
+        convert=to_str,
+        group="tls",
+    )
+    keyfile: str | None = option(
+        None,
+        "--keyfile",
+        metavar="FILE",
+        help="the PEM private key of --certfile (default: read from the certificate file)",
+        convert=to_str,
+        group="tls",
+    )
+    keyfile_password: str | None = option(
+        None,
+        "--keyfile-password",
+        metavar="PASSWORD",
+        help="the password of an encrypted --keyfile; prefer the environment variable, which ps does not show",
+        convert=to_str,
+        group="tls",
+    )
+    ca_certs: str | None = option(
+        None,
+        "--ca-certs",
+        metavar="FILE",
+        help="PEM certificates of the CAs that client certificates must come from (with --cert-reqs)",
+        convert=to_str,
+        group="tls",
+    )
+    cert_reqs: str = option(
+        "none",
+        "--cert-reqs",
+        metavar="MODE",
+        help="client certificates: none (default), optional (verified when sent) or required",
+        convert=to_cert_reqs,
+        group="tls",
+    )
+    ssl_adhoc: bool = option(
+        False,
+        "--ssl-adhoc",
+        kind="flag",
+        help="serve HTTPS with a self-signed certificate for localhost made at start (development only)",
+        convert=to_bool,
+        group="tls",
+    )
+    tls_bind: list[str] = option(
+        [],
+        "--tls-bind",
+        metavar="ADDR",
+        kind="append",
+        help="serve TLS on this listener only (added to --bind if not there; fd://NAME names a systemd socket); "
+        "repeatable; default: TLS on every listener",
+        convert=to_str_list,
+        group="tls",
+    )
     log_level: str = option(
         "info",
         "--log-level",
@@ -473,6 +542,44 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        if self.ssl_adhoc and self.certfile:
+            raise ConfigError(
+                "--ssl-adhoc cannot be combined with --certfile: --ssl-adhoc makes a certificate of its own; "
+                "drop one of them"
+            )
+        if self.keyfile and not self.certfile:
+            raise ConfigError("--keyfile needs --certfile: give the certificate that goes with the key")
+        if self.keyfile_password is not None and not self.certfile:
+            raise ConfigError("--keyfile-password needs --certfile (and --keyfile, if the key is in a file of its own)")
+        if not self.tls:
+            for name, given in (("ca_certs", self.ca_certs), ("cert_reqs", self.cert_reqs != "none")):
+                if given:
+                    raise ConfigError(f"--{name.replace('_', '-')} needs TLS: add --certfile (or --ssl-adhoc)")
+            if self.tls_bind:
+                raise ConfigError("--tls-bind needs a certificate: add --certfile (or --ssl-adhoc)")
+        if self.cert_reqs != "none" and not self.ca_certs:
+            raise ConfigError(
+                f"--cert-reqs {self.cert_reqs} needs --ca-certs: the CA certificates that client certificates "
+                "are verified against"
+            )
+        for spec in self.tls_bind:
+            try:
+                parse_tls_bind(spec)
+            except BindError as exc:
+                raise ConfigError(str(exc).replace("bad listener", "bad --tls-bind", 1)) from None
+
+    @property
+    def tls(self) -> bool:
+        """Whether some listener serves HTTPS."""
+        return bool(self.certfile or self.ssl_adhoc)
+
+    @property
+    def tls_mixed(self) -> bool:
+        """Whether HTTP and HTTPS listeners are asked for at once (as far as the addresses tell)."""
+        return bool(self.tls_bind) and any(not any(_same(spec, tls) for tls in self.tls_bind) for spec in self.listen)
 
     def is_set(self, name: str) -> bool:
         """Whether some source gave this option, rather than its default."""
@@ -480,14 +587,24 @@ class Config:
 
     @property
     def listen(self) -> list[str]:
-        """The addresses to listen on, as --bind strings."""
+        """The addresses to listen on, as --bind strings: --bind (or --host/--port),
+        then the --tls-bind addresses not among them."""
+        # fd://NAME only picks one of the sockets systemd passes; it binds nothing.
+        extra = [spec for spec in self.tls_bind if not _is_fd_name(spec)]
         if self.bind:
-            return list(self.bind)
-        host = self.host if self.host is not None else DEFAULT_HOST
-        port = self.port if self.port is not None else DEFAULT_PORT
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return [f"{host}:{port}"]
+            base = list(self.bind)
+        elif self.host is None and self.port is None and extra:
+            base = []
+        else:
+            host = self.host if self.host is not None else DEFAULT_HOST
+            port = self.port if self.port is not None else DEFAULT_PORT
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            base = [f"{host}:{port}"]
+        for spec in extra:
+            if not any(_same(spec, other) for other in base):
+                base.append(spec)
+        return base
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some options changed and validated again."""
@@ -500,6 +617,17 @@ class Config:
         new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
         new.validate()
         return new
+
+
+def _is_fd_name(spec: str) -> bool:
+    return spec.startswith("fd://") and not spec[5:].isdigit()
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return same_address(a, b)
+    except BindError:
+        return False  # a malformed address: validate() names it
 
 
 def settings() -> list[Setting]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .config import Config
 from .errors import EXIT_OK
-from .sockets import INHERITED_FDS_ENV, bind_listeners
+from .sockets import INHERITED_FDS_ENV, bind_listeners, inherited_fds_value
 
 log = logging.getLogger("anyserve.reload")
 
@@ -41,7 +41,7 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
     fds = [listener.socket.fileno() for listener in listeners]
     for fd in fds:
         os.set_inheritable(fd, True)
-    env = {**os.environ, CHILD_ENV: "1", INHERITED_FDS_ENV: ",".join(map(str, fds))}
+    env = {**os.environ, CHILD_ENV: "1", INHERITED_FDS_ENV: inherited_fds_value(listeners)}
     command = [sys.executable, "-m", "anyserve", *argv]
     stop = threading.Event()
     child: subprocess.Popen[bytes] | None = None

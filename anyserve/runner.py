@@ -17,8 +17,10 @@ from .lifecycle import Lifecycle
 from .loader import DeferredApp, add_app_dir, load_app, load_callable
 from .logs import configure_logging
 from .middleware import HeadWithoutBody, RootPath
+from .notify import notify
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
+from .tls import load_tls, mark_tls
 
 if TYPE_CHECKING:
     from anyserve.adapters.base import Adapter
@@ -42,8 +44,12 @@ class Server:
         self.config = config
         add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
+        self._owns_process = owns_process
+        self._pid = os.getpid()
         if owns_process:
             self.adapter_class.prepare_process(config)
+        # After prepare_process: gevent and eventlet patch ssl before it is imported.
+        self.tls = load_tls(config)
         self._target = app if app is not None else config.app
         if self._target is None:
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
@@ -106,8 +112,15 @@ class Server:
     def bind(self) -> None:
         if not self.listeners:
             config = self.config
-            self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
-            self.adapter_class.check(self.config, self.listeners)
+            listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
+            try:
+                mark_tls(listeners, config, self.tls)
+                self.adapter_class.check(config, listeners)
+            except BaseException:
+                for listener in listeners:
+                    listener.close()
+                raise
+            self.listeners = listeners
 
     def serve(self, *, announce: bool = True) -> None:
         """Serve until :meth:`stop`; then close the listeners.
@@ -130,12 +143,18 @@ class Server:
     def announce(self, *, log_urls: bool = True) -> None:
         """Say where it listens, as the last start hook: once printed, requests are answered."""
         os.environ[SERVING_ENV] = self.described
-        if log_urls:
-            # Last, whatever is subscribed later: a deferred app subscribes its
-            # hooks (the CherryPy engine's start) only when a worker loads it.
-            self.lifecycle.subscribe(
-                "started", lambda: log_listening(self.urls, self.described, self.config.workers), last=True
-            )
+        if not log_urls:
+            return
+
+        def listening() -> None:
+            log_listening(self.urls, self.described, self.config.workers)
+            # Once, from the process the service manager started (not from forked workers).
+            if self._owns_process and os.getpid() == self._pid:
+                notify("READY=1")
+
+        # Last, whatever is subscribed later: a deferred app subscribes its
+        # hooks (the CherryPy engine's start) only when a worker loads it.
+        self.lifecycle.subscribe("started", listening, last=True)
 
     def start(self, timeout: float = 30.0) -> Server:
         """Serve from a background thread; return once requests are taken."""
@@ -203,6 +222,8 @@ def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
                 os._exit(1)
             return
         stopping.set()
+        if not worker:
+            notify("STOPPING=1")
         (log.debug if worker else log.info)(
             "Received %s: stopping gracefully (in-flight requests have %ss)",
             signal.Signals(signum).name,

@@ -39,9 +39,11 @@ from typing import Any, NoReturn
 
 from .config import Config
 from .errors import EXIT_FAILURE, AnyserveError, Reported, report
+from .notify import notify
 from .registry import choose_adapter
 from .runner import Server, log_listening, serve_until_signalled
 from .sockets import Listener, bind_listeners
+from .tls import mark_tls, settings_for_workers
 
 log = logging.getLogger("anyserve.supervisor")
 
@@ -93,9 +95,13 @@ class Supervisor:
         if self.config.preload:
             self.preloaded = Server(self.config, self.app, owns_process=True)
             self.config = self.preloaded.config  # with the address a CherryPy config gives
+        # Building an SSL context here would import ssl before gevent or eventlet
+        # patch it in the workers: each worker checks the TLS settings.
+        self.config, tls = settings_for_workers(self.config)
         config = self.config
         self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
         try:
+            mark_tls(self.listeners, config, tls)
             self.adapter_class.check(config, self.listeners)
             if self.preloaded is not None:
                 self.preloaded.listeners = self.listeners
@@ -184,6 +190,7 @@ class Supervisor:
                 name, version = self.adapter_class.name, self.adapter_class.version()
                 described = f"{name} {version}" if version else name
                 log_listening([listener.url() for listener in self.listeners], described, self.target)
+                notify("READY=1")
         worker.report += data
 
     def reap(self) -> None:
@@ -317,6 +324,7 @@ class Supervisor:
                 return
 
     def stop(self, signum: int) -> None:
+        notify("STOPPING=1")
         timeout = self.config.graceful_timeout
         log.info(
             "Received %s: stopping the workers gracefully (in-flight requests have %ss)",
@@ -381,6 +389,8 @@ class Supervisor:
             die_with_parent()
             set_title(self.adapter_class.name, self.config.app, f"worker {number}")
             server = self.preloaded or Server(self.config, self.app, owns_process=True)
+            mark_tls(self.listeners, server.config, server.tls)
+            self.adapter_class.check(server.config, self.listeners)
             server.listeners = self.listeners
 
             def ready() -> None:

@@ -105,7 +105,24 @@ GOOD = [
     ("cherrypy_config", "site.conf", "site.conf"),
     ("log_level", "DEBUG", "debug"),
     ("log_level", "warning", "warning"),
+    ("certfile", "site.pem", "site.pem"),
+    ("keyfile", "site.key", "site.key"),
+    ("keyfile_password", "s3cret", "s3cret"),
+    ("ca_certs", "ca.pem", "ca.pem"),
+    ("cert_reqs", "REQUIRED", "required"),
+    ("cert_reqs", "optional", "optional"),
+    ("ssl_adhoc", "true", True),
+    ("tls_bind", ":8443,fd://web", [":8443", "fd://web"]),
 ]
+
+#: What an option needs beside it to pass validation (e.g. --keyfile needs --certfile).
+NEEDS: dict[str, dict[str, Any]] = {
+    "keyfile": {"certfile": "site.pem"},
+    "keyfile_password": {"certfile": "site.pem"},
+    "ca_certs": {"certfile": "site.pem"},
+    "cert_reqs": {"certfile": "site.pem", "ca_certs": "ca.pem"},
+    "tls_bind": {"certfile": "site.pem"},
+}
 
 
 def test_every_option_has_good_values_below() -> None:
@@ -114,7 +131,7 @@ def test_every_option_has_good_values_below() -> None:
 
 @pytest.mark.parametrize(("name", "raw", "value"), GOOD)
 def test_converters_take_strings_and_values(name: str, raw: object, value: object) -> None:
-    assert getattr(load(kwargs={name: raw}), name) == value
+    assert getattr(load(kwargs={**NEEDS.get(name, {}), name: raw}), name) == value
 
 
 BAD = [
@@ -154,6 +171,13 @@ BAD = [
     ("cherrypy", "perhaps", "expected true or false"),
     ("cherrypy_config", ["a"], "expected a string"),
     ("log_level", "loud", "expected one of critical, error, warning, info, debug"),
+    ("certfile", 1, "expected a string"),
+    ("keyfile", ["k"], "expected a string"),
+    ("keyfile_password", 5, "expected a string"),
+    ("ca_certs", 1, "expected a string"),
+    ("cert_reqs", "always", "expected one of none, optional, required"),
+    ("ssl_adhoc", "maybe", "expected true or false"),
+    ("tls_bind", 8443, "expected a list of strings"),
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from anyserve.errors import EXIT_APP
 from anyserve.registry import adapters
 
-from .conftest import APP, Running, fetch, start_anyserve, wait_for_file
+from .conftest import APP, REPO_ROOT, Running, fetch, start_anyserve, wait_for_file
 
 SERVERS = list(adapters())
 WORKERS = 3
@@ -186,5 +188,56 @@ def test_sighup_replaces_the_workers_and_refuses_no_request(server: str) -> None
         assert stream.failures == [], stream.failures
         assert running.proc.poll() is None
         assert running.stop() == 0, running.stderr_text()
+    finally:
+        running.stop()
+
+
+def test_ttin_adds_a_worker_and_ttou_removes_one() -> None:
+    running = start("cheroot")  # anyserve's supervisor
+    try:
+        wait_until(lambda: len(workers(running)) == WORKERS, 10, f"not {WORKERS} workers")
+        running.proc.send_signal(signal.SIGTTIN)
+        wait_until(lambda: len(workers(running)) == WORKERS + 1, 10, f"SIGTTIN: {workers(running)}")
+        for _ in range(WORKERS + 2):  # never below one
+            running.proc.send_signal(signal.SIGTTOU)
+            time.sleep(0.2)
+        wait_until(lambda: len(workers(running)) == 1, 10, f"SIGTTOU: {workers(running)}")
+        assert answering_pid(running.url) in workers(running)
+        assert "one worker left; it stays" in running.stderr_text()
+        assert running.stop() == 0
+    finally:
+        running.stop()
+
+
+BAD_APP = "tests.conformance.app:no_such_app"
+
+
+@pytest.mark.parametrize("server", ["cheroot", "tornado", "gunicorn", "uwsgi"])
+def test_workers_that_cannot_load_the_app_end_the_start_with_one_error_line(server: str) -> None:
+    running = Running(server, ["-b", "127.0.0.1:0", "-w", str(WORKERS), "--app-dir", str(REPO_ROOT), BAD_APP])
+    try:
+        assert running.proc.wait(timeout=30) == EXIT_APP
+    finally:
+        running.stop()
+    errors = [line for line in running.stderr_text().splitlines() if line.startswith("anyserve: error:")]
+    assert len(errors) == 1, running.stderr_text()
+    assert "has no attribute 'no_such_app' (APP 'tests.conformance.app:no_such_app')" in errors[0]
+    assert "Traceback" not in running.stderr_text()
+    assert not children(running.proc.pid)
+
+
+def test_a_worker_dying_young_is_replaced_after_a_pause(tmp_path: Path) -> None:
+    """A worker that dies soon after it started is replaced after a pause that
+    grows, and the log says how each one ended."""
+    running = start("cheroot")
+    try:
+        wait_until(lambda: len(workers(running)) == WORKERS, 10, f"not {WORKERS} workers")
+        for _ in range(2):
+            victim = answering_pid(running.url)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: v not in workers(running) and len(workers(running)) == WORKERS, 10, "")
+        text = running.stderr_text()
+        assert re.search(r"Worker \d \(pid \d+\) died after [\d.]+ s \(signal SIGKILL\); starting another in", text)
+        assert running.stop() == 0
     finally:
         running.stop()
