@@ -15,6 +15,7 @@ once per process instead of once per connection.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -71,6 +72,17 @@ class GunicornAdapter(Adapter):
         from gunicorn.app.base import BaseApplication
         from gunicorn.arbiter import Arbiter
         from gunicorn.errors import HaltServer
+        from gunicorn.glogging import Logger
+
+        class RoutedLogger(Logger):  # type: ignore[misc]
+            """gunicorn's loggers without handlers of their own: their lines go to
+            the root logger, so anyserve's format and --log-level apply to them."""
+
+            def setup(self, cfg: Any) -> None:
+                for logger in (self.error_log, self.access_log):
+                    logger.handlers.clear()
+                    logger.propagate = True
+                    logger.setLevel(logging.NOTSET)
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
@@ -82,6 +94,7 @@ class GunicornAdapter(Adapter):
             "backlog": config.backlog,
             "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
             "raw_env": [],
+            "logger_class": RoutedLogger,
             **self.check(config),
         }
         if (config.threads or 1) > 1 and "worker_class" not in settings:

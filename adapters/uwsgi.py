@@ -252,7 +252,17 @@ class UwsgiAdapter(Adapter):
         return True
 
     def shutdown(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
+        # uWSGI's graceful shutdown leaves out a worker still loading the app
+        # and then waits the whole reload mercy for it: let a restart under way
+        # see its replacement serve first (shutdown() must not block: a thread).
+        threading.Thread(target=self._stop, name="anyserve-uwsgi-stop", daemon=True).start()
+
+    def _stop(self) -> None:
+        if self._restarting.acquire(timeout=RESTART_TIMEOUT):
+            self._restarting.release()
         if self._process is not None and self._process.poll() is None and not self._command(b"q"):
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(signal.SIGINT)
@@ -261,7 +271,7 @@ class UwsgiAdapter(Adapter):
         # uWSGI's own chain reload (FIFO "c") leaves a graceful shutdown that
         # comes while a replacement boots waiting for the whole reload mercy;
         # replacing the workers from here, one SIGHUP each, does not.
-        if self._process is None or self._scratch is None:
+        if self._process is None or self._scratch is None or self._stopping:
             return False
         if not self._restarting.acquire(blocking=False):
             log.info("SIGHUP: a restart is already under way")
@@ -278,12 +288,10 @@ class UwsgiAdapter(Adapter):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)  # a uWSGI worker's graceful reload: the master starts another
                 deadline = time.monotonic() + RESTART_TIMEOUT
+                # Until the replacement serves, even when a stop comes meanwhile (see shutdown).
                 while not (self._serving_workers() - known):
-                    if self._stopping or time.monotonic() > deadline:
-                        if not self._stopping:
-                            log.error(
-                                "uwsgi: no worker replaced pid %d within %d s; restart given up", pid, RESTART_TIMEOUT
-                            )
+                    if time.monotonic() > deadline or self._process is None or self._process.poll() is not None:
+                        log.error("no worker replaced pid %d within %d s; restart given up", pid, RESTART_TIMEOUT)
                         return
                     time.sleep(0.05)
         finally:
@@ -362,15 +370,26 @@ def worker_application() -> WSGIApp:
         started()  # --lazy-apps: this is the worker
     else:
         uwsgi.post_fork_hook = started  # the master, before it forks the workers
-    return answering_errors(app)
+    closing = UwsgiAdapter.check(config).get("protocol", "http") == "http"
+    return answering_errors(app, closing)
 
 
-def answering_errors(app: WSGIApp) -> WSGIApp:
+def answering_errors(app: WSGIApp, closing: bool) -> WSGIApp:
     """uWSGI closes the connection unanswered when the app raises: answer 500,
-    and log the traceback, as every other server does."""
+    and log the traceback, as every other server does. *closing*: uWSGI's plain
+    http socket closes each connection after the response, and says so here
+    (a client of HTTP/1.1 would otherwise expect it to stay open)."""
     errors = logging.getLogger("anyserve.uwsgi")
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if closing:
+            respond = start_response
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if not any(name.lower() == "connection" for name, _ in headers):
+                    headers = [*headers, ("Connection", "close")]
+                return respond(status, headers, exc_info)
+
         try:
             return app(environ, start_response)
         except Exception:

@@ -237,8 +237,18 @@ def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
         elif not worker:
             log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
 
+    def resize(signum: int, frame: object) -> None:
+        # Their default action would suspend the process.
+        log.warning(
+            "Received %s: %s has no workers anyserve can add or remove; ignored",
+            signal.Signals(signum).name,
+            server.name,
+        )
+
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):
+        previous[sig] = signal.signal(sig, resize if not worker else signal.SIG_IGN)
     try:
         server.serve(announce=not worker)
     finally:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from event_loop_servers import ANYSERVE, HERE, PIN, free_port, measure
+from event_loop_servers import ANYSERVE, HERE, PIN, free_port, measure, stop
 
 BIN = Path(sys.executable).parent
 
@@ -83,12 +83,7 @@ def first_200(command: list[str], port: int, timeout: float = 60) -> float:
                 time.sleep(0.01)
         raise RuntimeError(f"no 200 within {timeout} s")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main() -> None:

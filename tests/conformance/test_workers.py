@@ -57,11 +57,17 @@ def workers(running: Running) -> set[int]:
     return direct
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], object], timeout: float, what: object) -> None:
+    """Wait for *condition*; *what* (or what it returns, when callable) says what failed."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.05)
+
+
+def log_lines(running: Running) -> str:
+    """anyserve's own lines, without the servers' access lines."""
+    return "\n".join(line for line in running.stderr_text().splitlines() if "GET /echo" not in line)[-4000:]
 
 
 def answering_pid(url: str) -> int:
@@ -181,7 +187,9 @@ def test_sighup_replaces_the_workers_and_refuses_no_request(server: str) -> None
             wait_until(
                 lambda: not (workers(running) & before) and len(workers(running)) == WORKERS,
                 30,
-                f"the workers were not all replaced: before {before}, now {workers(running)}",
+                lambda: (
+                    f"the workers were not all replaced: before {before}, now {workers(running)}\n{log_lines(running)}"
+                ),
             )
             ok_at_replacement = stream.ok
             wait_until(lambda: stream.ok > ok_at_replacement + 10, 10, "no requests after the restart")
@@ -238,6 +246,18 @@ def test_a_worker_dying_young_is_replaced_after_a_pause(tmp_path: Path) -> None:
             wait_until(lambda v=victim: v not in workers(running) and len(workers(running)) == WORKERS, 10, "")
         text = running.stderr_text()
         assert re.search(r"Worker \d \(pid \d+\) died after [\d.]+ s \(signal SIGKILL\); starting another in", text)
+        assert running.stop() == 0
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("server", ["cheroot", "uwsgi"])
+def test_ttin_without_a_supervisor_is_logged_and_ignored(server: str) -> None:
+    running = start_anyserve(server, APP)  # one process: nothing to add
+    try:
+        running.proc.send_signal(signal.SIGTTIN)
+        running.wait_for_output("Received SIGTTIN: .* ignored")
+        assert answering_pid(running.url)
         assert running.stop() == 0
     finally:
         running.stop()
