@@ -68,6 +68,11 @@ class GunicornAdapter(Adapter):
             "backlog": config.backlog,
             "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
             "raw_env": [],
+            "loglevel": config.log_level,
+            # gunicorn's messages through anyserve's handlers (--error-log,
+            # --log-config); the access lines come from anyserve's --access-log.
+            "logger_class": _logger_class(),
+            "accesslog": None,
             **self.check(config),
         }
         if (config.threads or 1) > 1 and "worker_class" not in settings:
@@ -106,3 +111,21 @@ class GunicornAdapter(Adapter):
 
     def shutdown(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop
+
+
+def _logger_class() -> type:
+    """gunicorn's Logger without handlers of its own: its loggers propagate to
+    the root logger, which anyserve configured. USR1 still reopens every log
+    file (gunicorn's reopen_files walks all loggers), in the master and workers."""
+    from gunicorn.glogging import Logger
+
+    class PropagatingLogger(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                for handler in list(log.handlers):
+                    if getattr(handler, "_gunicorn", False):
+                        log.removeHandler(handler)
+                log.propagate = True
+
+    return PropagatingLogger

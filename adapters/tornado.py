@@ -171,7 +171,8 @@ class TornadoServing:
                 except Exception:
                     log.exception("error closing the WSGI app's response")
             self.in_flight -= 1
-            _access_log(request, response.status)
+            if self.config.access_log is None:  # else anyserve's --access-log has the line
+                _access_log(request, response.status)
 
 
 _DONE: Any = object()

@@ -124,8 +124,14 @@ class TwistedServing:
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
         resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
 
+        own_access_log = self.config.access_log is None
+
         class CountingSite(Site):
             """Counts the requests in flight, so stop() can wait for them."""
+
+            def log(self, request: Any) -> None:
+                if own_access_log:  # else anyserve's --access-log has the line
+                    super().log(request)
 
             def getResourceFor(self, request: Any) -> Any:
                 serving.in_flight += 1

@@ -24,6 +24,7 @@ GROUPS = {
     "lifecycle": "lifecycle hooks",
     "cherrypy": "CherryPy",
     "logging": "logging",
+    "proxy": "behind a proxy",
 }
 
 DESCRIPTION = """\
@@ -129,9 +130,11 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
     from .logs import configure_logging
     from .runner import Server, serve_until_signalled
 
-    if config.app is None:
+    if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
-    configure_logging(config.log_level)
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
     if config.reload:
         from .reloader import run_with_reloader
 

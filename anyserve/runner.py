@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .apps import load_site, wrap
 from .cherrypy_bridge import bridge_for
 from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
-from .loader import add_app_dir, load_app, load_callable
-from .logs import configure_logging
-from .middleware import HeadWithoutBody, RootPath
+from .loader import add_app_dir, load_callable
+from .logs import configure_logging, reopen_log_files_soon
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
 
@@ -41,18 +41,14 @@ class Server:
         self.adapter_class: type[Adapter] = choose_adapter(config)
         if owns_process:
             self.adapter_class.prepare_process(config)
-        target = app if app is not None else config.app
-        if target is None:
-            raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
-        loaded = load_app(target, factory=config.factory, app_dir=config.app_dir)
-        self.bridge = bridge_for(loaded, config, native=self.adapter_class.runs_cherrypy_engine)
+        site = load_site(config, app if app is not None else config.app)
+        self.bridge = bridge_for(site.main_app(), config, native=self.adapter_class.runs_cherrypy_engine)
         if self.bridge is not None:
             self.bridge.prepare()
             address = self.bridge.bind_address()
             if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
                 self.config = config = config.replace(host=address[0], port=address[1])
-        app = RootPath(loaded, config.root_path) if config.root_path else loaded
-        self.app = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
+        self.app = wrap(site.app, config, head_without_body=self.adapter_class.capabilities.head_without_body)
         self.lifecycle = self._make_lifecycle(config)
         self.adapter: Adapter = self.adapter_class()
         self.listeners: list[Listener] = []
@@ -151,7 +147,8 @@ class Server:
 
 
 def serve_until_signalled(server: Server) -> None:
-    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once."""
+    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once,
+    USR1 reopens the log files (after logrotate moved them)."""
     stopping = threading.Event()
 
     def handle(signum: int, frame: object) -> None:
@@ -173,6 +170,7 @@ def serve_until_signalled(server: Server) -> None:
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files_soon())
     try:
         server.serve()
     finally:
@@ -187,7 +185,9 @@ def run(app: Any = None, **options: Any) -> None:
     *options* are the options of ``anyserve --help`` by their Python names
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
-    configure_logging(config.log_level)
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
     in_main_thread = threading.current_thread() is threading.main_thread()
     server = Server(config, owns_process=in_main_thread)
     if in_main_thread:

@@ -103,6 +103,21 @@ GOOD = [
     ("cherrypy_config", "site.conf", "site.conf"),
     ("log_level", "DEBUG", "debug"),
     ("log_level", "warning", "warning"),
+    ("access_log", "-", "-"),
+    ("access_log", "/var/log/app/access.log", "/var/log/app/access.log"),
+    ("access_log_format", '%(h)s "%(r)s" %(s)s %(D)s', '%(h)s "%(r)s" %(s)s %(D)s'),
+    ("access_log_format", "%({x-request-id}i)s %(L)s", "%({x-request-id}i)s %(L)s"),
+    ("error_log", "errors.log", "errors.log"),
+    ("log_config", "logging.toml", "logging.toml"),
+    ("proxy_headers", "on", True),
+    ("forwarded_allow_ips", "*", "*"),
+    ("forwarded_allow_ips", "10.0.0.0/8, 192.168.1.1,::1", "10.0.0.0/8,192.168.1.1,::1"),
+    ("forwarded_allow_ips", ["10.1.2.3"], "10.1.2.3"),
+    ("mount", ["/app0=m:app0", "/app1/=m:app1"], {"/app0": "m:app0", "/app1": "m:app1"}),
+    ("mount", {"/": "m:default", "/x": "m:x(a=1)"}, {"": "m:default", "/x": "m:x(a=1)"}),
+    ("vhost", ["Company.com=m:app1", "*.home.net=m:app2"], {"company.com": "m:app1", "*.home.net": "m:app2"}),
+    ("vhost", {"example.org": "m:app"}, {"example.org": "m:app"}),
+    ("profile", "profiles", "profiles"),
 ]
 
 
@@ -151,6 +166,19 @@ BAD = [
     ("cherrypy", "perhaps", "expected true or false"),
     ("cherrypy_config", ["a"], "expected a string"),
     ("log_level", "loud", "expected one of critical, error, warning, info, debug"),
+    ("access_log", 1, "expected a string"),
+    ("access_log_format", "%s %s", "expected a format of %(NAME)s atoms"),
+    ("access_log_format", "%(h)d", "expected a format of %(NAME)s atoms"),
+    ("error_log", ["a"], "expected a string"),
+    ("log_config", 2, "expected a string"),
+    ("proxy_headers", "maybe", "expected true or false"),
+    ("forwarded_allow_ips", "10.0.0.300", "expected IP addresses, networks such as 10.0.0.0/8"),
+    ("forwarded_allow_ips", "", "expected IP addresses"),
+    ("mount", ["app0=m:app0"], "the prefix 'app0' must start with '/', e.g. /app0=m:app0"),
+    ("mount", ["/app0="], "names no APP"),
+    ("vhost", ["exa mple.com=m:app"], "expected a host name"),
+    ("vhost", ["example.com:80=m:app"], "expected a host name"),
+    ("profile", 3, "expected a string"),
 ]
 
 
