@@ -196,6 +196,14 @@ def warn_requests_left(graceful_timeout: float, left: int) -> None:
         )
 
 
+def wait_for(event: threading.Event) -> None:
+    """Wait for *event* so that signal handlers still run. The kernel may hand a
+    signal to any thread; its Python handler then runs only once the main thread
+    runs Python code, which a wait without a timeout never does."""
+    while not event.wait(0.2):
+        pass
+
+
 def _servers_with(capability: str, besides: str) -> str:
     from anyserve.registry import servers_with  # late: the registry imports adapters
 
@@ -376,7 +384,7 @@ class ThreadedAdapter(Adapter):
         for thread in threads:
             thread.start()
         try:
-            self._stopped.wait()
+            wait_for(self._stopped)
         finally:
             stop_ticks()
             lifecycle.stopping()

@@ -19,6 +19,7 @@ from typing import Any
 
 from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.lifecycle import Lifecycle
+from anyserve.logs import reopen_log_files
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -73,6 +74,10 @@ class GunicornAdapter(Adapter):
             # --log-config); the access lines come from anyserve's --access-log.
             "logger_class": _logger_class(),
             "accesslog": None,
+            # anyserve applies the proxy headers itself, only with --proxy-headers:
+            # gunicorn's own (X-Forwarded-Proto from 127.0.0.1 by default) stay off.
+            "secure_scheme_headers": {},
+            "forwarder_headers": "",
             **self.check(config),
         }
         if (config.threads or 1) > 1 and "worker_class" not in settings:
@@ -127,5 +132,9 @@ def _logger_class() -> type:
                     if getattr(handler, "_gunicorn", False):
                         log.removeHandler(handler)
                 log.propagate = True
+
+        def reopen_files(self) -> None:
+            super().reopen_files()
+            reopen_log_files()  # the root logger's files too (--error-log), which gunicorn's walk skips
 
     return PropagatingLogger

@@ -51,6 +51,9 @@ class WaitressAdapter(ThreadedAdapter):
             sockets=[listener.socket for listener in listeners],
             threads=config.threads or DEFAULT_THREADS,
             backlog=config.backlog,
+            # waitress drops X-Forwarded-* and Forwarded from peers it does not
+            # trust; with --proxy-headers anyserve decides which peers it trusts.
+            **({"clear_untrusted_proxy_headers": False} if config.proxy_headers else {}),
             **self.check(config),
         )
         return [server]

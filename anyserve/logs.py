@@ -4,12 +4,12 @@ config on top, and log files reopened on SIGUSR1 (logrotate)."""
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import logging.config
 import os
 import sys
-import threading
 from typing import Any
 
 from .errors import ConfigError
@@ -148,8 +148,10 @@ def reopen_log_files() -> int:
 
 def reopen_log_files_soon() -> None:
     """Reopen the log files from a thread of its own: safe in a signal handler,
-    which may have interrupted a handler holding its lock mid-write."""
-    threading.Thread(target=_reopen_and_say, name="anyserve-reopen-logs", daemon=True).start()
+    which may have interrupted a handler holding its lock mid-write. The low-level
+    start does not wait for the thread, which a green-thread server's hub, where
+    its signal handlers run, cannot do (under monkey-patching it starts a green one)."""
+    _thread.start_new_thread(_reopen_and_say, ())
 
 
 def _reopen_and_say() -> None:
