@@ -20,6 +20,7 @@ from typing import Any
 from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.lifecycle import Lifecycle
 from anyserve.logs import reopen_log_files
+from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -80,9 +81,19 @@ class GunicornAdapter(Adapter):
             "forwarder_headers": "",
             **self.check(config),
         }
+        identity = resolve_identity(config) if config.user is not None or config.group is not None else None
+        if identity is not None:
+            # gunicorn hands each worker its heartbeat file as this user; the
+            # worker takes on the user, group and supplementary groups in
+            # post_fork (gunicorn's own initgroups leaves the primary group as root).
+            settings["user"], settings["group"], settings["initgroups"] = identity.uid, identity.gid, False
         if (config.threads or 1) > 1 and "worker_class" not in settings:
             settings["worker_class"] = "gthread"
         worker_ticks: dict[int, Any] = {}
+
+        def post_fork(server: Any, worker: Any) -> None:
+            if identity is not None:
+                drop_privileges(identity)
 
         def post_worker_init(worker: Any) -> None:
             lifecycle.started()  # in the worker, after the fork
@@ -98,6 +109,7 @@ class GunicornAdapter(Adapter):
             def load_config(self) -> None:
                 for key, value in {
                     **settings,
+                    "post_fork": post_fork,
                     "post_worker_init": post_worker_init,
                     "worker_exit": worker_exit,
                 }.items():

@@ -25,6 +25,7 @@ GROUPS = {
     "cherrypy": "CherryPy",
     "logging": "logging",
     "proxy": "behind a proxy",
+    "process": "process control",
 }
 
 DESCRIPTION = """\
@@ -127,11 +128,34 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_serve(config: Config, argv: list[str]) -> int:
-    from .logs import configure_logging
-    from .runner import Server, serve_until_signalled
+    from .process import PidFile, Verdict, daemonize, resolve_identity
 
     if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
+    identity = resolve_identity(config)
+    pid_file = PidFile(config.pid) if config.pid else None
+    if pid_file is not None:
+        pid_file.check()
+    if not config.daemon:
+        return _serve(config, argv, identity, pid_file, None)
+    outcome = daemonize(config.error_log)
+    if isinstance(outcome, Verdict):  # the launching process: how the daemon's start went
+        if outcome.code:
+            sys.stderr.write(outcome.details)
+            return _fail(outcome.message, outcome.code)
+        return EXIT_OK
+    try:
+        return _serve(config, argv, identity, pid_file, outcome)
+    except BaseException as exc:
+        outcome.failed(exc)  # nothing happens once ready() was sent
+        raise
+
+
+def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon: Any) -> int:
+    from .logs import configure_logging
+    from .process import drop_privileges, give_files
+    from .runner import Server, serve_until_signalled
+
     configure_logging(
         config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
     )
@@ -140,7 +164,25 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 
         return run_with_reloader(config, argv)
     server = Server(config, owns_process=True)
-    serve_until_signalled(server)
+    server.bind()
+    try:
+        if pid_file is not None:
+            pid_file.write()
+        if config.umask is not None:
+            os.umask(config.umask)
+        if identity is not None:
+            # In each serving process (gunicorn's workers; its master stays as
+            # it started, as gunicorn's own --user does) once the server is set
+            # up, so its modules are imported while they are still readable.
+            server.adapter_class.version()  # the start-up line reads package metadata
+            give_files(identity, [path for path in (config.error_log, config.access_log) if path and path != "-"])
+            server.lifecycle.subscribe("started", lambda: drop_privileges(identity))
+        if daemon is not None:
+            daemon.ready()
+        serve_until_signalled(server)
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     return EXIT_OK
 
 

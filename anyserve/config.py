@@ -240,6 +240,16 @@ def to_vhosts(value: Any) -> dict[str, Any]:
     return result
 
 
+def to_name_or_id(value: Any) -> str:
+    """A user or group: a name, or a numeric id (an integer in a TOML file)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    text = to_str(value).strip()
+    if not text:
+        raise ValueError("expected a name or a numeric id")
+    return text
+
+
 def to_app(value: Any) -> Any:
     if isinstance(value, str) or callable(value) or value is None:
         return value
@@ -487,8 +497,10 @@ class Config:
     error_log: str = option(
         "-",
         "--error-log",
+        "--log-file",
         metavar="PATH|-",
-        help="where anyserve's and the server's messages go: a file, or - for stderr (default)",
+        help="where anyserve's and the server's messages go: a file, or - for stderr (default); "
+        "under --daemon also the standard streams",
         convert=to_str,
         group="logging",
     )
@@ -545,6 +557,54 @@ class Config:
         help="write one cProfile file per request into DIR (development only: requests then run one at a time)",
         convert=to_str,
         group="development",
+    )
+    pid: str | None = option(
+        None,
+        "--pid",
+        metavar="FILE",
+        help="write the serving process's id to FILE once bound, remove it on exit; a live one is refused",
+        convert=to_str,
+        group="process",
+    )
+    daemon: bool = option(
+        False,
+        "--daemon",
+        kind="flag",
+        help="detach (double fork); the command exits once the app is loaded and bound, non-zero if it failed",
+        convert=to_bool,
+        group="process",
+    )
+    user: str | None = option(
+        None,
+        "--user",
+        metavar="USER",
+        help="once bound, run as USER (a name or a uid): bind port 80 as root, then serve as nobody",
+        convert=to_name_or_id,
+        group="process",
+    )
+    group: str | None = option(
+        None,
+        "--group",
+        metavar="GROUP",
+        help="once bound, run as GROUP (a name or a gid); default: the primary group of --user",
+        convert=to_name_or_id,
+        group="process",
+    )
+    umask: int | None = option(
+        None,
+        "--umask",
+        metavar="MODE",
+        help="once bound, set the file mode creation mask, in octal (e.g. 027)",
+        convert=to_octal,
+        group="process",
+    )
+    require_non_root: bool = option(
+        False,
+        "--require-non-root",
+        kind="flag",
+        help="refuse to serve as root unless --user drops the privileges after binding",
+        convert=to_bool,
+        group="process",
     )
 
     # -- building ------------------------------------------------------------------
@@ -607,6 +667,8 @@ class Config:
                 parse_bind(spec)
             except BindError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.daemon and self.reload:
+            raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
 

@@ -118,6 +118,16 @@ GOOD = [
     ("vhost", ["Company.com=m:app1", "*.home.net=m:app2"], {"company.com": "m:app1", "*.home.net": "m:app2"}),
     ("vhost", {"example.org": "m:app"}, {"example.org": "m:app"}),
     ("profile", "profiles", "profiles"),
+    ("pid", "/run/app.pid", "/run/app.pid"),
+    ("daemon", "yes", True),
+    ("user", "nobody", "nobody"),
+    ("user", "65534", "65534"),
+    ("user", 65534, "65534"),
+    ("group", 0, "0"),
+    ("group", "nogroup", "nogroup"),
+    ("umask", "027", 0o27),
+    ("umask", 0o22, 0o22),
+    ("require_non_root", "true", True),
 ]
 
 
@@ -179,6 +189,13 @@ BAD = [
     ("vhost", ["exa mple.com=m:app"], "expected a host name"),
     ("vhost", ["example.com:80=m:app"], "expected a host name"),
     ("profile", 3, "expected a string"),
+    ("pid", 1, "expected a string"),
+    ("daemon", "later", "expected true or false"),
+    ("user", ["a"], "expected a string"),
+    ("user", " ", "expected a name or a numeric id"),
+    ("group", -1, "expected a string"),
+    ("umask", "u=rwx", "octal file mode"),
+    ("require_non_root", "sometimes", "expected true or false"),
 ]
 
 
