@@ -188,15 +188,24 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
 
 def cmd_check(config: Config) -> int:
     from .loader import add_app_dir, load_app
+    from .process import resolve_identity
     from .registry import choose_adapter
 
-    if config.app is None:
+    if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
     add_app_dir(config.app_dir)
     adapter = choose_adapter(config)
-    app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+    resolve_identity(config)
+    lines = []
+    named = [("app", None, config.app)] if config.app is not None else []
+    named += [("mount", prefix or "/", spec) for prefix, spec in config.mount.items()]
+    named += [("vhost", host, spec) for host, spec in config.vhost.items()]
+    for kind, key, spec in named:
+        script_name = key if kind == "mount" and key != "/" else ""
+        app = load_app(spec, factory=config.factory, app_dir=config.app_dir, script_name=script_name or "")
+        lines.append(f"{kind}: {key + ' = ' if key else ''}{spec} -> {_describe(app)}")
     version = adapter.version()
-    print(f"app: {config.app} -> {_describe(app)}")
+    print("\n".join(lines))
     print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
     print(f"listen: {', '.join(config.listen)}")
     print("ok: nothing was started")

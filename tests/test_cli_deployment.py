@@ -51,3 +51,15 @@ def test_a_bad_log_config_file(site: Path) -> None:
 
 def test_no_app_and_no_mount_is_still_refused(site: Path) -> None:
     assert_error(run("-s", "wsgiref", "-p", "0", cwd=site), EXIT_USAGE, "no APP given")
+
+
+def test_check_loads_the_mounted_and_virtual_host_apps(site: Path) -> None:
+    result = run("check", "--mount", "/x=webapp:application", "--vhost", "a.com=webapp:make()", "webapp", cwd=site)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [
+        "app: webapp -> webapp.application",
+        "mount: /x = webapp:application -> webapp.application",
+        "vhost: a.com = webapp:make() -> webapp.application",
+    ]
+    bad = run("check", "--mount", "/x=webapp:not_callable", cwd=site)
+    assert_error(bad, EXIT_APP, "webapp:not_callable", "not a WSGI application")
