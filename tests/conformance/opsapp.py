@@ -1,12 +1,14 @@
 """Apps for the deployment options: each reports what it saw of the request.
 
-``environ`` reports the keys the proxy headers and the routing change; the
+``environ`` reports the keys the proxy headers and the routing change (and the
+serving process); the
 named apps say who answered.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ KEYS = ("SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "wsgi.url_scheme", "HTTP_HOST
 
 
 def environ(env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    body = json.dumps({key: env.get(key) for key in KEYS}).encode()
+    body = json.dumps({key: env.get(key) for key in KEYS} | {"pid": os.getpid()}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 
