@@ -42,7 +42,7 @@ def load_site(config: Config, target: Any) -> Site:
     if target is None and not (config.mount or config.vhost):
         raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
 
-    def load(spec: Any, script_name: str = "") -> WSGIApp:
+    def load(spec: Any, script_name: str | None = "") -> WSGIApp:
         app = load_app(spec, factory=config.factory, app_dir=config.app_dir, script_name=script_name)
         loaded.append(app)
         return app
@@ -59,7 +59,9 @@ def load_site(config: Config, target: Any) -> Site:
             mounts[""] = default
         default = Mounts(mounts)
     if config.vhost:
-        hosts = {host: load(spec) for host, spec in config.vhost.items()}
+        # A CherryPy root serving a host is an application of its own: on
+        # cherrypy.tree, the roots of several hosts would all claim '/'.
+        hosts = {host: load(spec, None) for host, spec in config.vhost.items()}
         default = VirtualHosts(hosts, default)
     assert default is not None
     return Site(default, loaded)

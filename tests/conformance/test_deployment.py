@@ -315,3 +315,26 @@ def test_no_profile_by_default(tmp_path: Path) -> None:
     finally:
         running.stop()
     assert not list(Path(REPO_ROOT).glob("*.prof")) and not list(tmp_path.iterdir())
+
+
+def test_cherrypy_roots_for_several_hosts_and_prefixes() -> None:
+    sites = "tests.conformance.cpsites"
+    running = start_anyserve(
+        "cheroot",
+        f"{sites}:third",
+        *("--vhost", f"a.example={sites}:first", "--vhost", f"b.example={sites}:second"),
+        *("--mount", f"/second={sites}:second"),
+    )
+    try:
+        answers = {
+            host + path: fetch(running.url, path, headers={"Host": host}).body.decode()
+            for host, path in [("a.example", "/"), ("b.example", "/"), ("other", "/"), ("other", "/second/")]
+        }
+    finally:
+        running.stop()
+    assert answers == {
+        "a.example/": "first at / engine states.STARTED",
+        "b.example/": "second at / engine states.STARTED",
+        "other/": "third at / engine states.STARTED",
+        "other/second/": "second at /second engine states.STARTED",
+    }
