@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .apps import load_site, wrap
 from .cherrypy_bridge import bridge_for
 from .config import Config
-from .errors import AnyserveError
+from .errors import AnyserveError, ConfigError
 from .lifecycle import Lifecycle
 from .loader import add_app_dir, load_callable
 from .logs import configure_logging, reopen_log_files_soon
@@ -185,6 +185,7 @@ def run(app: Any = None, **options: Any) -> None:
     *options* are the options of ``anyserve --help`` by their Python names
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.run()")
     configure_logging(
         config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
     )
@@ -204,6 +205,7 @@ def serving(app: Any = None, **options: Any) -> Iterator[Server]:
     then ``srv.url`` is where it listens."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.serving()")
     server = Server(config)
     server.start()
     try:
@@ -255,6 +257,7 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     running. For a background thread instead, see :func:`serving`."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.embed()")
     server = Server(config)
     if not server.adapter_class.capabilities.embed:
         server.adapter.embed(server.app, [], config, server.lifecycle)  # raises the refusal
@@ -262,6 +265,19 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     server.announce()
     handle = server.adapter.embed(server.app, server.listeners, config, server.lifecycle)
     return Embedded(server, handle)
+
+
+#: Options of the ``anyserve`` command's own process, which the Python API leaves to its caller.
+PROCESS_OPTIONS = ("daemon", "pid", "user", "group", "umask", "require_non_root")
+
+
+def refuse_process_options(config: Config, api: str) -> None:
+    given = [name for name in PROCESS_OPTIONS if config.is_set(name)]
+    if given:
+        raise ConfigError(
+            f"{api} serves in the calling program and leaves its process alone: {', '.join(given)} "
+            "belong to the anyserve command (anyserve --daemon --pid FILE --user USER ...)"
+        )
 
 
 def _with_app(app: Any, options: dict[str, Any]) -> dict[str, Any]:
