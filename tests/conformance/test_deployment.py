@@ -338,3 +338,27 @@ def test_cherrypy_roots_for_several_hosts_and_prefixes() -> None:
         "other/": "third at / engine states.STARTED",
         "other/second/": "second at /second engine states.STARTED",
     }
+
+
+def test_usr1_under_reload_reaches_the_serving_child(tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+    running = Running(
+        "wsgiref",
+        [
+            *("-b", "127.0.0.1:0", "--app-dir", str(REPO_ROOT), "--reload"),
+            *("--access-log", str(access), "--access-log-format", "%(r)s", APP),
+        ],
+    )
+    try:
+        running.wait_listening()
+        fetch(running.url, "/echo?before")
+        wait_for_text(access, "before")
+        access.rename(tmp_path / "access.log.1")
+        running.proc.send_signal(signal.SIGUSR1)  # to the watcher, which passes it on
+        running.wait_for_output(r"Received SIGUSR1: reopened [\s\S]*Received SIGUSR1: reopened")
+        fetch(running.url, "/echo?after")
+        wait_for_text(access, "after")
+        assert running.proc.poll() is None
+    finally:
+        assert running.stop() == 0
+    assert "after" not in (tmp_path / "access.log.1").read_text()
