@@ -83,6 +83,9 @@ class WaitressAdapter(ThreadedAdapter):
 
         while (left := busy()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        trigger.pull_trigger(lambda: close_all(self._map))
+        try:
+            trigger.pull_trigger(lambda: close_all(self._map))
+        except OSError:  # waitress closed its trigger (a listener's error handler closes it too)
+            close_all(self._map)
         task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         return left
