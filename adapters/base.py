@@ -184,6 +184,11 @@ class Adapter(ABC):
         requests finish (up to the graceful timeout), then make :meth:`serve` return.
         Safe to call from any thread or a signal handler, and more than once."""
 
+    def reopen_logs(self) -> None:
+        """On SIGUSR1, in anyserve's process: have the server's own worker processes
+        reopen their log files too (anyserve's process reopens its own)."""
+        return None
+
     def restart(self) -> bool:
         """On SIGHUP: begin replacing the server's worker processes gracefully and
         return at once; False when it has none that anyserve's signal reaches."""
@@ -216,6 +221,14 @@ def warn_requests_left(graceful_timeout: float, left: int) -> None:
         logging.getLogger("anyserve").warning(
             "graceful timeout (%ss) reached with %d request(s) still running", graceful_timeout, left
         )
+
+
+def wait_for(event: threading.Event) -> None:
+    """Wait for *event* so that signal handlers still run. The kernel may hand a
+    signal to any thread; its Python handler then runs only once the main thread
+    runs Python code, which a wait without a timeout never does."""
+    while not event.wait(0.2):
+        pass
 
 
 def _servers_with(capability: str, besides: str) -> str:
@@ -432,7 +445,7 @@ class ThreadedAdapter(Adapter):
         for thread in threads:
             thread.start()
         try:
-            self._stopped.wait()
+            wait_for(self._stopped)
         finally:
             stop_ticks()
             lifecycle.stopping()

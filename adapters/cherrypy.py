@@ -17,7 +17,7 @@ from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp
+from .base import Adapter, Capabilities, WSGIApp, wait_for
 from .cheroot import adopt_listener, use_tls
 
 
@@ -83,7 +83,7 @@ class CherryPyAdapter(Adapter):
         try:
             lifecycle.started()  # the bridge's engine.start() starts the HTTP servers
             stop_ticks = lifecycle.start_tick_thread()
-            self._stopped.wait()
+            wait_for(self._stopped)
             stop_ticks()
             lifecycle.stopping()  # engine.exit() stops them, letting requests finish
         finally:

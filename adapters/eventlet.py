@@ -155,7 +155,8 @@ class EventletAdapter(Adapter):
                 log=access_log,
                 # eventlet formats each access line before logging it: skip the
                 # work when the line would be dropped anyway.
-                log_output=access_log.isEnabledFor(logging.INFO),
+                # With --access-log, anyserve's access log has the line.
+                log_output=access_log.isEnabledFor(logging.INFO) and config.access_log is None,
                 custom_pool=pool,
                 protocol=Protocol,
                 # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks

@@ -69,7 +69,7 @@ class GeventAdapter(Adapter):
         # anyserve installed, from the hub, at once.
         watchers = [
             gevent.signal_handler(signum, handler, signum, None)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
             if callable(handler := signal.getsignal(signum)) and threading.current_thread() is threading.main_thread()
         ]
         try:
@@ -165,7 +165,10 @@ class GeventServing:
                 handler_class=Handler,
                 # pywsgi formats each access line before writing it: no log at all
                 # when the line would be dropped anyway.
-                log=LoggingLogAdapter(access_log) if access_log.isEnabledFor(logging.INFO) else None,
+                # With --access-log, anyserve's access log has the line.
+                log=LoggingLogAdapter(access_log)
+                if access_log.isEnabledFor(logging.INFO) and self.config.access_log is None
+                else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
                 **tls,
             )

@@ -15,7 +15,6 @@ once per process instead of once per connection.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -27,7 +26,9 @@ from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.errors import EXIT_APP, AnyserveError, Reported, report
 from anyserve.lifecycle import Lifecycle
 from anyserve.loader import DeferredApp
+from anyserve.logs import reopen_log_files
 from anyserve.notify import notify
+from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
@@ -72,17 +73,6 @@ class GunicornAdapter(Adapter):
         from gunicorn.app.base import BaseApplication
         from gunicorn.arbiter import Arbiter
         from gunicorn.errors import HaltServer
-        from gunicorn.glogging import Logger
-
-        class RoutedLogger(Logger):  # type: ignore[misc]
-            """gunicorn's loggers without handlers of their own: their lines go to
-            the root logger, so anyserve's format and --log-level apply to them."""
-
-            def setup(self, cfg: Any) -> None:
-                for logger in (self.error_log, self.access_log):
-                    logger.handlers.clear()
-                    logger.propagate = True
-                    logger.setLevel(logging.NOTSET)
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
@@ -94,9 +84,23 @@ class GunicornAdapter(Adapter):
             "backlog": config.backlog,
             "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
             "raw_env": [],
-            "logger_class": RoutedLogger,
+            "loglevel": config.log_level,
+            # gunicorn's messages through anyserve's handlers (--error-log,
+            # --log-config); the access lines come from anyserve's --access-log.
+            "logger_class": _logger_class(),
+            "accesslog": None,
+            # anyserve applies the proxy headers itself, only with --proxy-headers:
+            # gunicorn's own (X-Forwarded-Proto from 127.0.0.1 by default) stay off.
+            "secure_scheme_headers": {},
+            "forwarder_headers": "",
             **self.check(config),
         }
+        identity = resolve_identity(config) if config.user is not None or config.group is not None else None
+        if identity is not None:
+            # gunicorn hands each worker its heartbeat file as this user; the
+            # worker takes on the user, group and supplementary groups in
+            # post_fork (gunicorn's own initgroups leaves the primary group as root).
+            settings["user"], settings["group"], settings["initgroups"] = identity.uid, identity.gid, False
         if (config.threads or 1) > 1 and "worker_class" not in settings:
             settings["worker_class"] = "gthread"
         tls = listeners[0].tls if listeners else None
@@ -118,6 +122,10 @@ class GunicornAdapter(Adapter):
             )
         worker_ticks: dict[int, Any] = {}
 
+        def post_fork(server: Any, worker: Any) -> None:
+            if identity is not None:
+                drop_privileges(identity)
+
         def post_worker_init(worker: Any) -> None:
             lifecycle.started()  # in the worker, after the fork
             worker_ticks[os.getpid()] = lifecycle.start_tick_thread()
@@ -132,6 +140,7 @@ class GunicornAdapter(Adapter):
             def load_config(self) -> None:
                 for key, value in {
                     **settings,
+                    "post_fork": post_fork,
                     "post_worker_init": post_worker_init,
                     "worker_exit": worker_exit,
                 }.items():
@@ -184,3 +193,25 @@ class GunicornAdapter(Adapter):
 
     def shutdown(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop
+
+
+def _logger_class() -> type:
+    """gunicorn's Logger without handlers of its own: its loggers propagate to
+    the root logger, which anyserve configured. USR1 still reopens every log
+    file (gunicorn's reopen_files walks all loggers), in the master and workers."""
+    from gunicorn.glogging import Logger
+
+    class PropagatingLogger(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                for handler in list(log.handlers):
+                    if getattr(handler, "_gunicorn", False):
+                        log.removeHandler(handler)
+                log.propagate = True
+
+        def reopen_files(self) -> None:
+            super().reopen_files()
+            reopen_log_files()  # the root logger's files too (--error-log), which gunicorn's walk skips
+
+    return PropagatingLogger

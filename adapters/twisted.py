@@ -140,6 +140,8 @@ class TwistedServing:
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
         resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
 
+        own_access_log = self.config.access_log is None
+
         class CountingSite(Site):
             """Counts the requests in flight, and knows the connections, so stop()
             can wait for both."""
@@ -148,6 +150,10 @@ class TwistedServing:
                 channel = super().buildProtocol(addr)
                 serving.channels.add(channel)
                 return channel
+
+            def log(self, request: Any) -> None:
+                if own_access_log:  # else anyserve's --access-log has the line
+                    super().log(request)
 
             def getResourceFor(self, request: Any) -> Any:
                 request.channel.anyserve_answered = True

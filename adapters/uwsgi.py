@@ -59,7 +59,8 @@ PROTOCOLS = {"http": "http", "http11": "http11", "uwsgi": "uwsgi"}
 LAUNCHER = """
 import os, sys
 fds = [int(fd) for fd in os.environ.pop("_ANYSERVE_UWSGI_FDS").split(",")]
-moved = [os.dup(fd) for fd in fds]
+import fcntl
+moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(fds)) for fd in fds]  # above the targets
 for fd in fds:
     os.close(fd)
 for target, fd in enumerate(moved, 3):
@@ -224,8 +225,8 @@ class UwsgiAdapter(Adapter):
         ]
         if config.threads:
             args += ["--threads", str(config.threads)]
-        if not config.preload:
-            args.append("--lazy-apps")
+        if not (config.preload or config.user or config.group):
+            args.append("--lazy-apps")  # else the master imports the app, before taking on --user
         if config.log_level != "debug":
             args.append("--disable-logging")  # uWSGI's line per request
         if "listen" in settings:
@@ -234,6 +235,11 @@ class UwsgiAdapter(Adapter):
             args += ["--harakiri", str(settings["harakiri"])]
         if "max_requests" in settings:
             args += ["--max-requests", str(settings["max_requests"])]
+        # --user/--group: uWSGI's master takes them on once set up, before it forks.
+        if config.user:
+            args += ["--uid", str(config.user)]
+        if config.group:
+            args += ["--gid", str(config.group)]
         if binary:
             args += ["--plugin", "python3", "--home", sys.prefix]
         return args
@@ -266,6 +272,12 @@ class UwsgiAdapter(Adapter):
         if self._process is not None and self._process.poll() is None and not self._command(b"q"):
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(signal.SIGINT)
+
+    def reopen_logs(self) -> None:
+        # uWSGI keeps the workers' signals for itself: each worker watches this file.
+        if self._scratch is not None:
+            with open(os.path.join(self._scratch, "reopen"), "w") as marker:
+                marker.write(str(time.time_ns()))
 
     def restart(self) -> bool:
         # uWSGI's own chain reload (FIFO "c") leaves a graceful shutdown that
@@ -329,7 +341,9 @@ def worker_application() -> WSGIApp:
 
     spec = json.loads(os.environ[SPEC_ENV])
     config = Config.load(kwargs=spec["config"])
-    configure_logging(config.log_level)
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
     scratch = spec["scratch"]
     try:
         server = Server(config, owns_process=True)
@@ -353,6 +367,7 @@ def worker_application() -> WSGIApp:
     lifecycle.subscribe("started", lambda: log_listening(spec["urls"], spec["described"], config.workers), last=True)
 
     def started() -> None:
+        threading.Thread(target=_watch_reopen, args=(scratch,), name="anyserve-reopen", daemon=True).start()
         set_title("uwsgi", config.app, f"worker {uwsgi.worker_id()}")
         lifecycle.started()
         for name in ("served", f"ready-{os.getpid()}"):
@@ -372,6 +387,27 @@ def worker_application() -> WSGIApp:
         uwsgi.post_fork_hook = started  # the master, before it forks the workers
     closing = UwsgiAdapter.check(config).get("protocol", "http") == "http"
     return answering_errors(app, closing)
+
+
+def _watch_reopen(scratch: str) -> None:
+    """In a uWSGI worker: reopen the log files when anyserve's process got USR1 (see reopen_logs)."""
+    from anyserve.logs import reopen_log_files
+
+    marker = os.path.join(scratch, "reopen")
+
+    def stamp() -> float | None:
+        try:
+            return os.stat(marker).st_mtime_ns
+        except OSError:
+            return None
+
+    seen = stamp()
+    while True:
+        time.sleep(0.2)
+        now = stamp()
+        if now != seen:
+            seen = now
+            reopen_log_files()
 
 
 def answering_errors(app: WSGIApp, closing: bool) -> WSGIApp:

@@ -63,6 +63,9 @@ class WaitressAdapter(ThreadedAdapter):
             sockets=[listener.socket for listener in listeners],
             threads=config.threads or DEFAULT_THREADS,
             backlog=config.backlog,
+            # waitress drops X-Forwarded-* and Forwarded from peers it does not
+            # trust; with --proxy-headers anyserve decides which peers it trusts.
+            **({"clear_untrusted_proxy_headers": False} if config.proxy_headers else {}),
             **self.check(config),
         )
         for obj in self._map.values():
@@ -104,6 +107,9 @@ class WaitressAdapter(ThreadedAdapter):
 
         while (left := busy()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        trigger.pull_trigger(lambda: close_all(self._map))
+        try:
+            trigger.pull_trigger(lambda: close_all(self._map))
+        except OSError:  # waitress closed its trigger (a listener's error handler closes it too)
+            close_all(self._map)
         task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         return left

@@ -55,8 +55,14 @@ class WerkzeugAdapter(SocketServerAdapter):
                 else:  # one at a time, in the accepting thread
                     BaseWSGIServer.process_request(self, request, client_address)
 
+        own_access_log = config.access_log is None
+
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                if own_access_log:  # else anyserve's --access-log has the line
+                    super().log_request(code, size)
 
         servers = []
         for listener in listeners:

@@ -184,6 +184,82 @@ def to_cert_reqs(value: Any) -> str:
     return text
 
 
+COMBINED_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+class _AnyAtom(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
+def to_access_log_format(value: Any) -> str:
+    text = to_str(value)
+    try:
+        text % _AnyAtom()
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"expected a format of %(NAME)s atoms such as %(h)s %(r)s %(s)s ({exc})") from None
+    return text
+
+
+def to_allowed_ips(value: Any) -> str:
+    """Addresses and networks (CIDR) of trusted proxies, or '*' for any, comma-separated."""
+    import ipaddress
+
+    items = to_str_list(value)
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses, networks such as 10.0.0.0/8, or '*'; got {item!r}") from None
+    if not items:
+        raise ValueError("expected IP addresses, networks such as 10.0.0.0/8, or '*'")
+    return ",".join(items)
+
+
+def _apps_by_key(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {str(key): value[key] for key in value}
+    return to_mapping(value)
+
+
+def to_mounts(value: Any) -> dict[str, Any]:
+    """PREFIX=APP pairs: each prefix starts with '/'; '/' itself is the default app."""
+    result: dict[str, Any] = {}
+    for prefix, app in _apps_by_key(value).items():
+        prefix = prefix.strip()
+        if not prefix.startswith("/"):
+            raise ValueError(f"the prefix {prefix!r} must start with '/', e.g. /{prefix.lstrip('/')}={app}")
+        if not (callable(app) or (isinstance(app, str) and app.strip())):
+            raise ValueError(f"expected PREFIX=APP, e.g. /app0=mymod:app0; {prefix!r} names no APP")
+        result[prefix.rstrip("/")] = app.strip() if isinstance(app, str) else app
+    return result
+
+
+def to_vhosts(value: Any) -> dict[str, Any]:
+    """HOST=APP pairs: a host name without port, or *.domain for every name under it."""
+    result: dict[str, Any] = {}
+    for host, app in _apps_by_key(value).items():
+        name = host.strip().lower()
+        bare = name[2:] if name.startswith("*.") else name
+        if not bare or any(char in bare for char in "/*: "):
+            raise ValueError(f"expected a host name such as example.com or *.example.com, got {host!r}")
+        if not (callable(app) or (isinstance(app, str) and app.strip())):
+            raise ValueError(f"expected HOST=APP, e.g. example.com=mymod:app; {host!r} names no APP")
+        result[name] = app.strip() if isinstance(app, str) else app
+    return result
+
+
+def to_name_or_id(value: Any) -> str:
+    """A user or group: a name, or a numeric id (an integer in a TOML file)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    text = to_str(value).strip()
+    if not text:
+        raise ValueError("expected a name or a numeric id")
+    return text
+
+
 def to_app(value: Any) -> Any:
     if isinstance(value, str) or callable(value) or value is None:
         return value
@@ -480,6 +556,136 @@ class Config:
         group="logging",
     )
 
+    access_log: str | None = option(
+        None,
+        "--access-log",
+        metavar="PATH|-",
+        help="write one line per request to PATH (- for stdout), in Apache's combined format by default",
+        convert=to_str,
+        group="logging",
+    )
+    access_log_format: str = option(
+        COMBINED_LOG_FORMAT,
+        "--access-log-format",
+        metavar="FORMAT",
+        help="the access log line, in gunicorn's atoms: %%(h)s client, %%(r)s request line, %%(s)s status, "
+        "%%(b)s bytes, %%(D)s microseconds, %%(L)s seconds, %%({header}i)s... (default: combined)",
+        convert=to_access_log_format,
+        group="logging",
+    )
+    error_log: str = option(
+        "-",
+        "--error-log",
+        "--log-file",
+        metavar="PATH|-",
+        help="where anyserve's and the server's messages go: a file, or - for stderr (default); "
+        "under --daemon also the standard streams",
+        convert=to_str,
+        group="logging",
+    )
+    log_config: str | None = option(
+        None,
+        "--log-config",
+        metavar="FILE",
+        help="configure logging from FILE after anyserve: a dictConfig in .json or .toml, else an INI fileConfig",
+        convert=to_str,
+        group="logging",
+    )
+    proxy_headers: bool = option(
+        False,
+        "--proxy-headers",
+        kind="flag",
+        help="from trusted proxies, apply Forwarded / X-Forwarded-For, -Proto, -Host, -Port, -Prefix to the environ",
+        convert=to_bool,
+        group="proxy",
+    )
+    forwarded_allow_ips: str = option(
+        "127.0.0.1,::1",
+        "--forwarded-allow-ips",
+        metavar="ADDRS",
+        help="comma-separated addresses or networks of the proxies trusted by --proxy-headers, or * for any "
+        "(default 127.0.0.1,::1; unix socket peers are trusted)",
+        convert=to_allowed_ips,
+        group="proxy",
+    )
+    mount: dict[str, Any] = option(
+        {},
+        "--mount",
+        metavar="PREFIX=APP",
+        kind="mapping",
+        help="serve APP under the path PREFIX (e.g. /app0=mymod:app0); repeatable; "
+        "the longest prefix wins, the positional APP serves the rest",
+        convert=to_mounts,
+        group="application",
+    )
+    vhost: dict[str, Any] = option(
+        {},
+        "--vhost",
+        metavar="HOST=APP",
+        kind="mapping",
+        help="serve APP to requests for HOST (e.g. example.com=mymod:app, or *.example.com); repeatable; "
+        "the positional APP serves other hosts",
+        convert=to_vhosts,
+        group="application",
+    )
+    profile: str | None = option(
+        None,
+        "-P",
+        "--profile",
+        metavar="DIR",
+        help="write one cProfile file per request into DIR (development only: requests then run one at a time)",
+        convert=to_str,
+        group="development",
+    )
+    pid: str | None = option(
+        None,
+        "--pid",
+        metavar="FILE",
+        help="write the serving process's id to FILE once bound, remove it on exit; a live one is refused",
+        convert=to_str,
+        group="process",
+    )
+    daemon: bool = option(
+        False,
+        "--daemon",
+        kind="flag",
+        help="detach (double fork); the command exits once the app is loaded and bound, non-zero if it failed",
+        convert=to_bool,
+        group="process",
+    )
+    user: str | None = option(
+        None,
+        "--user",
+        metavar="USER",
+        help="once bound, run as USER (a name or a uid): bind port 80 as root, then serve as nobody",
+        convert=to_name_or_id,
+        group="process",
+    )
+    group: str | None = option(
+        None,
+        "--group",
+        metavar="GROUP",
+        help="once bound, run as GROUP (a name or a gid); default: the primary group of --user",
+        convert=to_name_or_id,
+        group="process",
+    )
+    umask: int | None = option(
+        None,
+        "--umask",
+        metavar="MODE",
+        help="once bound, set the file mode creation mask, in octal (e.g. 027)",
+        convert=to_octal,
+        group="process",
+    )
+    require_non_root: bool = option(
+        False,
+        "--require-non-root",
+        kind="flag",
+        help="refuse to serve as root unless --user drops the privileges after binding",
+        convert=to_bool,
+        group="process",
+    )
+
     # -- building ------------------------------------------------------------------
 
     @classmethod
@@ -540,6 +746,8 @@ class Config:
                 parse_bind(spec)
             except BindError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.daemon and self.reload:
+            raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
         self._validate_tls()

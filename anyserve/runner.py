@@ -6,17 +6,17 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .apps import load_site, wrap
 from .cherrypy_bridge import CherryPyBridge, bridge_for
 from .config import Config
-from .errors import AnyserveError
+from .errors import AnyserveError, ConfigError
 from .lifecycle import Lifecycle
-from .loader import DeferredApp, add_app_dir, load_app, load_callable
-from .logs import configure_logging
-from .middleware import HeadWithoutBody, RootPath
+from .loader import DeferredApp, add_app_dir, load_callable
+from .logs import configure_logging, reopen_log_files_soon
 from .notify import notify
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
@@ -51,7 +51,7 @@ class Server:
         # After prepare_process: gevent and eventlet patch ssl before it is imported.
         self.tls = load_tls(config)
         self._target = app if app is not None else config.app
-        if self._target is None:
+        if self._target is None and not (config.mount or config.vhost):
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
         self.lifecycle = Lifecycle(config.main_interval)
         self.bridge: CherryPyBridge | None = None
@@ -65,12 +65,12 @@ class Server:
             self.app = self.load()
 
     def load(self) -> Any:
-        """Import the app, prepare the CherryPy bridge and subscribe the hooks (once)."""
+        """Import the app(s), prepare the CherryPy bridge and subscribe the hooks (once)."""
         if self._loaded is not None:
             return self._loaded
         config = self.config
-        loaded = load_app(self._target, factory=config.factory, app_dir=config.app_dir)
-        self.bridge = bridge_for(loaded, config, native=self.adapter_class.runs_cherrypy_engine)
+        site = load_site(config, self._target)
+        self.bridge = bridge_for(site.main_app(), config, native=self.adapter_class.runs_cherrypy_engine)
         if self.bridge is not None:
             self.bridge.prepare()
             address = self.bridge.bind_address()
@@ -84,8 +84,7 @@ class Server:
                     )
                 else:
                     self.config = config = config.replace(host=address[0], port=address[1])
-        app = RootPath(loaded, config.root_path) if config.root_path else loaded
-        self._loaded = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
+        self._loaded = wrap(site.app, config, head_without_body=self.adapter_class.capabilities.head_without_body)
         # Subscribed first, the engine starts before the user's start hooks and
         # exits after their stop hooks.
         if self.bridge is not None:
@@ -209,7 +208,8 @@ def refuse_workers_in_thread(server: Server) -> None:
 
 
 def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
-    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once.
+    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once,
+    USR1 reopens the log files (after logrotate moved them).
 
     *worker*: a supervised worker process; its supervisor announces, and
     handles SIGHUP (a worker ignores it)."""
@@ -249,6 +249,12 @@ def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
     for sig in (signal.SIGTTIN, signal.SIGTTOU):
         previous[sig] = signal.signal(sig, resize if not worker else signal.SIG_IGN)
+
+    def reopen(signum: int, frame: object) -> None:
+        reopen_log_files_soon()
+        server.adapter.reopen_logs()
+
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, reopen)
     try:
         server.serve(announce=not worker)
     finally:
@@ -258,10 +264,20 @@ def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
         log.info("Stopped")
 
 
-def serve_in_process(config: Config, app: Any = None) -> None:
+def serve_in_process(
+    config: Config,
+    app: Any = None,
+    *,
+    bound: Callable[[], object] | None = None,
+    prepare: Callable[[Server], object] | None = None,
+) -> None:
     """Serve until TERM/INT in this process, which anyserve owns: the ``anyserve``
     command and ``anyserve.run()`` from the main thread. ``--workers`` above 1
-    runs the server's own workers, or anyserve's supervisor for the others."""
+    runs the server's own workers, or anyserve's supervisor for the others.
+
+    *bound* runs once the listeners are bound, in this process (a pid file, the
+    umask); *prepare* gets each Server before it serves, in the process that
+    serves (a worker, under the supervisor), to subscribe to its Lifecycle."""
     add_app_dir(config.app_dir)  # where a -s module:Class may come from, too
     adapter_class = choose_adapter(config)
     if config.cherrypy_config and config.cherrypy is not False and not config.preload:
@@ -275,11 +291,19 @@ def serve_in_process(config: Config, app: Any = None) -> None:
     if config.workers > 1 and not adapter_class.capabilities.workers:
         from .supervisor import Supervisor
 
-        Supervisor(config, app).run()
+        Supervisor(config, app, bound=bound, prepare=prepare).run()
         return
-    # A pre-fork server's workers import the app after the fork, unless --preload.
-    load = config.preload or not adapter_class.capabilities.workers
-    serve_until_signalled(Server(config, app, owns_process=True, load=load))
+    # A pre-fork server's workers import the app after the fork, unless --preload
+    # or --user/--group: its workers take on the user before they would import
+    # it, and the app's files need not be readable by that user.
+    load = config.preload or not adapter_class.capabilities.workers or bool(config.user or config.group)
+    server = Server(config, app, owns_process=True, load=load)
+    server.bind()
+    if bound is not None:
+        bound()
+    if prepare is not None:
+        prepare(server)
+    serve_until_signalled(server)
 
 
 def run(app: Any = None, **options: Any) -> None:
@@ -288,7 +312,10 @@ def run(app: Any = None, **options: Any) -> None:
     *options* are the options of ``anyserve --help`` by their Python names
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
-    configure_logging(config.log_level)
+    refuse_process_options(config, "anyserve.run()")
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
     if threading.current_thread() is threading.main_thread():
         serve_in_process(config)
         return
@@ -305,6 +332,7 @@ def serving(app: Any = None, **options: Any) -> Iterator[Server]:
     then ``srv.url`` is where it listens."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.serving()")
     server = Server(config)
     server.start()
     try:
@@ -356,6 +384,7 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     running. For a background thread instead, see :func:`serving`."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.embed()")
     server = Server(config)
     refuse_workers_in_thread(server)
     if not server.adapter_class.capabilities.embed:
@@ -364,6 +393,19 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     server.announce()
     handle = server.adapter.embed(server.app, server.listeners, config, server.lifecycle)
     return Embedded(server, handle)
+
+
+#: Options of the ``anyserve`` command's own process, which the Python API leaves to its caller.
+PROCESS_OPTIONS = ("daemon", "pid", "user", "group", "umask", "require_non_root")
+
+
+def refuse_process_options(config: Config, api: str) -> None:
+    given = [name for name in PROCESS_OPTIONS if config.is_set(name)]
+    if given:
+        raise ConfigError(
+            f"{api} serves in the calling program and leaves its process alone: {', '.join(given)} "
+            "belong to the anyserve command (anyserve --daemon --pid FILE --user USER ...)"
+        )
 
 
 def _with_app(app: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -34,11 +34,13 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .config import Config
 from .errors import EXIT_FAILURE, AnyserveError, Reported, report
+from .logs import reopen_log_files_soon
 from .notify import notify
 from .registry import choose_adapter
 from .runner import Server, log_listening, serve_until_signalled
@@ -54,7 +56,15 @@ HEALTHY_AFTER = 5.0
 MAX_PAUSE = 10.0
 #: How long a HUP replacement may take to serve before the restart is given up.
 BOOT_TIMEOUT = 60.0
-PARENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+PARENT_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+)
 
 
 @dataclass
@@ -72,9 +82,18 @@ class Worker:
 class Supervisor:
     """Bind, fork ``config.workers`` workers, keep them alive, stop them gracefully."""
 
-    def __init__(self, config: Config, app: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: Any = None,
+        *,
+        bound: Callable[[], object] | None = None,
+        prepare: Callable[[Server], object] | None = None,
+    ) -> None:
         self.config = config
         self.app = app
+        self.bound = bound  # in the parent, once the listeners are bound
+        self.prepare = prepare  # in each worker, with its Server
         self.adapter_class = choose_adapter(config)
         self.target = config.workers
         self.listeners: list[Listener] = []
@@ -105,6 +124,8 @@ class Supervisor:
             self.adapter_class.check(config, self.listeners)
             if self.preloaded is not None:
                 self.preloaded.listeners = self.listeners
+            if self.bound is not None:
+                self.bound()
             set_title(self.adapter_class.name, config.app, "master")
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_w, False)
@@ -154,6 +175,9 @@ class Supervisor:
                     log.info("SIGTTIN: one more worker (%d)", self.target)
                 elif signum == signal.SIGTTOU:
                     self.remove_one()
+                elif signum == signal.SIGUSR1:  # logrotate: every process reopens its log files
+                    reopen_log_files_soon()
+                    self.kill_all(signal.SIGUSR1)
             self.advance_restart()
             self.keep_count()
 
@@ -397,6 +421,8 @@ class Supervisor:
                 os.write(pipe, READY)
 
             server.lifecycle.subscribe("started", ready, last=True)
+            if self.prepare is not None:
+                self.prepare(server)
             serve_until_signalled(server, worker=True)
         except AnyserveError as exc:
             import io
