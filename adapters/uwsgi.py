@@ -229,6 +229,10 @@ class UwsgiAdapter(Adapter):
             args.append("--lazy-apps")  # else the master imports the app, before taking on --user
         if config.log_level != "debug":
             args.append("--disable-logging")  # uWSGI's line per request
+        if settings.get("protocol", "http") == "http":
+            # It closes the connection after each response: say so, or an HTTP/1.1
+            # client expects it to stay open.
+            args += ["--add-header", "Connection: close"]
         if "listen" in settings:
             args += ["--listen", str(settings["listen"])]
         if "harakiri" in settings:
@@ -366,8 +370,11 @@ def worker_application() -> WSGIApp:
     os.environ["ANYSERVE_SERVING"] = spec["described"]
     lifecycle.subscribe("started", lambda: log_listening(spec["urls"], spec["described"], config.workers), last=True)
 
+    logs_to_files = any(path and path != "-" for path in (config.error_log, config.access_log, config.log_config))
+
     def started() -> None:
-        threading.Thread(target=_watch_reopen, args=(scratch,), name="anyserve-reopen", daemon=True).start()
+        if logs_to_files:
+            threading.Thread(target=_watch_reopen, args=(scratch,), name="anyserve-reopen", daemon=True).start()
         set_title("uwsgi", config.app, f"worker {uwsgi.worker_id()}")
         lifecycle.started()
         for name in ("served", f"ready-{os.getpid()}"):
@@ -385,8 +392,7 @@ def worker_application() -> WSGIApp:
         started()  # --lazy-apps: this is the worker
     else:
         uwsgi.post_fork_hook = started  # the master, before it forks the workers
-    closing = UwsgiAdapter.check(config).get("protocol", "http") == "http"
-    return answering_errors(app, closing)
+    return answering_errors(app)
 
 
 def _watch_reopen(scratch: str) -> None:
@@ -410,22 +416,12 @@ def _watch_reopen(scratch: str) -> None:
             reopen_log_files()
 
 
-def answering_errors(app: WSGIApp, closing: bool) -> WSGIApp:
+def answering_errors(app: WSGIApp) -> WSGIApp:
     """uWSGI closes the connection unanswered when the app raises: answer 500,
-    and log the traceback, as every other server does. *closing*: uWSGI's plain
-    http socket closes each connection after the response, and says so here
-    (a client of HTTP/1.1 would otherwise expect it to stay open)."""
+    and log the traceback, as every other server does."""
     errors = logging.getLogger("anyserve.uwsgi")
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:
-        if closing:
-            respond = start_response
-
-            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                if not any(name.lower() == "connection" for name, _ in headers):
-                    headers = [*headers, ("Connection", "close")]
-                return respond(status, headers, exc_info)
-
         try:
             return app(environ, start_response)
         except Exception:
