@@ -12,7 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
-from .conftest import ANYSERVE, REPO_ROOT
+from .conftest import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs" / "deployment"
 #: What the recipes say, and what a test puts in its place.
@@ -52,4 +52,4 @@ def as_tested(argv: list[str], app: str, substitutions: dict[str, str] | None = 
     return server, args[:where] + args[where + 2 :]
 
 
-__all__ = ["ANYSERVE", "APP", "APP_DIR", "DOCS", "INSTALLED", "as_tested", "commands", "recipe"]
+__all__ = ["APP", "APP_DIR", "DOCS", "INSTALLED", "as_tested", "commands", "recipe"]
