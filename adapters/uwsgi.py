@@ -145,6 +145,7 @@ class UwsgiAdapter(Adapter):
         self._scratch: str | None = None
         self._stopping = False
         self._restarting = threading.Lock()
+        self._workers = 1
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         settings = self.check(config, listeners)
@@ -153,6 +154,7 @@ class UwsgiAdapter(Adapter):
         if any(not isinstance(hook, str) for hook in (*config.on_start, *config.on_stop)):
             raise ServerError("uwsgi runs the hooks in a process of its own: give them as module:function strings")
         scratch = self._scratch = tempfile.mkdtemp(prefix="anyserve-uwsgi-")
+        self._workers = config.workers
         self._fifo = os.path.join(scratch, "master.fifo")
         fds = [listener.socket.fileno() for listener in listeners]
         for fd in fds:
@@ -273,6 +275,12 @@ class UwsgiAdapter(Adapter):
     def _stop(self) -> None:
         if self._restarting.acquire(timeout=RESTART_TIMEOUT):
             self._restarting.release()
+        # Likewise the workers still loading the app just after start-up.
+        deadline = time.monotonic() + RESTART_TIMEOUT
+        while self._process is not None and self._process.poll() is None and time.monotonic() < deadline:
+            if len(self._serving_workers()) >= self._workers:
+                break
+            time.sleep(0.05)
         if self._process is not None and self._process.poll() is None and not self._command(b"q"):
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(signal.SIGINT)

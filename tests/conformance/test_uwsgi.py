@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import subprocess
+import time
 
 from anyserve.errors import EXIT_USAGE
 
@@ -64,3 +65,13 @@ def test_an_unknown_protocol_is_refused() -> None:
     assert result.stderr.strip().splitlines() == [
         "anyserve: error: invalid value for -o protocol=spdy (server uwsgi): expected one of http, http11, uwsgi"
     ]
+
+
+def test_term_while_workers_still_load_the_app_stops_at_once() -> None:
+    """TERM as soon as the first of four workers serves: the others are still loading the app,
+    and uWSGI's graceful shutdown used to wait the whole --graceful-timeout for them."""
+    running = start_anyserve("uwsgi", APP, "-w", "4", "--graceful-timeout", "20", "-o", "protocol=uwsgi")
+    started = time.monotonic()
+    code = running.stop(timeout=10)
+    assert code == 0, running.stderr_text()
+    assert time.monotonic() - started < 10
