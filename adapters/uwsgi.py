@@ -68,6 +68,11 @@ for target, fd in enumerate(moved, 3):
     os.close(fd)
 os.environ["LISTEN_FDS"] = str(len(fds))
 os.environ["LISTEN_PID"] = str(os.getpid())
+if sys.platform.startswith("linux"):  # anyserve killed: uWSGI's master and workers go too
+    import ctypes, signal
+    ctypes.CDLL(None).prctl(1, int(signal.SIGINT), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit(1)
 title = os.environ.pop("_ANYSERVE_UWSGI_TITLE", "")
 try:
     from setproctitle import setproctitle

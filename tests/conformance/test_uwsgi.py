@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -75,3 +76,38 @@ def test_term_while_workers_still_load_the_app_stops_at_once() -> None:
     code = running.stop(timeout=10)
     assert code == 0, running.stderr_text()
     assert time.monotonic() - started < 10
+
+
+def test_uwsgi_does_not_outlive_a_killed_anyserve() -> None:
+    running = start_anyserve("uwsgi", APP, "-w", "2")
+    master = descendants(running.proc.pid)
+    assert master, "no uWSGI processes"
+    running.proc.kill()
+    running.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") and not zombie(pid) for pid in master):
+        assert time.monotonic() < deadline, f"uWSGI processes outlived anyserve: {master}"
+        time.sleep(0.05)
+    running.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if parent == pid:
+                found += [int(entry), *descendants(int(entry))]
+    return found
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
