@@ -255,13 +255,22 @@ def measure(
     repeat: int,
     plan: Plan,
     generator: Generator | None = None,
+    command: Callable[[int], list[str]] | None = None,
 ) -> Run:
-    """Start *server*, wait for its first answer, warm it up, measure it, stop it."""
+    """Start *server*, wait for its first answer, warm it up, measure it, stop it.
+
+    *command* (port -> argv) starts something else than ``anyserve serve`` the
+    same way, e.g. a server started by hand, for a comparison."""
     run = Run(server, scenario.name, concurrency, repeat)
     generator = generator or plan.generator
+    if command is None:
+
+        def command(port: int) -> list[str]:
+            return server_command(server, port, scenario, plan.server_args)
+
     for attempt in range(2):  # a port taken between choosing it and binding it gets one more try
         port = free_port()
-        process = ServerProcess(server_command(server, port, scenario, plan.server_args), plan.cwd, plan.server_cpus)
+        process = ServerProcess(command(port), plan.cwd, plan.server_cpus)
         try:
             run.startup_s = process.wait_first_answer(port, scenario, plan.start_timeout)
             url = f"http://127.0.0.1:{port}{scenario.path}"
