@@ -32,7 +32,7 @@ or --no-pin).
 examples:
   anyserve bench -s cheroot,waitress,gunicorn --scenario hello,json --concurrency 1,16,64
   anyserve bench --all --scenario all --duration 5s --html bench.html --json bench.json
-  anyserve bench myapp:application --path /api/items -s gevent,tornado
+  anyserve bench myapp:application --path /api/items -s gevent,eventlet -o pool_size=100
 """
 
 
@@ -144,7 +144,8 @@ def choose_scenarios(args: argparse.Namespace) -> list[Scenario]:
     if args.app is not None:
         if not args.path.startswith("/"):
             raise ConfigError(f"--path {args.path!r}: expected a path starting with '/'")
-        chosen.append(Scenario("app", args.app, f"{args.app} at {args.path}", path=args.path))
+        name = args.app if args.app not in SCENARIOS and args.app != "all" else f"app {args.app}"
+        chosen.append(Scenario(name, args.app, f"{args.app} at {args.path}", path=args.path))
     return chosen
 
 
