@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from anyserve.bench.loadgen import build_request, read_response
+from anyserve.bench.command import parse_cpus, parse_duration
+from anyserve.bench.loadgen import BuiltinGenerator, build_request, read_response
 from anyserve.bench.results import to_html, to_markdown
+from anyserve.bench.runner import Plan
 from anyserve.bench.scenarios import SCENARIOS
 from anyserve.bench.stats import Reservoir, percentile, spread
 from anyserve.bench.wrk import lua_script, parse_bytes, parse_metric, parse_output, parse_time_ms
-from anyserve.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from anyserve.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 
 from .conftest import run_anyserve
 
@@ -144,6 +146,45 @@ def test_spread_of_repeats() -> None:
     assert (result.median, result.low, result.high, result.count) == (100.0, 90.0, 110.0, 3)
     assert result.relative == pytest.approx(0.2)
     assert spread([]) is None
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+
+def test_servers_are_interleaved_across_repeats() -> None:
+    plan = Plan(
+        servers=["a", "b", "c"],
+        scenarios=[SCENARIOS["hello"], SCENARIOS["json"]],
+        concurrency=[1, 16],
+        duration=1.0,
+        warmup=0.0,
+        repeat=2,
+        generator=BuiltinGenerator(),
+    )
+    order = [(scenario.name, concurrency, repeat, server) for scenario, concurrency, repeat, server in plan.order()]
+    assert len(order) == plan.total_runs() == 24
+    assert order[:7] == [
+        ("hello", 1, 1, "a"),
+        ("hello", 1, 1, "b"),
+        ("hello", 1, 1, "c"),
+        ("hello", 1, 2, "a"),
+        ("hello", 1, 2, "b"),
+        ("hello", 1, 2, "c"),
+        ("hello", 16, 1, "a"),
+    ]
+
+
+def test_durations_and_cpu_lists() -> None:
+    assert parse_duration("10s", "--duration") == 10.0
+    assert parse_duration("500ms", "--duration") == 0.5
+    assert parse_duration("1m", "--duration") == 60.0
+    assert parse_duration("2.5", "--duration") == 2.5
+    assert parse_duration("0", "--warmup", allow_zero=True) == 0.0
+    with pytest.raises(ConfigError, match="expected a duration above 0"):
+        parse_duration("0s", "--duration")
+    assert parse_cpus("0-2,5", "--server-cpus", range(8)) == [0, 1, 2, 5]
+    with pytest.raises(ConfigError, match="CPU 9 is not available here"):
+        parse_cpus("9", "--client-cpus", range(8))
 
 
 # -- the built-in generator's HTTP -----------------------------------------------------------

@@ -266,10 +266,17 @@ def run_bench(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file or a pipe: wide enough for the whole table
         console = Console(width=200)
     display = Display(plan, versions, generator_info, console)
+    interrupted = False
     with display:
-        runs = run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped)
-    report = build_report(plan, runs, versions, generator_info, started)
+        try:
+            run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped)
+        except KeyboardInterrupt:  # the server of the current run is already stopped; keep what was measured
+            interrupted = True
+    report = build_report(plan, display.runs, versions, generator_info, started)
+    report["interrupted"] = interrupted
     display.print_footer(report)
+    if interrupted:
+        console.print("[red]interrupted:[/] the reports hold the runs finished so far", highlight=False)
     if args.json:
         write_json(report, args.json)
     if args.markdown:
@@ -281,6 +288,6 @@ def run_bench(args: argparse.Namespace) -> int:
     for kind, path in (("JSON", args.json), ("Markdown", args.markdown), ("HTML", args.html), ("SVG", args.svg)):
         if path:
             console.print(f"{kind}: {path}")
-    clean = all(info["status"] == "ok" for info in report["servers"].values())
+    clean = not interrupted and all(info["status"] == "ok" for info in report["servers"].values())
     sys.stdout.flush()
     return EXIT_OK if clean else EXIT_FAILURE

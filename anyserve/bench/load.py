@@ -83,6 +83,10 @@ def run_measured(command: list[str], cpus: Sequence[int] | None, timeout: float)
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: the generator must not outlive the bench
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -166,15 +166,22 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._kill_group()
-        self._stderr.close()
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except BaseException:  # Ctrl-C while it drains: leave nothing behind
+            self.kill()
+            raise
+        finally:
+            self._stderr.close()
 
-    def _kill_group(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL the server and every process it started, and reap it."""
+        if self.proc.poll() is not None:
+            return
         import psutil
 
         try:
@@ -197,7 +204,10 @@ class Sampler:
         import psutil
 
         self._psutil = psutil
-        self._root = psutil.Process(pid)
+        try:
+            self._root = psutil.Process(pid)
+        except psutil.Error:
+            raise RunFailed("the server exited right after its first answer") from None
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="anyserve-bench-sampler", daemon=True)
@@ -292,6 +302,9 @@ def measure(
             run.status, run.error, run.load = "failed", str(exc), None
         except LoadError as exc:
             run.status, run.error, run.load = "failed", f"load generator: {exc}", None
+        except BaseException:  # Ctrl-C: no graceful drain of requests a killed client left behind
+            process.kill()
+            raise
         finally:
             process.stop()
         break
