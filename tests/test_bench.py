@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from anyserve.bench.command import parse_cpus, parse_duration
+from anyserve.bench.command import add_arguments, choose_scenarios, parse_cpus, parse_duration
 from anyserve.bench.loadgen import BuiltinGenerator, build_request, read_response
 from anyserve.bench.results import to_html, to_markdown
 from anyserve.bench.runner import Plan
@@ -171,6 +172,22 @@ def test_servers_are_interleaved_across_repeats() -> None:
         ("hello", 1, 2, "b"),
         ("hello", 1, 2, "c"),
         ("hello", 16, 1, "a"),
+    ]
+
+
+def test_scenarios_by_name_and_the_users_app() -> None:
+    def chosen(*argv: str) -> list[tuple[str, str, str]]:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return [(s.name, s.app, s.path) for s in choose_scenarios(parser.parse_args(list(argv)))]
+
+    assert chosen() == [("hello", "anyserve.bench.scenarios:hello", "/")]
+    assert [name for name, _, _ in chosen("--scenario", "json", "hello,cpu")] == ["json", "hello", "cpu"]
+    assert [name for name, _, _ in chosen("--scenario", "all")] == list(SCENARIOS)
+    assert chosen("myapp:app", "--path", "/items") == [("myapp:app", "myapp:app", "/items")]
+    assert chosen("--scenario", "hello", "myapp:app") == [
+        ("hello", "anyserve.bench.scenarios:hello", "/"),
+        ("myapp:app", "myapp:app", "/"),
     ]
 
 

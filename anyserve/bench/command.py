@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("-s", "--server", dest="servers", action="append", metavar="S1,S2", help="servers to compare")
     which.add_argument("--all", action="store_true", help="every installed server")
     parser.add_argument(
-        "--scenario", dest="scenarios", action="append", metavar="NAME", help="scenario(s), comma-separated or repeated"
+        "--scenario",
+        dest="scenarios",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="scenario(s): --scenario hello json, or hello,json; default hello",
     )
     parser.add_argument("--path", default="/", help="the path requested from APP (default /)")
     parser.add_argument("--concurrency", default="32", metavar="N,N", help="connections, e.g. 1,16,64 (default 32)")
@@ -126,6 +131,11 @@ def split_list(values: Sequence[str] | None) -> list[str]:
 
 def choose_scenarios(args: argparse.Namespace) -> list[Scenario]:
     names = split_list(args.scenarios)
+    if args.app is None:  # `--scenario hello myapp:app`: the last word is the APP, not a scenario
+        apps = [name for name in names if name not in SCENARIOS and name != "all" and _looks_like_app(name)]
+        if len(apps) == 1:
+            args.app = apps[0]
+            names.remove(apps[0])
     if not names and args.app is None:
         names = ["hello"]
     if "all" in names:
@@ -147,6 +157,10 @@ def choose_scenarios(args: argparse.Namespace) -> list[Scenario]:
         name = args.app if args.app not in SCENARIOS and args.app != "all" else f"app {args.app}"
         chosen.append(Scenario(name, args.app, f"{args.app} at {args.path}", path=args.path))
     return chosen
+
+
+def _looks_like_app(text: str) -> bool:
+    return ":" in text or text.endswith(".py") or "/" in text
 
 
 def choose_servers(args: argparse.Namespace) -> dict[str, str | None]:
