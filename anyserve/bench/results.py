@@ -75,6 +75,7 @@ class Summary:
             "socket_errors": sum(sum(run.load.socket_errors.values()) for run in measured if run.load),
             "server_rss_peak_bytes": max((run.server_rss_peak_bytes or 0 for run in measured), default=None),
             "server_cpu_s": median_of([run.server_cpu_s for run in measured if run.server_cpu_s is not None]),
+            "other_cpu_s": median_of([run.other_cpu_s for run in measured if run.other_cpu_s is not None]),
             "startup_s": median_of([run.startup_s for run in measured if run.startup_s is not None]),
             "client_cpu_share": median_of([run.load.client_cpu_share for run in measured if run.load]),
         }
@@ -103,10 +104,19 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
     return summaries
 
 
+#: Above this share of one core used by other processes during a run, the machine was not quiet.
+OTHER_CPU_WARNING = 0.1
+
+
 def client_warnings(runs: Sequence[Run]) -> list[str]:
-    """One line per run whose load generator was close to saturating its CPU."""
+    """One line per run whose load generator was close to saturating its CPU, or whose machine was busy."""
     lines = []
     for run in runs:
+        if run.load is not None and run.other_cpu_s and run.other_cpu_s > OTHER_CPU_WARNING * run.load.duration_s:
+            lines.append(
+                f"{run.server} {run.scenario} c={run.concurrency} repeat {run.repeat}: other processes used "
+                f"{run.other_cpu_s / run.load.duration_s:.0%} of a core during the run; the machine was not quiet"
+            )
         if run.load is not None and run.load.client_saturated:
             lines.append(
                 f"{run.server} {run.scenario} c={run.concurrency} repeat {run.repeat}: the load generator used "
@@ -142,8 +152,12 @@ def describe_machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def build_report(
@@ -175,6 +189,7 @@ def build_report(
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine or describe_machine(),
+        "load_average_at_end": _load_average(),
         "generator": generator,
         "settings": {
             "servers": plan.servers,

@@ -75,6 +75,7 @@ class Run:
     startup_s: float | None = None
     server_rss_peak_bytes: int | None = None
     server_cpu_s: float | None = None
+    other_cpu_s: float | None = None
     load: LoadResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -243,14 +244,25 @@ class Sampler:
         while not self._stop.wait(self._interval):
             self._sample()
 
+    def _machine_busy(self) -> float:
+        """CPU seconds the machine spent on processes other than this bench, so far.
+
+        Interrupt time is left out: most of it is the loopback traffic being measured."""
+        times = self._psutil.cpu_times()
+        own = self._psutil.Process().cpu_times()
+        busy = times.user + getattr(times, "nice", 0.0) + times.system + getattr(times, "steal", 0.0)
+        return busy - own.user - own.system
+
     def start(self) -> None:
         self._sample()
+        self._busy_start = self._machine_busy()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self._sample()
+        self.machine_busy_s = self._machine_busy() - self._busy_start
 
     @property
     def cpu_seconds(self) -> float:
@@ -296,6 +308,9 @@ def measure(
                 raise RunFailed(f"the server exited during the run: {process.failure()}")
             run.server_rss_peak_bytes = sampler.peak_rss
             run.server_cpu_s = round(sampler.cpu_seconds, 3)
+            # CPU the whole machine used during the run beyond the server and the client: other work
+            # (or the bench itself) competing with what is measured.
+            run.other_cpu_s = round(max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3)
         except RunFailed as exc:
             if process.proc.returncode == EXIT_BIND and attempt == 0:
                 continue
