@@ -100,7 +100,11 @@ def main() -> int:
                 run = measure(name, scenario, args.concurrency, repeat, plan, command=command)
                 results[name][kind].append(rps(run))
                 runs.append({"kind": kind, **run.as_dict()})
-                print(f"  {name:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])} {run.error or ''}", file=sys.stderr)
+                other = f"other CPU {run.other_cpu_s:.2f} s" if run.other_cpu_s is not None else ""
+                print(
+                    f"  {name:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])} {other} {run.error or ''}",
+                    file=sys.stderr,
+                )
 
     print(f"\n### hello, c={args.concurrency}: anyserve bench against each server started by hand\n")
     print("| server | version | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
