@@ -308,8 +308,7 @@ def measure(
                 raise RunFailed(f"the server exited during the run: {process.failure()}")
             run.server_rss_peak_bytes = sampler.peak_rss
             run.server_cpu_s = round(sampler.cpu_seconds, 3)
-            # CPU the whole machine used during the run beyond the server and the client: other work
-            # (or the bench itself) competing with what is measured.
+            # CPU the rest of the machine used meanwhile: other work competing with what is measured.
             run.other_cpu_s = round(max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3)
         except RunFailed as exc:
             if process.proc.returncode == EXIT_BIND and attempt == 0:
