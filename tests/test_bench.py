@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from anyserve.bench import runner
 from anyserve.bench.command import add_arguments, choose_scenarios, parse_cpus, parse_duration
+from anyserve.bench.load import LoadResult
 from anyserve.bench.loadgen import BuiltinGenerator, build_request, read_response
-from anyserve.bench.results import to_html, to_markdown
-from anyserve.bench.runner import Plan
-from anyserve.bench.scenarios import SCENARIOS
+from anyserve.bench.results import client_warnings, summarize, to_html, to_markdown
+from anyserve.bench.runner import Plan, Run
+from anyserve.bench.scenarios import SCENARIOS, Scenario
 from anyserve.bench.stats import Reservoir, percentile, spread
 from anyserve.bench.wrk import lua_script, parse_bytes, parse_metric, parse_output, parse_time_ms
 from anyserve.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
@@ -188,6 +190,28 @@ def test_scenarios_by_name_and_the_users_app() -> None:
     assert chosen("--scenario", "hello", "myapp:app") == [
         ("hello", "anyserve.bench.scenarios:hello", "/"),
         ("myapp:app", "myapp:app", "/"),
+    ]
+
+
+def test_runs_on_a_busy_machine_are_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other processes' CPU during each successive run: 3 s then 0 s for "a"; 0.4 s (under 10% of 5 s) for "b".
+    other = iter([3.0, 0.0, 0.4])
+
+    def fake_measure(server: str, scenario: Scenario, concurrency: int, repeat: int, plan: Plan) -> Run:
+        load = LoadResult(requests=100, duration_s=5.0, requests_per_s=20.0, latency_ms={"p50": 1.0})
+        return Run(server, scenario.name, concurrency, repeat, other_cpu_s=next(other), load=load)
+
+    monkeypatch.setattr(runner, "measure", fake_measure)
+    plan = Plan(["a", "b"], [SCENARIOS["hello"]], [32], 5.0, 0.0, 1, BuiltinGenerator(), retry_noisy=2)
+    runs = runner.run_plan(plan)
+    assert [(run.server, run.other_cpu_s, run.noisy, run.discarded) for run in runs] == [
+        ("a", 3.0, True, True),
+        ("a", 0.0, False, False),
+        ("b", 0.4, False, False),
+    ]
+    assert [len(summary.runs) for summary in summarize(plan, runs)] == [1, 1]
+    assert client_warnings(runs) == [
+        "1 run(s) measured while the machine was busy were measured again (kept in the JSON)"
     ]
 
 

@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     client.add_argument("--server-cpus", metavar="LIST", help="CPUs for the servers, e.g. 0 or 0-2")
     client.add_argument("--client-cpus", metavar="LIST", help="CPUs for the load generator, e.g. 3")
     client.add_argument("--no-pin", action="store_true", help="pin nothing to any CPU")
+    client.add_argument(
+        "--retry-noisy",
+        default="0",
+        metavar="N",
+        help="measure a run again, up to N times, when other processes used over 10%% of a core during it",
+    )
     client.add_argument("--start-timeout", default="30s", metavar="TIME", help="wait for a first answer (default 30s)")
     out = parser.add_argument_group("reports")
     out.add_argument("--json", metavar="FILE", help="every raw run, the machine, the versions")
@@ -95,9 +101,9 @@ def parse_duration(text: str, option: str, *, allow_zero: bool = False) -> float
     return value
 
 
-def parse_count(text: str, option: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"{option} {text!r}: expected an integer of 1 or more")
+def parse_count(text: str, option: str, minimum: int = 1) -> int:
+    if not text.strip().isdigit() or int(text) < minimum:
+        raise ConfigError(f"{option} {text!r}: expected an integer of {minimum} or more")
     return int(text)
 
 
@@ -270,6 +276,7 @@ def run_bench(args: argparse.Namespace) -> int:
         client_cpus=client_cpus,
         start_timeout=parse_duration(args.start_timeout, "--start-timeout"),
         cwd=os.getcwd(),
+        retry_noisy=parse_count(args.retry_noisy, "--retry-noisy", minimum=0),
     )
     for path in (args.json, args.markdown, args.html, args.svg):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):

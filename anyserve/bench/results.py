@@ -88,7 +88,9 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
         for concurrency in plan.concurrency:
             for server in plan.servers:
                 mine = [
-                    r for r in runs if (r.server, r.scenario, r.concurrency) == (server, scenario.name, concurrency)
+                    r
+                    for r in runs
+                    if (r.server, r.scenario, r.concurrency) == (server, scenario.name, concurrency) and not r.discarded
                 ]
                 if not mine:
                     continue
@@ -104,15 +106,16 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
     return summaries
 
 
-#: Above this share of one core used by other processes during a run, the machine was not quiet.
-OTHER_CPU_WARNING = 0.1
-
-
 def client_warnings(runs: Sequence[Run]) -> list[str]:
     """One line per run whose load generator was close to saturating its CPU, or whose machine was busy."""
     lines = []
+    discarded = sum(1 for run in runs if run.discarded)
+    if discarded:
+        lines.append(f"{discarded} run(s) measured while the machine was busy were measured again (kept in the JSON)")
     for run in runs:
-        if run.load is not None and run.other_cpu_s and run.other_cpu_s > OTHER_CPU_WARNING * run.load.duration_s:
+        if run.discarded:
+            continue
+        if run.noisy and run.load is not None and run.other_cpu_s is not None:
             lines.append(
                 f"{run.server} {run.scenario} c={run.concurrency} repeat {run.repeat}: other processes used "
                 f"{run.other_cpu_s / run.load.duration_s:.0%} of a core during the run; the machine was not quiet"
@@ -204,6 +207,7 @@ def build_report(
             "server_args": plan.server_args,
             "server_cpus": plan.server_cpus,
             "client_cpus": plan.client_cpus,
+            "retry_noisy": plan.retry_noisy,
         },
         "servers": server_status,
         "runs": [run.as_dict() for run in runs],

@@ -29,6 +29,8 @@ from .scenarios import Scenario
 
 SAMPLE_INTERVAL = 0.1
 STOP_TIMEOUT = 15.0
+#: Above this share of one core used by other processes during a run, the machine was not quiet.
+NOISY_SHARE = 0.1
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Plan:
     client_cpus: list[int] | None = None
     start_timeout: float = 30.0
     cwd: str = "."
+    #: How many times a run during which the machine was not quiet is measured again.
+    retry_noisy: int = 0
 
     def total_runs(self) -> int:
         return len(self.servers) * len(self.scenarios) * len(self.concurrency) * self.repeat
@@ -76,10 +80,20 @@ class Run:
     server_rss_peak_bytes: int | None = None
     server_cpu_s: float | None = None
     other_cpu_s: float | None = None
+    #: Measured while the machine was busy, and measured again (kept in the JSON, left out of the summary).
+    discarded: bool = False
     load: LoadResult | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Other processes used more than NOISY_SHARE of a core during the run."""
+        if self.load is None or not self.other_cpu_s or not self.load.duration_s:
+            return False
+        return self.other_cpu_s > NOISY_SHARE * self.load.duration_s
 
     def as_dict(self) -> dict[str, Any]:
         data = {key: value for key, value in vars(self).items() if key != "load"}
+        data["noisy"] = self.noisy
         if self.load is not None:
             data.update(self.load.as_dict())
         return data
@@ -356,6 +370,12 @@ def run_plan(
         if on_start:
             on_start(server, scenario, concurrency, repeat)
         run = measure(server, scenario, concurrency, repeat, plan)
+        for _ in range(plan.retry_noisy):
+            if not run.noisy:
+                break
+            run.discarded = True
+            runs.append(run)
+            run = measure(server, scenario, concurrency, repeat, plan)
         if run.status == "failed":
             failed.add(key)
         runs.append(run)
