@@ -254,8 +254,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..loader import add_app_dir
     from .display import Display
-    from .results import build_report, rps_chart_svg, to_html, to_markdown, write_json, write_text
-    from .runner import Plan, run_plan
+    from .results import build_report, describe_machine, rps_chart_svg, to_html, to_markdown, write_json, write_text
+    from .runner import Plan, Run, run_plan
 
     add_app_dir(args.app_dir or ".")  # as serve does: APP and -s module:Class import from there
     scenarios = choose_scenarios(args)
@@ -288,12 +288,14 @@ def run_bench(args: argparse.Namespace) -> int:
         console = Console(width=200)
     display = Display(plan, versions, generator_info, console)
     interrupted = False
+    runs: list[Run] = []
+    machine = describe_machine()
     with display:
         try:
-            run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped)
+            run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped, runs=runs)
         except KeyboardInterrupt:  # the server of the current run is already stopped; keep what was measured
             interrupted = True
-    report = build_report(plan, display.runs, versions, generator_info, started)
+    report = build_report(plan, runs, versions, generator_info, started, machine)
     report["interrupted"] = interrupted
     display.print_footer(report)
     if interrupted:

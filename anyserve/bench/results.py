@@ -155,7 +155,7 @@ def describe_machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "load_average": _load_average(),
+        "load_average_at_start": _load_average(),
     }
 
 
@@ -306,7 +306,8 @@ def describe_setup(report: dict[str, Any]) -> list[str]:
     )
     return [
         f"machine: {machine['cpu_model']}, {machine['cpus_available']} of {machine['cpu_count']} CPUs, "
-        f"{machine['system']}, {machine['python']}, load average at start {machine['load_average']}",
+        f"{machine['system']}, {machine['python']}; load average at the start "
+        f"{machine.get('load_average_at_start')}, at the end {report.get('load_average_at_end')}",
         f"load generator: {gen['name']} {gen['version']}; {pinning}",
         f"each run: {settings['warmup_s']:g} s warm-up, {settings['duration_s']:g} s measured; "
         f"{settings['repeat']} repeat(s), servers interleaved; medians shown, spread = half the min-max range",

@@ -356,10 +356,13 @@ def run_plan(
     on_start: Callable[[str, Scenario, int, int], None] | None = None,
     on_run: Callable[[Run], None] | None = None,
     on_skip: Callable[[str, Scenario, int, int], None] | None = None,
+    runs: list[Run] | None = None,
 ) -> list[Run]:
     """Every run of the plan, in its interleaved order. A server that failed to start on a
-    scenario is not started again for that scenario and concurrency (its error would not change)."""
-    runs: list[Run] = []
+    scenario is not started again for that scenario and concurrency (its error would not change).
+
+    Runs are appended to *runs* as they end, so an interrupted caller keeps the finished ones."""
+    runs = [] if runs is None else runs
     failed: set[tuple[str, str, int]] = set()
     for scenario, concurrency, repeat, server in plan.order():
         key = (server, scenario.name, concurrency)
