@@ -366,12 +366,35 @@ def _esc(text: Any) -> str:
 
 
 def rps_chart_svg(report: dict[str, Any]) -> str:
-    """Grouped bars: requests/s (median) per server in each scenario/concurrency, min-max as error bars."""
-    servers = list(report["servers"])
+    """Requests/s (median) per server, min-max as error bars: one panel per scenario, each on its own
+    scale (a 50 ms scenario would be invisible next to a hello), its concurrency levels side by side."""
     grouped = groups(report)
-    bar, gap, pad_left, pad_top, height = 18, 26, 70, 40, 260
+    scenarios = list(dict.fromkeys(rows[0]["scenario"] for _, rows in grouped))
+    panels = [_rps_panel(report, [(t, rows) for t, rows in grouped if rows[0]["scenario"] == s]) for s in scenarios]
+    if len(panels) == 1:
+        return panels[0][0]
+    width = max(w for _, w, _ in panels)
+    height = sum(h for _, _, h in panels)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    y = 0
+    for svg, _, h in panels:
+        out.append(svg.replace("<svg ", f'<svg y="{y}" ', 1))
+        y += h
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, Any]]]]) -> tuple[str, int, int]:
+    """One bar chart (its SVG, width and height) for the groups of one scenario."""
+    servers = list(report["servers"])
+    if not grouped:
+        grouped = [("no runs", [])]
+    gap, pad_left, pad_top, height = 26, 70, 40, 260
+    slots = max(1, len(servers)) * max(1, len(grouped))
+    # Bars fill a 640-pixel-wide chart when there are few; past that the chart widens.
+    bar = min(48.0, max(18.0, (640 - pad_left - 20 - gap * max(1, len(grouped))) / slots))
     group_width = bar * len(servers) + gap
-    width = max(640, pad_left + group_width * max(1, len(grouped)) + 20)
+    width = max(640, round(pad_left + group_width * max(1, len(grouped)) + 20))
     legend_rows = math.ceil(len(servers) / _legend_columns(width - pad_left))
     total_height = pad_top + height + 60 + 18 * legend_rows
     top = _nice_max(
@@ -380,8 +403,8 @@ def rps_chart_svg(report: dict[str, Any]) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_height}" '
         f'viewBox="0 0 {width} {total_height}" font-family="sans-serif" font-size="11">',
-        f'<text x="{pad_left}" y="20" font-size="14" font-weight="bold">requests/s, median of the repeats '
-        "(error bars: min and max)</text>",
+        f'<text x="{pad_left}" y="20" font-size="14" font-weight="bold">{_esc(grouped[0][0].split(", c=")[0])}: '
+        "requests/s, median of the repeats (bars: min-max)</text>",
     ]
     for i in range(6):
         value = top * i / 5
@@ -409,6 +432,12 @@ def rps_chart_svg(report: dict[str, Any]) -> str:
                 f"(min {rps['min']:,.0f}, max {rps['max']:,.0f})</title></rect>"
             )
             cx = x + (bar - 3) / 2
+            if bar >= 30 and h >= 45:
+                out.append(
+                    f'<text x="{cx:.1f}" y="{pad_top + height - h / 2:.1f}" text-anchor="middle" fill="#fff" '
+                    f'font-size="10" transform="rotate(-90 {cx:.1f} {pad_top + height - h / 2:.1f})">'
+                    f"{rps['median']:,.0f}</text>"
+                )
             y_low = pad_top + height - height * rps["min"] / top
             y_high = pad_top + height - height * rps["max"] / top
             out.append(
@@ -426,7 +455,7 @@ def rps_chart_svg(report: dict[str, Any]) -> str:
         )
     out += _legend(servers, pad_left, pad_top + height + 48, width - pad_left)
     out.append("</svg>")
-    return "\n".join(out)
+    return "\n".join(out), width, total_height
 
 
 def _legend_columns(width: float) -> int:
