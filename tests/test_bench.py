@@ -21,7 +21,7 @@ from anyserve.bench.runner import Plan, Run
 from anyserve.bench.scenarios import SCENARIOS, Scenario
 from anyserve.bench.stats import Reservoir, percentile, spread
 from anyserve.bench.wrk import lua_script, parse_bytes, parse_metric, parse_output, parse_time_ms
-from anyserve.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
+from anyserve.errors import EXIT_APP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 
 from .conftest import run_anyserve
 
@@ -339,11 +339,12 @@ def test_a_failing_server_is_reported_and_the_others_run(tmp_path: Path) -> None
         (["--scenario", "hello"], "name the servers to compare: -s cheroot,waitress,... or --all"),
         (["-s", "wsgiref", "--all"], "argument --all: not allowed with argument -s/--server"),
         (["-s", "wsgiref", "--json", "/no/such/dir/out.json"], "cannot write /no/such/dir/out.json"),
+        (["no_such_module:app", "-s", "wsgiref,cheroot"], "no_such_module"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], message: str) -> None:
     result = run_anyserve("bench", *args)
-    assert result.returncode == EXIT_USAGE, result.stderr
+    assert result.returncode == (EXIT_APP if "no_such_module" in message else EXIT_USAGE), result.stderr
     assert result.stderr.startswith("anyserve: error: ") and message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError
 from .scenarios import SCENARIOS, Scenario
 
 DESCRIPTION = """\
@@ -232,6 +232,20 @@ def choose_generator(args: argparse.Namespace, client_cpus: list[int] | None) ->
     return BuiltinGenerator(cpus=client_cpus)
 
 
+def check_app(args: argparse.Namespace) -> None:
+    """Load the user's APP once with ``anyserve check`` before any server starts: a typo is one
+    error, not a failure per server."""
+    import subprocess
+
+    command = [sys.executable, "-m", "anyserve", "check", "-s", "wsgiref"]
+    command += ["--app-dir", os.path.abspath(args.app_dir or ".")] + (["--factory"] if args.factory else [])
+    result = subprocess.run([*command, args.app], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.startswith("anyserve: error:")]
+        message = lines[-1].removeprefix("anyserve: error:").strip() if lines else result.stderr.strip()[-300:]
+        raise AppLoadError(message)
+
+
 def _require_libraries() -> None:
     missing = [name for name in ("rich", "psutil") if _find(name) is None]
     if missing:
@@ -278,6 +292,8 @@ def run_bench(args: argparse.Namespace) -> int:
         cwd=os.getcwd(),
         retry_noisy=parse_count(args.retry_noisy, "--retry-noisy", minimum=0),
     )
+    if args.app is not None:
+        check_app(args)
     for path in (args.json, args.markdown, args.html, args.svg):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ConfigError(f"cannot write {path}: its directory does not exist")
