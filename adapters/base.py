@@ -7,6 +7,7 @@ socket and never imports a server at module level: the server is imported inside
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -39,13 +40,15 @@ class Capabilities:
     workers: bool = False  # has its own worker processes (--workers)
     unix: bool = False  # serves on unix sockets
     fd: bool = True  # serves on inherited descriptors (fd://N, systemd)
-    tls: bool = False
+    tls: bool = False  # serves HTTPS (--certfile, --ssl-adhoc)
+    tls_mixed: bool = False  # serves HTTP and HTTPS listeners at once (--tls-bind)
     embed: bool = False  # can run inside a loop it does not own
     background: bool = True  # can serve from a background thread (anyserve.serving)
     keep_alive: bool = True  # keeps HTTP/1.1 connections open between requests
     chunked_request: bool = True  # decodes Transfer-Encoding: chunked request bodies
     repeated_headers: bool = True  # joins a repeated request header's values with commas
     head_without_body: bool = False  # drops the app's body from a HEAD response itself
+    checks_http_version: bool = True  # answers a request line naming no HTTP/1.x version with a 4xx
     http2: bool = False
 
     def flags(self) -> list[str]:
@@ -105,11 +108,6 @@ class Adapter(ABC):
 
         Runs before anything starts. *listeners*, when given, are checked too."""
         caps = cls.capabilities
-        if config.workers > 1 and not caps.workers:
-            raise ServerError(
-                f"{cls.name} has no worker processes of its own, so it cannot honour --workers {config.workers}; "
-                f"drop --workers or use {_servers_with('workers', cls.name)}"
-            )
         if config.threads is not None and not caps.threads:
             raise ServerError(f"{cls.name} cannot honour --threads: {caps.concurrency}; drop --threads")
         kinds = [spec for spec in config.listen]
@@ -121,7 +119,25 @@ class Adapter(ABC):
             raise ServerError(
                 f"{cls.name} cannot serve on an inherited descriptor; use {_servers_with('fd', cls.name)}"
             )
+        if config.tls:
+            cls.check_tls(config, listeners)
         return cls.parse_options(config.options)
+
+    @classmethod
+    def check_tls(cls, config: Config, listeners: list[Listener] | None = None) -> None:
+        """Refuse TLS, or TLS on some listeners only, when the server cannot serve it."""
+        caps = cls.capabilities
+        if not caps.tls:
+            raise ServerError(f"{cls.name} cannot serve TLS; use {_servers_with('tls', cls.name)}")
+        if listeners is not None:
+            mixed = len({listener.tls is None for listener in listeners}) > 1
+        else:
+            mixed = config.tls_mixed
+        if mixed and not caps.tls_mixed:
+            raise ServerError(
+                f"{cls.name} serves TLS on all its listeners or on none, so it cannot mix HTTP and HTTPS "
+                f"listeners (--tls-bind); run one anyserve per scheme, or use {_servers_with('tls_mixed', cls.name)}"
+            )
 
     @classmethod
     def prepare_process(cls, config: Config) -> None:
@@ -168,17 +184,28 @@ class Adapter(ABC):
         requests finish (up to the graceful timeout), then make :meth:`serve` return.
         Safe to call from any thread or a signal handler, and more than once."""
 
+    def reopen_logs(self) -> None:
+        """On SIGUSR1, in anyserve's process: have the server's own worker processes
+        reopen their log files too (anyserve's process reopens its own)."""
+        return None
+
+    def restart(self) -> bool:
+        """On SIGHUP: begin replacing the server's worker processes gracefully and
+        return at once; False when it has none that anyserve's signal reaches."""
+        return False
+
 
 #: Modules whose blocking calls a green-thread server's monkey-patching must
 #: catch; imported before patching, code holding references to them still blocks.
 PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc", "concurrent.futures")
 
 
-def monkey_patch_first(server: str, patch_all: Callable[[], object]) -> None:
-    """Patch the standard library for a green-thread server, and warn about the
-    modules that were imported before and may still block the whole process."""
+def monkey_patch_first(server: str, module: str, function: str) -> None:
+    """Patch the standard library for a green-thread server (``module.function()``),
+    and warn about the modules imported before, which may still block the whole
+    process. Those the server's own package imports are not counted."""
     early = [name for name in PATCH_SENSITIVE if name in sys.modules]
-    patch_all()
+    getattr(importlib.import_module(module), function)()
     if early:
         logging.getLogger(f"anyserve.{server}").warning(
             "modules imported before %s's monkey-patching may still block: %s "
@@ -196,6 +223,14 @@ def warn_requests_left(graceful_timeout: float, left: int) -> None:
         )
 
 
+def wait_for(event: threading.Event) -> None:
+    """Wait for *event* so that signal handlers still run. The kernel may hand a
+    signal to any thread; its Python handler then runs only once the main thread
+    runs Python code, which a wait without a timeout never does."""
+    while not event.wait(0.2):
+        pass
+
+
 def _servers_with(capability: str, besides: str) -> str:
     from anyserve.registry import servers_with  # late: the registry imports adapters
 
@@ -206,20 +241,40 @@ def _servers_with(capability: str, besides: str) -> str:
 # -- socketserver-based servers (wsgiref, werkzeug) -------------------------------
 
 
+#: On a graceful stop, how long a connection accepted just before it may take to
+#: send its first request. Its client has done nothing wrong: with several
+#: workers on one listener, the one about to stop may be the one that accepted.
+FIRST_REQUEST_GRACE = 2.0
+
+
 class ConnectionTracker:
-    """Which connections wait for a request (idle) and which serve one (busy).
+    """Which connections wait for their first request (fresh), wait for another
+    (idle) or serve one (busy).
 
     A drain closes the idle ones at once, so a keep-alive client does not hold
-    up shutdown, and the busy ones are left to finish their request."""
+    up shutdown, gives the fresh ones FIRST_REQUEST_GRACE seconds for their
+    request to come, and leaves the busy ones to finish their request."""
 
     def __init__(self) -> None:
-        self._conns: dict[Any, bool] = {}  # connection -> busy
+        self._conns: dict[Any, str] = {}  # connection -> fresh, idle or busy
         self._lock = threading.Lock()
         self.draining = False
 
+    def accepted(self, conn: Any) -> None:
+        with self._lock:
+            self._conns[conn] = "fresh"
+
+    def is_fresh(self, conn: Any) -> bool:
+        return self._conns.get(conn, "fresh") == "fresh"
+
+    def waiting(self, conn: Any) -> None:
+        """The connection waits for a request: its first, or another (idle)."""
+        if not self.is_fresh(conn):
+            self.mark(conn, busy=False)
+
     def mark(self, conn: Any, busy: bool) -> None:
         with self._lock:
-            self._conns[conn] = busy
+            self._conns[conn] = "busy" if busy else "idle"
             if self.draining and not busy:
                 _close_connection(conn)
 
@@ -235,8 +290,21 @@ class ConnectionTracker:
         """From now on no connection waits for another request."""
         with self._lock:
             self.draining = True
-            for conn, busy in self._conns.items():
-                if not busy:
+            fresh = []
+            for conn, state in self._conns.items():
+                if state == "idle":
+                    _close_connection(conn)
+                elif state == "fresh":
+                    fresh.append(conn)
+        if fresh:
+            timer = threading.Timer(FIRST_REQUEST_GRACE, self._close_if_fresh, [fresh])
+            timer.daemon = True
+            timer.start()
+
+    def _close_if_fresh(self, conns: list[Any]) -> None:
+        with self._lock:
+            for conn in conns:
+                if self._conns.get(conn) == "fresh":
                     _close_connection(conn)
 
 
@@ -310,13 +378,14 @@ class DrainingHandlerMixIn:
 
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]
-        self.server.connections.mark(self.connection, False)
+        self.server.connections.accepted(self.connection)
 
     def handle_one_request(self) -> None:
-        if self.server.connections.draining:
+        connections = self.server.connections
+        if connections.draining and not connections.is_fresh(self.connection):
             self.close_connection = True
             return
-        self.server.connections.mark(self.connection, False)
+        connections.waiting(self.connection)
         super().handle_one_request()  # type: ignore[misc]
 
     def parse_request(self) -> bool:
@@ -376,7 +445,7 @@ class ThreadedAdapter(Adapter):
         for thread in threads:
             thread.start()
         try:
-            self._stopped.wait()
+            wait_for(self._stopped)
         finally:
             stop_ticks()
             lifecycle.stopping()
@@ -406,6 +475,10 @@ class SocketServerAdapter(ThreadedAdapter):
     per listener, a thread per connection from a shared cap, a graceful drain."""
 
     def run_server(self, server: Any) -> None:
+        # Non-blocking: when worker processes share the listener, the one that
+        # loses the race for a connection must go back to waiting, not block
+        # in accept() (socketserver ignores the BlockingIOError).
+        server.socket.setblocking(False)
         server.serve_forever(poll_interval=0.5)
 
     def stop_servers(self, servers: list[Any], deadline: float) -> int:

@@ -32,6 +32,61 @@ def adopt_listener(base: type) -> Any:
     return Adopting
 
 
+def use_tls(server: Any, listener: Listener) -> None:
+    """Serve TLS on a cheroot server with anyserve's context, each handshake done by the
+    worker thread that serves the connection.
+
+    cheroot's builtin adapter does the handshake in the thread that accepts, where
+    one client that connects and stays silent holds up every new connection for
+    the idle timeout (10 s)."""
+    import socket
+    import ssl
+
+    from cheroot.server import HTTPConnection
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    tls = listener.tls
+    assert tls is not None
+
+    class DeferredHandshake(BuiltinSSLAdapter):  # type: ignore[misc]
+        def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
+            wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}  # the rest once handshaken
+
+    class Connection(HTTPConnection):  # type: ignore[misc]
+        handshaken = False
+
+        def communicate(self) -> bool:
+            if not self.handshaken:
+                try:
+                    self.socket.do_handshake()
+                except OSError as exc:
+                    if isinstance(exc, ssl.SSLError) and "http request" in str(exc):
+                        self._answer_plain_http()
+                    reason = getattr(exc, "reason", None) or exc.strerror or exc
+                    self.server.error_log(f"TLS handshake with {self.remote_addr} failed: {reason}", level=30)
+                    return False
+                self.handshaken = True
+                self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
+            return bool(super().communicate())
+
+        def _answer_plain_http(self) -> None:
+            """As cheroot does: a plain-text 400, written past the TLS layer."""
+            body = b"The client sent a plain HTTP request, but this server only speaks HTTPS on this port."
+            head = f"{self.server.protocol} 400 Bad Request\r\nContent-Length: {len(body)}\r\n"
+            try:
+                socket.socket.sendall(self.socket, head.encode() + b"Content-Type: text/plain\r\n\r\n" + body)
+            except OSError:
+                pass
+
+    adapter = DeferredHandshake(
+        tls.certfile, tls.keyfile or tls.certfile, tls.ca_certs, private_key_password=tls.password
+    )
+    adapter.context = tls.context()
+    server.ssl_adapter = adapter
+    server.ConnectionClass = Connection
+
+
 class CherootAdapter(ThreadedAdapter):
     name = "cheroot"
     requires = ("cheroot",)
@@ -40,6 +95,8 @@ class CherootAdapter(ThreadedAdapter):
         concurrency=f"thread pool of N per listener (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         # cheroot joins only the headers it knows to be lists (Accept, ...); of
         # any other repeated header the app sees the last value.
         repeated_headers=False,
@@ -79,6 +136,8 @@ class CherootAdapter(ThreadedAdapter):
                 if key in settings:
                     setattr(server, key, settings[key])
             server.listener = listener
+            if listener.tls is not None:
+                use_tls(server, listener)
             server.prepare()
             servers.append(server)
         return servers

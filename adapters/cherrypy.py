@@ -17,8 +17,8 @@ from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp
-from .cheroot import adopt_listener
+from .base import Adapter, Capabilities, WSGIApp, wait_for
+from .cheroot import adopt_listener, use_tls
 
 
 class CherryPyAdapter(Adapter):
@@ -30,6 +30,8 @@ class CherryPyAdapter(Adapter):
         concurrency="CherryPy engine + cheroot thread pool of N per listener (--threads, default server.thread_pool)",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         # cheroot joins only the headers it knows to be lists (Accept, ...); of
         # any other repeated header the app sees the last value.
         repeated_headers=False,
@@ -72,6 +74,8 @@ class CherryPyAdapter(Adapter):
             httpserver.listener = listener
             httpserver.bind_addr = listener.address
             httpserver.wsgi_app = wsgi_app
+            if listener.tls is not None:
+                use_tls(httpserver, listener)
             plugin = Plugin(cherrypy.engine, httpserver, None)
             plugin.url = listener.url()
             plugin.subscribe()
@@ -79,7 +83,7 @@ class CherryPyAdapter(Adapter):
         try:
             lifecycle.started()  # the bridge's engine.start() starts the HTTP servers
             stop_ticks = lifecycle.start_tick_thread()
-            self._stopped.wait()
+            wait_for(self._stopped)
             stop_ticks()
             lifecycle.stopping()  # engine.exit() stops them, letting requests finish
         finally:

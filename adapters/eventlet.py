@@ -10,6 +10,7 @@ that wait by --graceful-timeout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -18,7 +19,15 @@ from anyserve.config import Config, to_bool, to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp, monkey_patch_first, warn_requests_left
+from .base import (
+    FIRST_REQUEST_GRACE,
+    Adapter,
+    Capabilities,
+    Option,
+    WSGIApp,
+    monkey_patch_first,
+    warn_requests_left,
+)
 
 DEFAULT_POOL = 1024  # eventlet's own default
 
@@ -30,6 +39,8 @@ class EventletAdapter(Adapter):
     capabilities = Capabilities(
         concurrency=f"green thread per connection (at most -o pool_size, default {DEFAULT_POOL}), stdlib patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
     options = {
@@ -43,17 +54,18 @@ class EventletAdapter(Adapter):
     @classmethod
     def prepare_process(cls, config: Config) -> None:
         if cls.check(config).get("patch", True):
-            import eventlet
-
-            monkey_patch_first("eventlet", eventlet.monkey_patch)
+            monkey_patch_first("eventlet", "eventlet", "monkey_patch")
 
     def __init__(self) -> None:
         self._wakeup_fd: int | None = None
         self._stop_requested = False
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+        import ssl
+
         import eventlet
         import eventlet.wsgi
+        from eventlet.green.ssl import GreenSSLContext
         from eventlet.greenio import GreenSocket
         from eventlet.hubs import trampoline
 
@@ -65,10 +77,54 @@ class EventletAdapter(Adapter):
             os.close(read_fd)
             return
 
+        stopping = False
+
+        class Socket(GreenSocket):  # type: ignore[misc]
+            """The listener's class, and so its accepted connections' (eventlet's
+            accept() returns ``type(self)(client)``)."""
+
+            fresh = True  # accepted, its first request line not read yet
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._shutdown_now = self.shutdown  # eventlet sets it on each instance
+                self.shutdown = self._shutdown
+
+            def _shutdown(self, how: int) -> None:
+                # When it stops, eventlet shuts down every connection between two
+                # requests, a fresh one too, whose request may be on its way: it
+                # was accepted (by a worker about to stop, say) and the client
+                # would see it closed unanswered. Give that one a moment.
+                if self.fresh and stopping:
+                    eventlet.spawn_after(FIRST_REQUEST_GRACE, self._late_shutdown, how)
+                    return
+                self._shutdown_now(how)
+
+            def _late_shutdown(self, how: int) -> None:
+                if self.fresh:
+                    with contextlib.suppress(OSError):
+                        self._shutdown_now(how)
+
         class Protocol(eventlet.wsgi.HttpProtocol):
+            def _read_request_line(self) -> Any:
+                line = super()._read_request_line()
+                self.connection.fresh = False
+                return line
+
             # Without it, an unparsable request line is answered HTTP/0.9 style:
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
+
+            def _read_request_line(self) -> Any:
+                try:
+                    return super()._read_request_line()
+                except ssl.SSLError as exc:  # a failed handshake: one line, not a green thread's traceback
+                    peer = self.client_address[0] if isinstance(self.client_address, tuple) else "a peer"
+                    logging.getLogger("anyserve.eventlet").warning(
+                        "TLS handshake with %s failed: %s", peer, exc.reason or exc
+                    )
+                    self.close_connection = True
+                    return ""
 
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)
@@ -83,15 +139,24 @@ class EventletAdapter(Adapter):
         pool = eventlet.GreenPool(settings.get("pool_size", DEFAULT_POOL))
         access_log = logging.getLogger("eventlet.wsgi")
         lifecycle.started()
+
+        def green(listener: Listener) -> Any:
+            sock = Socket(listener.socket.fd if isinstance(listener.socket, GreenSocket) else listener.socket)
+            if listener.tls is None:
+                return sock
+            # Each accepted connection does its handshake in its own green thread, on first read.
+            return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
+
         servers = [
             eventlet.spawn(
                 eventlet.wsgi.server,
-                listener.socket if isinstance(listener.socket, GreenSocket) else GreenSocket(listener.socket),
+                green(listener),
                 app,
                 log=access_log,
                 # eventlet formats each access line before logging it: skip the
                 # work when the line would be dropped anyway.
-                log_output=access_log.isEnabledFor(logging.INFO),
+                # With --access-log, anyserve's access log has the line.
+                log_output=access_log.isEnabledFor(logging.INFO) and config.access_log is None,
                 custom_pool=pool,
                 protocol=Protocol,
                 # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks
@@ -107,6 +172,7 @@ class EventletAdapter(Adapter):
         ticker = eventlet.spawn(self._tick, lifecycle, config.main_interval) if lifecycle.wants_ticks else None
         try:
             trampoline(read_fd, read=True)  # until shutdown()
+            stopping = True
             for server in servers:
                 server.kill(SystemExit)  # eventlet's server then closes idle connections and waits for the rest
             try:

@@ -32,6 +32,8 @@ class GeventAdapter(Adapter):
     capabilities = Capabilities(
         concurrency="greenlet per connection (unbounded, or -o pool_size=N), standard library monkey-patched",
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
     )
     options = {
@@ -42,9 +44,7 @@ class GeventAdapter(Adapter):
     @classmethod
     def prepare_process(cls, config: Config) -> None:
         if cls.check(config).get("patch", True):
-            from gevent import monkey
-
-            monkey_patch_first("gevent", monkey.patch_all)
+            monkey_patch_first("gevent", "gevent.monkey", "patch_all")
 
     def __init__(self) -> None:
         self._wakeup: Any = None
@@ -69,7 +69,7 @@ class GeventAdapter(Adapter):
         # anyserve installed, from the hub, at once.
         watchers = [
             gevent.signal_handler(signum, handler, signum, None)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
             if callable(handler := signal.getsignal(signum)) and threading.current_thread() is threading.main_thread()
         ]
         try:
@@ -111,6 +111,7 @@ class GeventServing:
         import gevent
         from gevent.pool import Pool
         from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+        from gevent.ssl import SSLContext
 
         connections = self.connections
         pool_size = GeventAdapter.check(self.config).get("pool_size")
@@ -119,37 +120,57 @@ class GeventServing:
             """Knows when its connection waits for a request, so a drain can close it."""
 
             def read_requestline(self) -> str:
-                connections.mark(self.socket, False)
+                connections.waiting(self.socket)
                 line = super().read_requestline()
                 connections.mark(self.socket, True)
                 return line
 
             def handle_one_request(self) -> Any:
-                if connections.draining:
+                if connections.draining and not connections.is_fresh(self.socket):
                     connections.close(self.socket)  # end the keep-alive loop, and the connection
                     return None
                 return super().handle_one_request()
 
             def handle(self) -> None:
                 sock = self.socket
+                connections.accepted(sock)
                 try:
                     super().handle()
                 finally:
                     connections.forget(sock)
 
+        class Server(WSGIServer):
+            def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+                # A failed handshake is one line in the log, not a greenlet's traceback.
+                try:
+                    tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+                except OSError as exc:
+                    log.warning("TLS handshake with %s failed: %s", _peer(address), _reason(exc))
+                    return None
+                try:
+                    return self.handle(tls_socket, address)
+                finally:
+                    tls_socket.close()
+
         access_log = logging.getLogger("gevent.access")
         self.lifecycle.started()
         for listener in self.listeners:
             listener.socket.setblocking(False)
-            server = WSGIServer(
+            # gevent's context class: its sockets yield to the hub, patched or not.
+            tls = {} if listener.tls is None else {"ssl_context": listener.tls.context(SSLContext)}
+            server = Server(
                 listener.socket,
                 self.app,
                 spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
                 handler_class=Handler,
                 # pywsgi formats each access line before writing it: no log at all
                 # when the line would be dropped anyway.
-                log=LoggingLogAdapter(access_log) if access_log.isEnabledFor(logging.INFO) else None,
+                # With --access-log, anyserve's access log has the line.
+                log=LoggingLogAdapter(access_log)
+                if access_log.isEnabledFor(logging.INFO) and self.config.access_log is None
+                else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
+                **tls,
             )
             if self.config.workers > 1:
                 server.environ = {**server.get_environ(), "wsgi.multiprocess": True}
@@ -177,3 +198,11 @@ class GeventServing:
         if self._ticker is not None:
             self._ticker.kill()
         self.lifecycle.stopping()
+
+
+def _peer(address: Any) -> str:
+    return address[0] if isinstance(address, tuple) and address else "a unix socket peer"
+
+
+def _reason(exc: OSError) -> str:
+    return getattr(exc, "reason", None) or exc.strerror or str(exc)

@@ -3,25 +3,38 @@
 gunicorn's arbiter forks --workers processes; each runs the sync worker, or the
 gthread worker with a pool of --threads when that is above 1 (``-o
 worker_class=...`` picks another). The listeners anyserve bound are handed over
-as ``fd://N`` binds. The Lifecycle runs in each worker: ``post_worker_init`` ->
+as ``fd://N`` binds. Each worker imports the app after the fork (the arbiter
+does, once, with --preload). The Lifecycle runs in each worker: ``post_worker_init`` ->
 ``started`` (and a tick thread), ``worker_exit`` -> ``stopping``, so the
 CherryPy engine starts after the fork in every worker. gunicorn's master owns
 the signals: TERM stops gracefully, INT at once, HUP restarts the workers
-gracefully, TTIN/TTOU add and remove one.
+gracefully, TTIN/TTOU add and remove one. TLS: gunicorn serves it on every
+listener or none; its ``ssl_context`` hook hands it anyserve's context, built
+once per process instead of once per connection.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
+import tempfile
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.errors import EXIT_APP, AnyserveError, Reported, report
 from anyserve.lifecycle import Lifecycle
+from anyserve.loader import DeferredApp
+from anyserve.logs import reopen_log_files
+from anyserve.notify import notify
+from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
 
 from .base import Adapter, Capabilities, Option, WSGIApp
+
+#: gunicorn's arbiter halts, rather than replacing the worker, when one exits with this code.
+BOOT_ERROR = 3
 
 
 class GunicornAdapter(Adapter):
@@ -39,6 +52,7 @@ class GunicornAdapter(Adapter):
         threads=True,
         workers=True,
         unix=True,
+        tls=True,  # on all listeners or none: tls_mixed is false
         background=False,  # the arbiter forks and owns the signals of its process
     )
     options = {
@@ -57,6 +71,8 @@ class GunicornAdapter(Adapter):
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.arbiter import Arbiter
+        from gunicorn.errors import HaltServer
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
@@ -68,11 +84,47 @@ class GunicornAdapter(Adapter):
             "backlog": config.backlog,
             "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
             "raw_env": [],
+            "loglevel": config.log_level,
+            # gunicorn's messages through anyserve's handlers (--error-log,
+            # --log-config); the access lines come from anyserve's --access-log.
+            "logger_class": _logger_class(),
+            "accesslog": None,
+            # anyserve applies the proxy headers itself, only with --proxy-headers:
+            # gunicorn's own (X-Forwarded-Proto from 127.0.0.1 by default) stay off.
+            "secure_scheme_headers": {},
+            "forwarder_headers": "",
             **self.check(config),
         }
+        identity = resolve_identity(config) if config.user is not None or config.group is not None else None
+        if identity is not None:
+            # gunicorn hands each worker its heartbeat file as this user; the
+            # worker takes on the user, group and supplementary groups in
+            # post_fork (gunicorn's own initgroups leaves the primary group as root).
+            settings["user"], settings["group"], settings["initgroups"] = identity.uid, identity.gid, False
         if (config.threads or 1) > 1 and "worker_class" not in settings:
             settings["worker_class"] = "gthread"
+        tls = listeners[0].tls if listeners else None
+        if tls is not None:
+            contexts: dict[int, Any] = {}
+
+            def ssl_context(conf: Any, default_factory: Any) -> Any:
+                pid = os.getpid()
+                if pid not in contexts:
+                    contexts[pid] = tls.context()
+                return contexts[pid]
+
+            settings.update(
+                certfile=tls.certfile,
+                keyfile=tls.keyfile,
+                ca_certs=tls.ca_certs,
+                cert_reqs=int(tls.verify_mode),
+                ssl_context=ssl_context,
+            )
         worker_ticks: dict[int, Any] = {}
+
+        def post_fork(server: Any, worker: Any) -> None:
+            if identity is not None:
+                drop_privileges(identity)
 
         def post_worker_init(worker: Any) -> None:
             lifecycle.started()  # in the worker, after the fork
@@ -88,21 +140,78 @@ class GunicornAdapter(Adapter):
             def load_config(self) -> None:
                 for key, value in {
                     **settings,
+                    "post_fork": post_fork,
                     "post_worker_init": post_worker_init,
                     "worker_exit": worker_exit,
                 }.items():
                     self.cfg.set(key, value)
 
             def load(self) -> WSGIApp:
-                return app
+                # In each worker, after the fork (in the arbiter with --preload).
+                if not isinstance(app, DeferredApp):
+                    return app
+                try:
+                    return app.load()
+                except AnyserveError as exc:
+                    try:  # the workers boot together: only the first to fail says why
+                        os.close(os.open(reported, os.O_CREAT | os.O_EXCL))
+                        report(exc)
+                    except FileExistsError:
+                        pass
+                    os._exit(BOOT_ERROR)  # the arbiter halts on this code
+
+        class NotifyingArbiter(Arbiter):  # type: ignore[misc]
+            """Tells the service manager it stops (gunicorn tells it READY=1 itself)."""
+
+            def stop(self, graceful: bool = True) -> None:
+                notify("STOPPING=1")
+                super().stop(graceful)
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
+        scratch = tempfile.mkdtemp(prefix="anyserve-gunicorn-")
+        reported = os.path.join(scratch, "reported")
+        arbiter = NotifyingArbiter(Application())
         try:
-            Application().run()
+            arbiter.run()
+            code: Any = 0
+        except RuntimeError as exc:  # as BaseApplication.run reports it, in one line
+            raise AnyserveError(f"gunicorn: {exc}") from None
         except SystemExit as exc:  # the arbiter ends with sys.exit()
-            if exc.code not in (0, None):
-                raise
+            code = exc.code
+        except HaltServer as exc:
+            # gunicorn 27 raises it a second time from halt() when more than
+            # one worker failed to boot; finish its stop here.
+            arbiter.kill_workers(signal.SIGKILL)
+            code = exc.exit_status
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if code == BOOT_ERROR:
+            raise Reported(EXIT_APP)  # a worker said why
+        if code not in (0, None):
+            raise SystemExit(code)
 
     def shutdown(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop
+
+
+def _logger_class() -> type:
+    """gunicorn's Logger without handlers of its own: its loggers propagate to
+    the root logger, which anyserve configured. USR1 still reopens every log
+    file (gunicorn's reopen_files walks all loggers), in the master and workers."""
+    from gunicorn.glogging import Logger
+
+    class PropagatingLogger(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                for handler in list(log.handlers):
+                    if getattr(handler, "_gunicorn", False):
+                        log.removeHandler(handler)
+                log.propagate = True
+
+        def reopen_files(self) -> None:
+            super().reopen_files()
+            reopen_log_files()  # the root logger's files too (--error-log), which gunicorn's walk skips
+
+    return PropagatingLogger

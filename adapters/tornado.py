@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from anyserve.config import Config, to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp, warn_requests_left
+from .base import FIRST_REQUEST_GRACE, Adapter, Capabilities, Option, WSGIApp, warn_requests_left
 
 DEFAULT_THREADS = 10
 log = logging.getLogger("anyserve.tornado")
@@ -35,6 +36,8 @@ class TornadoAdapter(Adapter):
         concurrency=f"IOLoop for I/O + thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         embed=True,
     )
     options = {
@@ -107,7 +110,9 @@ class TornadoServing:
         # Tornado's container is used for its environ() only; the app runs through _respond.
         self._container = WSGIContainer(app, executor=self.executor)
         self.in_flight = 0
-        self._server: Any = None
+        # Connections whose first request has not reached the app yet.
+        self.fresh: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._servers: list[Any] = []
         self._ticker: Any = None
 
     def start(self) -> None:
@@ -115,26 +120,45 @@ class TornadoServing:
         from tornado.ioloop import PeriodicCallback
 
         settings = TornadoAdapter.parse_options(self.config.options)
-        self._server = HTTPServer(self.handle, **settings)
         self.lifecycle.started()
-        for listener in self.listeners:
-            listener.socket.setblocking(False)  # Tornado accepts until EAGAIN
-        self._server.add_sockets([listener.socket for listener in self.listeners])
+        # One HTTPServer for the plain listeners, one per TLS context.
+        fresh = self.fresh
+
+        class Server(HTTPServer):  # type: ignore[misc]
+            def handle_stream(self, stream: Any, address: Any) -> None:
+                fresh.add(stream)
+                super().handle_stream(stream, address)
+
+        for tls in dict.fromkeys(listener.tls for listener in self.listeners):
+            server = Server(self.handle, ssl_options=tls.context() if tls else None, **settings)
+            sockets = [listener.socket for listener in self.listeners if listener.tls == tls]
+            for sock in sockets:
+                sock.setblocking(False)  # Tornado accepts until EAGAIN
+            server.add_sockets(sockets)
+            self._servers.append(server)
         if self.lifecycle.wants_ticks:
             self._ticker = PeriodicCallback(self.lifecycle.tick, self.config.main_interval * 1000)
             self._ticker.start()
 
     async def stop(self) -> None:
-        self._server.stop()  # stop accepting
+        for server in self._servers:
+            server.stop()  # stop accepting
         deadline = time.monotonic() + self.config.graceful_timeout
-        while self.in_flight and time.monotonic() < deadline:
+        fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
+        while (self.in_flight or self._awaiting_first(fresh_until)) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         warn_requests_left(self.config.graceful_timeout, self.in_flight)
-        await self._server.close_all_connections()
+        for server in self._servers:
+            await server.close_all_connections()
         if self._ticker is not None:
             self._ticker.stop()
         self.executor.shutdown(wait=False)
         self.lifecycle.stopping()
+
+    def _awaiting_first(self, fresh_until: float) -> bool:
+        """A connection accepted just before the stop still waits for its first
+        request to reach the app (until *fresh_until*)."""
+        return time.monotonic() < fresh_until and any(not stream.closed() for stream in list(self.fresh))
 
     # -- the WSGI gateway --------------------------------------------------------
 
@@ -142,10 +166,13 @@ class TornadoServing:
         """HTTPServer's request callback: respond from a task on the IOLoop."""
         from tornado.ioloop import IOLoop
 
+        stream = getattr(request.connection, "stream", None)
+        if stream is not None:
+            self.fresh.discard(stream)
+        self.in_flight += 1
         IOLoop.current().spawn_callback(self._respond, request)
 
     async def _respond(self, request: Any) -> None:
-        self.in_flight += 1
         loop = asyncio.get_running_loop()
         response = _Response(request)
         result: Any = None
@@ -171,7 +198,8 @@ class TornadoServing:
                 except Exception:
                     log.exception("error closing the WSGI app's response")
             self.in_flight -= 1
-            _access_log(request, response.status)
+            if self.config.access_log is None:  # else anyserve's --access-log has the line
+                _access_log(request, response.status)
 
 
 _DONE: Any = object()

@@ -7,13 +7,14 @@ to send, then ends the loop.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_int, to_str
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, ThreadedAdapter, WSGIApp
+from .base import FIRST_REQUEST_GRACE, Capabilities, Option, ThreadedAdapter, WSGIApp
 
 DEFAULT_THREADS = 4
 
@@ -42,7 +43,18 @@ class WaitressAdapter(ThreadedAdapter):
     }
 
     def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
-        from waitress.server import create_server
+        from waitress.channel import HTTPChannel
+        from waitress.server import BaseWSGIServer, create_server
+
+        class Channel(HTTPChannel):  # type: ignore[misc]
+            """Knows whether its client sent anything yet, so a graceful stop can
+            wait for the request of a connection accepted just before it."""
+
+            fresh = True
+
+            def received(self, data: bytes) -> bool:
+                self.fresh = False
+                return super().received(data)
 
         self._map: dict[int, Any] = {}
         server = create_server(
@@ -51,8 +63,14 @@ class WaitressAdapter(ThreadedAdapter):
             sockets=[listener.socket for listener in listeners],
             threads=config.threads or DEFAULT_THREADS,
             backlog=config.backlog,
+            # waitress drops X-Forwarded-* and Forwarded from peers it does not
+            # trust; with --proxy-headers anyserve decides which peers it trusts.
+            **({"clear_untrusted_proxy_headers": False} if config.proxy_headers else {}),
             **self.check(config),
         )
+        for obj in self._map.values():
+            if isinstance(obj, BaseWSGIServer):
+                obj.channel_class = Channel
         return [server]
 
     def run_server(self, server: Any) -> None:
@@ -66,20 +84,32 @@ class WaitressAdapter(ThreadedAdapter):
         listening = [obj for obj in tuple(self._map.values()) if isinstance(obj, BaseWSGIServer)]
         trigger = listening[0].trigger
 
+        stopped_accepting = threading.Event()
+
         def stop_accepting() -> None:
             for server in listening:
                 dispatcher.close(server)  # not BaseWSGIServer.close: that closes the trigger too
+            stopped_accepting.set()
 
         trigger.pull_trigger(stop_accepting)
+        # In the loop's thread: until then a connection it accepts is not counted below.
+        stopped_accepting.wait(max(0.0, deadline - time.monotonic()))
         task_dispatcher = listening[0].task_dispatcher
+
+        fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
 
         def busy() -> int:
             channels = [obj for obj in tuple(self._map.values()) if isinstance(obj, HTTPChannel)]
             running = sum(1 for ch in channels if ch.requests or ch.request is not None or ch.total_outbufs_len)
+            if time.monotonic() < fresh_until:
+                running += sum(1 for ch in channels if getattr(ch, "fresh", False))
             return running + len(task_dispatcher.queue)
 
         while (left := busy()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        trigger.pull_trigger(lambda: close_all(self._map))
+        try:
+            trigger.pull_trigger(lambda: close_all(self._map))
+        except OSError:  # waitress closed its trigger (a listener's error handler closes it too)
+            close_all(self._map)
         task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         return left

@@ -26,6 +26,8 @@ class WerkzeugAdapter(SocketServerAdapter):
         concurrency="thread per connection, unbounded (--threads 1: one request at a time)",
         threads=True,
         unix=True,
+        tls=True,
+        tls_mixed=True,
         keep_alive=False,
     )
     note = "development server"
@@ -53,14 +55,27 @@ class WerkzeugAdapter(SocketServerAdapter):
                 else:  # one at a time, in the accepting thread
                     BaseWSGIServer.process_request(self, request, client_address)
 
+        own_access_log = config.access_log is None
+
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                if own_access_log:  # else anyserve's --access-log has the line
+                    super().log_request(code, size)
 
         servers = []
         for listener in listeners:
             host = f"unix://{listener.address}" if listener.is_unix else listener.address[0]
             port = 0 if listener.is_unix else listener.address[1]
             server = Server(host, port, app, handler=Handler, fd=listener.socket.fileno())
+            if listener.tls is not None:
+                # Not ssl_context=: werkzeug would do each handshake in the accepting
+                # thread, where one silent client holds up every other.
+                server.ssl_context = listener.tls.context()
+                server.socket = server.ssl_context.wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False
+                )
             server.init_draining(None)
             servers.append(server)
         return servers

@@ -44,9 +44,15 @@ class WsgirefAdapter(SocketServerAdapter):
         class Server(DrainingServerMixIn, WSGIServer):
             pass
 
+        own_access_log = config.access_log is None
+
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             def address_string(self) -> str:
                 return self.client_address[0] or "unix"
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                if own_access_log:  # else anyserve's --access-log has the line
+                    super().log_request(code, size)
 
         slots = threading.BoundedSemaphore(config.threads or DEFAULT_THREADS)
         servers = []

@@ -117,14 +117,8 @@ class CherryPyBridge:
 
     def _apply_config_file(self, path: str) -> None:
         import cherrypy
-        from cherrypy.lib import reprconf
 
-        try:
-            parsed = reprconf.Parser().dict_from_file(path)
-        except FileNotFoundError:
-            raise ConfigError(f"--cherrypy-config: file {path} does not exist") from None
-        except Exception as exc:  # CherryPy raises bare ValueError/SyntaxError for bad values
-            raise ConfigError(f"--cherrypy-config: cannot read {path}: {exc}") from None
+        parsed = read_config_file(path)
         global_section = parsed.pop("global", {})
         if global_section:
             cherrypy.config.update(global_section)
@@ -176,6 +170,28 @@ class CherryPyBridge:
         cherrypy.engine.start()
         if cherrypy.engine.state != cherrypy.engine.states.STARTED:
             raise RuntimeError(f"the CherryPy engine did not start (state {cherrypy.engine.state})")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A CherryPy config file (INI with Python values), as sections of settings."""
+    from cherrypy.lib import reprconf
+
+    try:
+        return dict(reprconf.Parser().dict_from_file(path))
+    except FileNotFoundError:
+        raise ConfigError(f"--cherrypy-config: file {path} does not exist") from None
+    except Exception as exc:  # CherryPy raises bare ValueError/SyntaxError for bad values
+        raise ConfigError(f"--cherrypy-config: cannot read {path}: {exc}") from None
+
+
+def address_in_config_file(path: str) -> tuple[str, int] | None:
+    """``server.socket_host``/``server.socket_port`` of the file's ``[global]``, read
+    without importing the app (whose workers import it after the listeners are bound)."""
+    section = read_config_file(path).get("global", {})
+    host, port = section.get("server.socket_host"), section.get("server.socket_port")
+    if host is None and port is None:
+        return None
+    return host or "127.0.0.1", int(port if port is not None else 8080)
 
 
 def bridge_for(app: Any, config: Config, *, native: bool = False) -> CherryPyBridge | None:

@@ -13,17 +13,20 @@ from typing import Any
 
 from . import __version__
 from .config import Config, Setting, env_var, settings
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, AppLoadError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, Reported, report
 
 COMMANDS = ("serve", "list", "check", "bench")
 GROUPS = {
     "application": "application",
     "server": "server",
     "listeners": "listeners",
+    "tls": "TLS (HTTPS)",
     "development": "development",
     "lifecycle": "lifecycle hooks",
     "cherrypy": "CherryPy",
     "logging": "logging",
+    "proxy": "behind a proxy",
+    "process": "process control",
 }
 
 DESCRIPTION = """\
@@ -113,12 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(config, args)
     except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except AppLoadError as exc:
-        if exc.details:
-            sys.stderr.write(exc.details)
-        return _fail(str(exc), exc.exit_code)
+    except Reported as exc:
+        return exc.exit_code
     except AnyserveError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return report(exc)
     except KeyboardInterrupt:
         return EXIT_FAILURE
 
@@ -129,34 +130,96 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_serve(config: Config, argv: list[str]) -> int:
-    from .logs import configure_logging
-    from .runner import Server, serve_until_signalled
+    from .process import PidFile, Verdict, daemonize, resolve_identity
 
-    if config.app is None:
+    if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
-    configure_logging(config.log_level)
+    identity = resolve_identity(config)
+    pid_file = PidFile(config.pid) if config.pid else None
+    if pid_file is not None:
+        pid_file.check()
+    if not config.daemon:
+        return _serve(config, argv, identity, pid_file, None)
+    outcome = daemonize(config.error_log)
+    if isinstance(outcome, Verdict):  # the launching process: how the daemon's start went
+        if outcome.code:
+            sys.stderr.write(outcome.details)
+            return _fail(outcome.message, outcome.code)
+        return EXIT_OK
+    try:
+        return _serve(config, argv, identity, pid_file, outcome)
+    except BaseException as exc:
+        outcome.failed(exc)  # nothing happens once ready() was sent
+        raise
+
+
+def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon: Any) -> int:
+    from .logs import configure_logging
+    from .process import drop_privileges, give_files
+    from .runner import Server, serve_in_process
+
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
     if config.reload:
         from .reloader import run_with_reloader
 
         return run_with_reloader(config, argv)
-    server = Server(config, owns_process=True)
-    serve_until_signalled(server)
+
+    def bound() -> None:  # in this process, once the listeners are bound
+        if pid_file is not None:
+            pid_file.write()
+        if config.umask is not None:
+            os.umask(config.umask)
+        if identity is not None:
+            give_files(identity, [path for path in (config.error_log, config.access_log) if path and path != "-"])
+        if daemon is not None:
+            daemon.ready()
+
+    def prepare(server: Server) -> None:  # in each process that serves
+        if identity is not None:
+            # Once the server is set up (in each worker: gunicorn's, the
+            # supervisor's; a master stays as it started, as gunicorn's own
+            # --user does), so its modules are imported while still readable.
+            server.adapter_class.version()  # the start-up line reads package metadata
+            server.lifecycle.subscribe("started", lambda: drop_privileges(identity))
+
+    try:
+        serve_in_process(config, bound=bound, prepare=prepare)
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     return EXIT_OK
 
 
 def cmd_check(config: Config) -> int:
     from .loader import add_app_dir, load_app
+    from .process import resolve_identity
     from .registry import choose_adapter
+    from .tls import load_tls
 
-    if config.app is None:
+    if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
     add_app_dir(config.app_dir)
     adapter = choose_adapter(config)
-    app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+    tls = load_tls(config, serving=False)
+    resolve_identity(config)
+    lines = []
+    named = [("app", None, config.app)] if config.app is not None else []
+    named += [("mount", prefix or "/", spec) for prefix, spec in config.mount.items()]
+    named += [("vhost", host, spec) for host, spec in config.vhost.items()]
+    for kind, key, spec in named:
+        script_name = key if kind == "mount" and key != "/" else ""
+        app = load_app(spec, factory=config.factory, app_dir=config.app_dir, script_name=script_name or "")
+        lines.append(f"{kind}: {key + ' = ' if key else ''}{spec} -> {_describe(app)}")
     version = adapter.version()
-    print(f"app: {config.app} -> {_describe(app)}")
+    print("\n".join(lines))
     print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
     print(f"listen: {', '.join(config.listen)}")
+    if tls is not None:
+        where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
+        source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
+        print(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
     print("ok: nothing was started")
     return EXIT_OK
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BindError, ConfigError
-from .sockets import parse_bind
+from .sockets import parse_bind, parse_tls_bind, same_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -174,6 +174,92 @@ def to_hooks(value: Any) -> list[Any]:
     return result
 
 
+CERT_REQS = ("none", "optional", "required")
+
+
+def to_cert_reqs(value: Any) -> str:
+    text = to_str(value).strip().lower()
+    if text not in CERT_REQS:
+        raise ValueError(f"expected one of {', '.join(CERT_REQS)}")
+    return text
+
+
+COMBINED_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+class _AnyAtom(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
+def to_access_log_format(value: Any) -> str:
+    text = to_str(value)
+    try:
+        text % _AnyAtom()
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"expected a format of %(NAME)s atoms such as %(h)s %(r)s %(s)s ({exc})") from None
+    return text
+
+
+def to_allowed_ips(value: Any) -> str:
+    """Addresses and networks (CIDR) of trusted proxies, or '*' for any, comma-separated."""
+    import ipaddress
+
+    items = to_str_list(value)
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses, networks such as 10.0.0.0/8, or '*'; got {item!r}") from None
+    if not items:
+        raise ValueError("expected IP addresses, networks such as 10.0.0.0/8, or '*'")
+    return ",".join(items)
+
+
+def _apps_by_key(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {str(key): value[key] for key in value}
+    return to_mapping(value)
+
+
+def to_mounts(value: Any) -> dict[str, Any]:
+    """PREFIX=APP pairs: each prefix starts with '/'; '/' itself is the default app."""
+    result: dict[str, Any] = {}
+    for prefix, app in _apps_by_key(value).items():
+        prefix = prefix.strip()
+        if not prefix.startswith("/"):
+            raise ValueError(f"the prefix {prefix!r} must start with '/', e.g. /{prefix.lstrip('/')}={app}")
+        if not (callable(app) or (isinstance(app, str) and app.strip())):
+            raise ValueError(f"expected PREFIX=APP, e.g. /app0=mymod:app0; {prefix!r} names no APP")
+        result[prefix.rstrip("/")] = app.strip() if isinstance(app, str) else app
+    return result
+
+
+def to_vhosts(value: Any) -> dict[str, Any]:
+    """HOST=APP pairs: a host name without port, or *.domain for every name under it."""
+    result: dict[str, Any] = {}
+    for host, app in _apps_by_key(value).items():
+        name = host.strip().lower()
+        bare = name[2:] if name.startswith("*.") else name
+        if not bare or any(char in bare for char in "/*: "):
+            raise ValueError(f"expected a host name such as example.com or *.example.com, got {host!r}")
+        if not (callable(app) or (isinstance(app, str) and app.strip())):
+            raise ValueError(f"expected HOST=APP, e.g. example.com=mymod:app; {host!r} names no APP")
+        result[name] = app.strip() if isinstance(app, str) else app
+    return result
+
+
+def to_name_or_id(value: Any) -> str:
+    """A user or group: a name, or a numeric id (an integer in a TOML file)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    text = to_str(value).strip()
+    if not text:
+        raise ValueError("expected a name or a numeric id")
+    return text
+
+
 def to_app(value: Any) -> Any:
     if isinstance(value, str) or callable(value) or value is None:
         return value
@@ -278,8 +364,18 @@ class Config:
         "-w",
         "--workers",
         metavar="N",
-        help="worker processes, for servers that have them (default 1)",
+        help="worker processes (default 1): the server's own where it has them (gunicorn, uwsgi), "
+        "anyserve's pre-fork supervisor for the others",
         convert=to_positive_int,
+        group="server",
+    )
+    preload: bool = option(
+        False,
+        "--preload",
+        help="with --workers: import the app once in the parent before forking (the CherryPy engine "
+        "still starts in each worker); by default each worker imports it, so SIGHUP loads new code",
+        convert=to_bool,
+        kind="flag",
         group="server",
     )
     threads: int | None = option(
@@ -392,6 +488,65 @@ class Config:
         convert=to_str,
         group="cherrypy",
     )
+    # -- TLS ---------------------------------------------------------------------
+    certfile: str | None = option(
+        None,
+        "--certfile",
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (followed by its chain, if any)",
+        convert=to_str,
+        group="tls",
+    )
+    keyfile: str | None = option(
+        None,
+        "--keyfile",
+        metavar="FILE",
+        help="the PEM private key of --certfile (default: read from the certificate file)",
+        convert=to_str,
+        group="tls",
+    )
+    keyfile_password: str | None = option(
+        None,
+        "--keyfile-password",
+        metavar="PASSWORD",
+        help="the password of an encrypted --keyfile; prefer the environment variable, which ps does not show",
+        convert=to_str,
+        group="tls",
+    )
+    ca_certs: str | None = option(
+        None,
+        "--ca-certs",
+        metavar="FILE",
+        help="PEM certificates of the CAs that client certificates must come from (with --cert-reqs)",
+        convert=to_str,
+        group="tls",
+    )
+    cert_reqs: str = option(
+        "none",
+        "--cert-reqs",
+        metavar="MODE",
+        help="client certificates: none (default), optional (verified when sent) or required",
+        convert=to_cert_reqs,
+        group="tls",
+    )
+    ssl_adhoc: bool = option(
+        False,
+        "--ssl-adhoc",
+        kind="flag",
+        help="serve HTTPS with a self-signed certificate for localhost made at start (development only)",
+        convert=to_bool,
+        group="tls",
+    )
+    tls_bind: list[str] = option(
+        [],
+        "--tls-bind",
+        metavar="ADDR",
+        kind="append",
+        help="serve TLS on this listener only (added to --bind if not there; fd://NAME names a systemd socket); "
+        "repeatable; default: TLS on every listener",
+        convert=to_str_list,
+        group="tls",
+    )
     log_level: str = option(
         "info",
         "--log-level",
@@ -399,6 +554,136 @@ class Config:
         help=f"one of {', '.join(LOG_LEVELS)} (default info)",
         convert=to_log_level,
         group="logging",
+    )
+
+    access_log: str | None = option(
+        None,
+        "--access-log",
+        metavar="PATH|-",
+        help="write one line per request to PATH (- for stdout), in Apache's combined format by default",
+        convert=to_str,
+        group="logging",
+    )
+    access_log_format: str = option(
+        COMBINED_LOG_FORMAT,
+        "--access-log-format",
+        metavar="FORMAT",
+        help="the access log line, in gunicorn's atoms: %%(h)s client, %%(r)s request line, %%(s)s status, "
+        "%%(b)s bytes, %%(D)s microseconds, %%(L)s seconds, %%({header}i)s... (default: combined)",
+        convert=to_access_log_format,
+        group="logging",
+    )
+    error_log: str = option(
+        "-",
+        "--error-log",
+        "--log-file",
+        metavar="PATH|-",
+        help="where anyserve's and the server's messages go: a file, or - for stderr (default); "
+        "under --daemon also the standard streams",
+        convert=to_str,
+        group="logging",
+    )
+    log_config: str | None = option(
+        None,
+        "--log-config",
+        metavar="FILE",
+        help="configure logging from FILE after anyserve: a dictConfig in .json or .toml, else an INI fileConfig",
+        convert=to_str,
+        group="logging",
+    )
+    proxy_headers: bool = option(
+        False,
+        "--proxy-headers",
+        kind="flag",
+        help="from trusted proxies, apply Forwarded / X-Forwarded-For, -Proto, -Host, -Port, -Prefix to the environ",
+        convert=to_bool,
+        group="proxy",
+    )
+    forwarded_allow_ips: str = option(
+        "127.0.0.1,::1",
+        "--forwarded-allow-ips",
+        metavar="ADDRS",
+        help="comma-separated addresses or networks of the proxies trusted by --proxy-headers, or * for any "
+        "(default 127.0.0.1,::1; unix socket peers are trusted)",
+        convert=to_allowed_ips,
+        group="proxy",
+    )
+    mount: dict[str, Any] = option(
+        {},
+        "--mount",
+        metavar="PREFIX=APP",
+        kind="mapping",
+        help="serve APP under the path PREFIX (e.g. /app0=mymod:app0); repeatable; "
+        "the longest prefix wins, the positional APP serves the rest",
+        convert=to_mounts,
+        group="application",
+    )
+    vhost: dict[str, Any] = option(
+        {},
+        "--vhost",
+        metavar="HOST=APP",
+        kind="mapping",
+        help="serve APP to requests for HOST (e.g. example.com=mymod:app, or *.example.com); repeatable; "
+        "the positional APP serves other hosts",
+        convert=to_vhosts,
+        group="application",
+    )
+    profile: str | None = option(
+        None,
+        "-P",
+        "--profile",
+        metavar="DIR",
+        help="write one cProfile file per request into DIR (development only: requests then run one at a time)",
+        convert=to_str,
+        group="development",
+    )
+    pid: str | None = option(
+        None,
+        "--pid",
+        metavar="FILE",
+        help="write the serving process's id to FILE once bound, remove it on exit; a live one is refused",
+        convert=to_str,
+        group="process",
+    )
+    daemon: bool = option(
+        False,
+        "--daemon",
+        kind="flag",
+        help="detach (double fork); the command exits once the app is loaded and bound, non-zero if it failed",
+        convert=to_bool,
+        group="process",
+    )
+    user: str | None = option(
+        None,
+        "--user",
+        metavar="USER",
+        help="once bound, run as USER (a name or a uid): bind port 80 as root, then serve as nobody",
+        convert=to_name_or_id,
+        group="process",
+    )
+    group: str | None = option(
+        None,
+        "--group",
+        metavar="GROUP",
+        help="once bound, run as GROUP (a name or a gid); default: the primary group of --user",
+        convert=to_name_or_id,
+        group="process",
+    )
+    umask: int | None = option(
+        None,
+        "--umask",
+        metavar="MODE",
+        help="once bound, set the file mode creation mask, in octal (e.g. 027)",
+        convert=to_octal,
+        group="process",
+    )
+    require_non_root: bool = option(
+        False,
+        "--require-non-root",
+        kind="flag",
+        help="refuse to serve as root unless --user drops the privileges after binding",
+        convert=to_bool,
+        group="process",
     )
 
     # -- building ------------------------------------------------------------------
@@ -461,8 +746,48 @@ class Config:
                 parse_bind(spec)
             except BindError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.daemon and self.reload:
+            raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        if self.ssl_adhoc and self.certfile:
+            raise ConfigError(
+                "--ssl-adhoc cannot be combined with --certfile: --ssl-adhoc makes a certificate of its own; "
+                "drop one of them"
+            )
+        if self.keyfile and not self.certfile:
+            raise ConfigError("--keyfile needs --certfile: give the certificate that goes with the key")
+        if self.keyfile_password is not None and not self.certfile:
+            raise ConfigError("--keyfile-password needs --certfile (and --keyfile, if the key is in a file of its own)")
+        if not self.tls:
+            for name, given in (("ca_certs", self.ca_certs), ("cert_reqs", self.cert_reqs != "none")):
+                if given:
+                    raise ConfigError(f"--{name.replace('_', '-')} needs TLS: add --certfile (or --ssl-adhoc)")
+            if self.tls_bind:
+                raise ConfigError("--tls-bind needs a certificate: add --certfile (or --ssl-adhoc)")
+        if self.cert_reqs != "none" and not self.ca_certs:
+            raise ConfigError(
+                f"--cert-reqs {self.cert_reqs} needs --ca-certs: the CA certificates that client certificates "
+                "are verified against"
+            )
+        for spec in self.tls_bind:
+            try:
+                parse_tls_bind(spec)
+            except BindError as exc:
+                raise ConfigError(str(exc).replace("bad listener", "bad --tls-bind", 1)) from None
+
+    @property
+    def tls(self) -> bool:
+        """Whether some listener serves HTTPS."""
+        return bool(self.certfile or self.ssl_adhoc)
+
+    @property
+    def tls_mixed(self) -> bool:
+        """Whether HTTP and HTTPS listeners are asked for at once (as far as the addresses tell)."""
+        return bool(self.tls_bind) and any(not any(_same(spec, tls) for tls in self.tls_bind) for spec in self.listen)
 
     def is_set(self, name: str) -> bool:
         """Whether some source gave this option, rather than its default."""
@@ -470,14 +795,24 @@ class Config:
 
     @property
     def listen(self) -> list[str]:
-        """The addresses to listen on, as --bind strings."""
+        """The addresses to listen on, as --bind strings: --bind (or --host/--port),
+        then the --tls-bind addresses not among them."""
+        # fd://NAME only picks one of the sockets systemd passes; it binds nothing.
+        extra = [spec for spec in self.tls_bind if not _is_fd_name(spec)]
         if self.bind:
-            return list(self.bind)
-        host = self.host if self.host is not None else DEFAULT_HOST
-        port = self.port if self.port is not None else DEFAULT_PORT
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return [f"{host}:{port}"]
+            base = list(self.bind)
+        elif self.host is None and self.port is None and extra:
+            base = []
+        else:
+            host = self.host if self.host is not None else DEFAULT_HOST
+            port = self.port if self.port is not None else DEFAULT_PORT
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            base = [f"{host}:{port}"]
+        for spec in extra:
+            if not any(_same(spec, other) for other in base):
+                base.append(spec)
+        return base
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some options changed and validated again."""
@@ -490,6 +825,17 @@ class Config:
         new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
         new.validate()
         return new
+
+
+def _is_fd_name(spec: str) -> bool:
+    return spec.startswith("fd://") and not spec[5:].isdigit()
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return same_address(a, b)
+    except BindError:
+        return False  # a malformed address: validate() names it
 
 
 def settings() -> list[Setting]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TextIO
+
 # Exit codes of the ``anyserve`` command.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the server failed while running
@@ -43,3 +46,23 @@ class BindError(AnyserveError):
     """A listening socket could not be created."""
 
     exit_code = EXIT_BIND
+
+
+class Reported(AnyserveError):
+    """A failure already reported on stderr (by a worker process): exit with its code, print nothing more."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("")
+        self.exit_code = exit_code
+
+
+def report(exc: AnyserveError, stream: TextIO | None = None) -> int:
+    """Write *exc* as the one ``anyserve: error:`` line (after the user's traceback
+    when their module raised); return the exit code it calls for."""
+    stream = stream if stream is not None else sys.stderr
+    details = getattr(exc, "details", None)
+    if details:
+        stream.write(details)
+    stream.write(f"anyserve: error: {exc}\n")
+    stream.flush()
+    return exc.exit_code

@@ -27,31 +27,38 @@ class Lifecycle:
     def __init__(self, main_interval: float = 0.1) -> None:
         self.main_interval = main_interval
         self._hooks: dict[str, list[Hook]] = {moment: [] for moment in MOMENTS}
+        self._last: dict[str, list[Hook]] = {moment: [] for moment in MOMENTS}
         self._lock = threading.Lock()
         self._stopped = False
         #: Set once ``started()`` has run: the server accepts requests.
         self.ready = threading.Event()
 
-    def subscribe(self, moment: str, hook: Hook) -> None:
-        """Call *hook* at *moment* (one of started, tick, stopping)."""
+    def subscribe(self, moment: str, hook: Hook, *, last: bool = False) -> None:
+        """Call *hook* at *moment* (one of started, tick, stopping).
+
+        Hooks run in the order they were subscribed (``stopping`` in reverse);
+        *last* ones after all the others, whenever they were subscribed."""
         if moment not in self._hooks:
             raise ValueError(f"unknown lifecycle moment {moment!r}; expected one of {', '.join(MOMENTS)}")
-        self._hooks[moment].append(hook)
+        (self._last if last else self._hooks)[moment].append(hook)
+
+    def hooks(self, moment: str) -> list[Hook]:
+        return [*self._hooks[moment], *self._last[moment]]
 
     @property
     def wants_ticks(self) -> bool:
-        return bool(self._hooks["tick"])
+        return bool(self.hooks("tick"))
 
     def started(self) -> None:
         """The server is about to take its first request in this process.
 
         A failing ``started`` hook propagates: the adapter must not serve."""
-        for hook in self._hooks["started"]:
+        for hook in self.hooks("started"):
             hook()
         self.ready.set()
 
     def tick(self) -> None:
-        for hook in self._hooks["tick"]:
+        for hook in self.hooks("tick"):
             try:
                 hook()
             except Exception:
@@ -64,7 +71,7 @@ class Lifecycle:
             if self._stopped:
                 return
             self._stopped = True
-        for hook in reversed(self._hooks["stopping"]):
+        for hook in reversed(self.hooks("stopping")):
             try:
                 hook()
             except Exception:

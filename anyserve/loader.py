@@ -27,8 +27,11 @@ _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 WSGIApp = Callable[..., Any]
 
 
-def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".") -> WSGIApp:
-    """Return the WSGI callable that *spec* names (or *spec* itself when it is one)."""
+def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".", script_name: str | None = "") -> WSGIApp:
+    """Return the WSGI callable that *spec* names (or *spec* itself when it is one).
+
+    A CherryPy root object is mounted on ``cherrypy.tree`` at *script_name*; with
+    None it becomes an application of its own that follows SCRIPT_NAME."""
     if isinstance(spec, str):
         obj = _load_from_string(spec.strip(), factory=factory, app_dir=app_dir)
         name = spec.strip()
@@ -40,7 +43,7 @@ def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".") -> 
     if callable(obj):
         return obj
     if is_cherrypy_root(obj):
-        return _mount_cherrypy_root(obj, name)
+        return _mount_cherrypy_root(obj, name, script_name)
     raise AppLoadError(
         f"{name} is a {type(obj).__name__} object, not a WSGI application "
         "(a callable taking environ and start_response)"
@@ -230,14 +233,16 @@ def _exposes_handlers(cls: type) -> bool:
     return any(not name.startswith("__") and getattr(getattr(cls, name, None), "exposed", False) for name in dir(cls))
 
 
-def _mount_cherrypy_root(root: Any, name: str) -> WSGIApp:
+def _mount_cherrypy_root(root: Any, name: str, script_name: str | None = "") -> WSGIApp:
     try:
         import cherrypy
     except ImportError:
         raise AppLoadError(
             f"{name} is a CherryPy root object, but CherryPy is not installed: pip install cherrypy"
         ) from None
-    cherrypy.tree.mount(root, "")
+    if script_name is None:
+        return cherrypy.Application(root, None)
+    cherrypy.tree.mount(root, script_name)
     return cherrypy.tree
 
 
@@ -255,3 +260,25 @@ def load_callable(spec: Any, what: str = "hook") -> Callable[..., Any]:
     if not callable(obj):
         raise AppLoadError(f"{what} {spec!r} is a {type(obj).__name__} object, not a function")
     return obj
+
+
+class DeferredApp:
+    """An app imported later, in the process that serves it: a pre-fork server's
+    worker calls :meth:`load` after the fork, so that importing the app (and
+    anything it starts) happens in each worker rather than in the parent."""
+
+    def __init__(self, load: Callable[[], WSGIApp], name: str) -> None:
+        self._load = load
+        self._app: WSGIApp | None = None
+        self.name = name
+
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            self._app = self._load()
+        return self._app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self.load()(environ, start_response)
+
+    def __repr__(self) -> str:
+        return f"<DeferredApp {self.name}>"

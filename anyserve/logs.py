@@ -1,12 +1,25 @@
-"""Logging set-up: one format on stderr for anyserve and every server's own logger."""
+"""Logging set-up: one format for anyserve and every server's own logger, the
+error log and the access log in files or on the console, a user's logging
+config on top, and log files reopened on SIGUSR1 (logrotate)."""
 
 from __future__ import annotations
 
+import _thread
+import json
 import logging
+import logging.config
+import os
 import sys
+from typing import Any
+
+from .errors import ConfigError
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+#: Apache's combined log format, in gunicorn's atoms.
+COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+#: The logger the access log middleware writes to.
+ACCESS_LOGGER = "anyserve.access"
 
 
 def stderr_handler(level: int = logging.NOTSET) -> logging.Handler:
@@ -22,9 +35,125 @@ def has_anyserve_handler(logger: logging.Logger) -> bool:
     return any(getattr(handler, "_anyserve", False) for handler in logger.handlers)
 
 
-def configure_logging(level: str) -> None:
-    """Send anyserve's and every server's loggers to stderr at *level*."""
+def _handler_for(target: str, stream: Any, formatter: logging.Formatter, what: str) -> logging.Handler:
+    """A handler on *stream* for ``-``, else on the file *target* (appended to)."""
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(stream)
+    else:
+        try:
+            handler = logging.FileHandler(target, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot open {target}: {exc.strerror}") from None
+    handler.setFormatter(formatter)
+    handler._anyserve = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _drop_anyserve_handlers(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        if getattr(handler, "_anyserve", False):
+            logger.removeHandler(handler)
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+
+
+def configure_logging(
+    level: str,
+    *,
+    error_log: str = "-",
+    access_log: str | None = None,
+    log_config: str | None = None,
+) -> None:
+    """Send anyserve's and every server's loggers to the error log (stderr by
+    default) at *level*; the access log lines to *access_log* (``-``: stdout);
+    then apply the user's *log_config* file, which may change any of it."""
     root = logging.getLogger()
-    if not has_anyserve_handler(root):
-        root.addHandler(stderr_handler())
+    if error_log == "-":
+        if not has_anyserve_handler(root):
+            root.addHandler(stderr_handler())
+    else:
+        _drop_anyserve_handlers(root)
+        root.addHandler(_handler_for(error_log, sys.stderr, logging.Formatter(LOG_FORMAT, DATE_FORMAT), "--error-log"))
     root.setLevel(level.upper())
+    access = logging.getLogger(ACCESS_LOGGER)
+    _drop_anyserve_handlers(access)
+    if access_log is not None:
+        access.addHandler(_handler_for(access_log, sys.stdout, logging.Formatter("%(message)s"), "--access-log"))
+        access.setLevel(logging.INFO)  # asked for: not silenced by --log-level warning
+        access.propagate = False  # its lines go to the access log only
+    if log_config is not None:
+        apply_log_config(log_config)
+
+
+def apply_log_config(path: str) -> None:
+    """Configure logging from *path*: a dictConfig in JSON (.json) or TOML (.toml),
+    anything else an INI file for ``logging.config.fileConfig``. Loggers that
+    exist already (anyserve's, the server's) stay enabled unless it says otherwise."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--log-config: file {path} does not exist")
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        if extension in (".json", ".toml"):
+            data = _read_dict_config(path, extension)
+            data.setdefault("version", 1)
+            data.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(data)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except ConfigError:
+        raise
+    except Exception as exc:  # dictConfig/fileConfig raise ValueError, KeyError, configparser errors...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--log-config: {path} is not a valid logging configuration: {reason}") from None
+
+
+def _read_dict_config(path: str, extension: str) -> dict[str, Any]:
+    try:
+        if extension == ".json":
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        else:
+            from .config import tomllib
+
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--log-config: cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ConfigError(f"--log-config: {path} is not valid {extension[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--log-config: {path} must hold a table (a dictConfig dictionary)")
+    return data
+
+
+def reopen_log_files() -> int:
+    """Reopen every file a logging handler writes to (after logrotate moved it);
+    return how many were reopened."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    seen: set[int] = set()
+    count = 0
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            with handler.lock:  # type: ignore[union-attr]
+                if handler.stream is not None:
+                    handler.stream.close()
+                    handler.stream = handler._open()
+                    count += 1
+    return count
+
+
+def reopen_log_files_soon() -> None:
+    """Reopen the log files from a thread of its own: safe in a signal handler,
+    which may have interrupted a handler holding its lock mid-write. The low-level
+    start does not wait for the thread, which a green-thread server's hub, where
+    its signal handlers run, cannot do (under monkey-patching it starts a green one)."""
+    _thread.start_new_thread(_reopen_and_say, ())
+
+
+def _reopen_and_say() -> None:
+    count = reopen_log_files()
+    logging.getLogger("anyserve").info("Received SIGUSR1: reopened %d log file%s", count, "" if count == 1 else "s")

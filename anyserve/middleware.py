@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import base64
+import cProfile
+import ipaddress
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 
 class RootPath:
@@ -45,3 +54,461 @@ class HeadWithoutBody:
             if hasattr(result, "close"):
                 result.close()
         return []
+
+
+# -- the access log ------------------------------------------------------------------
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: Characters left as they are when a decoded path is written back into the request line.
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+class _Atoms(dict):  # type: ignore[type-arg]
+    """gunicorn's atoms: a missing one, or a header absent from the request, is '-'."""
+
+    def __missing__(self, key: str) -> str:
+        if key.startswith("{") and "}" in key:
+            name, kind = key[1:].split("}", 1)
+            lookup = {"i": self.get("_request_headers"), "o": self.get("_response_headers"), "e": self.get("_environ")}
+            source = lookup.get(kind)
+            if source is not None:
+                value = source.get(name.lower() if kind != "e" else name)
+                if value is not None:
+                    return str(value)
+        return "-"
+
+
+def format_access_line(
+    fmt: str,
+    environ: dict[str, Any],
+    request_line: str,
+    status: int | None,
+    headers: list[tuple[str, str]],
+    sent: int | None,
+    started: float,
+    duration: float,
+) -> str:
+    """One access log line: *fmt* with gunicorn's atoms filled in.
+
+    h remote address, l '-', u user, t time of the request, r request line,
+    m method, U path, q query string, H protocol, s status, B body bytes,
+    b body bytes or '-', f referer, a user agent, T seconds, M milliseconds,
+    D microseconds, L seconds as a decimal, p process id, {name}i a request
+    header, {name}o a response header, {name}e an environ key."""
+    local = time.localtime(started)
+    offset = local.tm_gmtoff or 0
+    sign = "-" if offset < 0 else "+"
+    zone = f"{sign}{abs(offset) // 3600:02d}{abs(offset) % 3600 // 60:02d}"
+    stamp = (
+        f"[{local.tm_mday:02d}/{_MONTHS[local.tm_mon - 1]}/{local.tm_year}:"
+        f"{local.tm_hour:02d}:{local.tm_min:02d}:{local.tm_sec:02d} {zone}]"
+    )
+    atoms = _Atoms(
+        h=environ.get("REMOTE_ADDR") or "-",
+        l="-",
+        u=_remote_user(environ),
+        t=stamp,
+        r=request_line,
+        m=environ.get("REQUEST_METHOD", "-"),
+        U=request_line.split(" ")[1].split("?", 1)[0] if request_line.count(" ") >= 2 else "-",
+        q=environ.get("QUERY_STRING", ""),
+        H=environ.get("SERVER_PROTOCOL", "-"),
+        s=str(status) if status is not None else "-",
+        B=str(sent or 0),
+        b=str(sent) if sent else "-",
+        f=environ.get("HTTP_REFERER", "-"),
+        a=environ.get("HTTP_USER_AGENT", "-"),
+        T=str(int(duration)),
+        M=str(int(duration * 1000)),
+        D=str(int(duration * 1_000_000)),
+        L=f"{duration:.6f}",
+        p=f"<{os.getpid()}>",
+        _environ=environ,
+        _request_headers={
+            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
+        | {"content-type": environ.get("CONTENT_TYPE"), "content-length": environ.get("CONTENT_LENGTH")},
+        _response_headers={key.lower(): value for key, value in headers},
+    )
+    return fmt % atoms
+
+
+def _remote_user(environ: dict[str, Any]) -> str:
+    user = environ.get("REMOTE_USER")
+    if user:
+        return str(user)
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() == "basic" and credentials:
+        try:
+            return base64.b64decode(credentials.strip()).decode("utf-8").split(":", 1)[0] or "-"
+        except (ValueError, UnicodeDecodeError):
+            return "-"
+    return "-"
+
+
+def request_line_of(environ: dict[str, Any]) -> str:
+    """The request line, rebuilt from the environ the same way whatever the server."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    try:
+        uri = quote(path.encode("latin-1"), safe=_PATH_SAFE) or "/"
+    except UnicodeEncodeError:  # not a PEP 3333 string; show it as it is
+        uri = path or "/"
+    query = environ.get("QUERY_STRING")
+    if query:
+        uri = f"{uri}?{query}"
+    return f"{environ.get('REQUEST_METHOD', '-')} {uri} {environ.get('SERVER_PROTOCOL', '-')}"
+
+
+class AccessLog:
+    """One line per request in --access-log-format (Apache combined by default),
+    written when the response is done, with the body bytes the app gave: the same
+    line whatever the server. The request line is taken as the request came in;
+    the client's address after --proxy-headers (inside this) applied."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], fmt: str, logger: logging.Logger) -> None:
+        self.app = app
+        self.format = fmt
+        self.logger = logger
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return self.app(environ, start_response)
+        record = _Exchange(self, environ)
+
+        def logging_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            record.status = int(status[:3]) if status[:3].isdigit() else None
+            record.headers = headers
+            write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+            def counting_write(data: bytes) -> Any:
+                record.sent += len(data)
+                return write(data)
+
+            return counting_write
+
+        try:
+            result = self.app(environ, logging_start_response)
+        except BaseException:
+            record.status = 500
+            record.done()
+            raise
+        if isinstance(result, (list, tuple)):  # the whole body is known; servers rely on its type
+            record.sent += sum(len(chunk) for chunk in result)
+            record.done()
+            return result
+        return _CountedBody(result, record)
+
+    def log(self, record: _Exchange) -> None:
+        head = record.environ.get("REQUEST_METHOD") == "HEAD"
+        try:
+            line = format_access_line(
+                self.format,
+                record.environ,
+                record.request_line,
+                record.status,
+                record.headers,
+                0 if head else record.sent,
+                record.wall_start,
+                time.monotonic() - record.start,
+            )
+        except Exception:  # a bad atom must not fail the request
+            self.logger.exception("cannot format the access log line")
+            return
+        self.logger.info(line)
+
+
+class _Exchange:
+    """What the access log learns about one request while it is answered."""
+
+    def __init__(self, owner: AccessLog, environ: dict[str, Any]) -> None:
+        self.owner = owner
+        self.environ = environ
+        self.request_line = request_line_of(environ)
+        self.wall_start = time.time()
+        self.start = time.monotonic()
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.sent = 0
+        self.logged = False
+
+    def done(self) -> None:
+        if not self.logged:
+            self.logged = True
+            self.owner.log(self)
+
+
+class _CountedBody:
+    """The app's response body, counted as the server takes it; logged on close()."""
+
+    def __init__(self, body: Iterable[bytes], record: _Exchange) -> None:
+        self.body = body
+        self.record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.body:
+                self.record.sent += len(chunk)
+                yield chunk
+        except GeneratorExit:  # the server stopped reading (the client left)
+            raise
+        except BaseException:
+            if not self.record.sent:
+                self.record.status = 500  # nothing sent yet: the server answers 500
+            raise
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.record.done()
+
+
+# -- behind a proxy ------------------------------------------------------------------
+
+_FORWARDED_PAIR = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*([;,]?)')
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """The elements of an RFC 7239 ``Forwarded`` header, nearest proxy last, keys in lower case."""
+    elements: list[dict[str, str]] = [{}]
+    pos = 0
+    while pos < len(value):
+        match = _FORWARDED_PAIR.match(value, pos)
+        if match is None or match.end() == pos:  # malformed: skip to the next element
+            comma = value.find(",", pos)
+            if comma < 0:
+                break
+            elements.append({})
+            pos = comma + 1
+            continue
+        key, raw, separator = match.groups()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        elements[-1].setdefault(key.lower(), raw)
+        pos = match.end()
+        if separator == ",":
+            elements.append({})
+    return [element for element in elements if element]
+
+
+def _node_host(node: str) -> str:
+    """The address of a Forwarded node: ``[v6]:port``, ``v4:port``, a bare address or an identifier."""
+    node = node.strip()
+    if node.startswith("["):
+        return node[1:].split("]", 1)[0]
+    if node.count(":") == 1:
+        return node.split(":", 1)[0]
+    return node
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer
+    return address
+
+
+class TrustedPeers:
+    """The --forwarded-allow-ips list: addresses, networks (CIDR), or ``*`` for any."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        items = [item.strip() for item in allowed if item.strip()]
+        self.everyone = "*" in items
+        self.networks = [ipaddress.ip_network(item, strict=False) for item in items if item != "*"]
+
+    def __contains__(self, host: str) -> bool:
+        if self.everyone:
+            return True
+        address = _ip(host)
+        return address is not None and any(address in network for network in self.networks)
+
+    def trusts_peer(self, remote_addr: str) -> bool:
+        """The connected peer: a unix socket peer (no IP address) is trusted, as gunicorn does."""
+        return self.everyone or _ip(remote_addr) is None or remote_addr in self
+
+    def client_of(self, chain: list[str]) -> str:
+        """The client in a chain of forwarded addresses: the nearest one not trusted."""
+        if self.everyone:
+            return chain[0]
+        for host in reversed(chain):
+            if host not in self:
+                return host
+        return chain[0]
+
+
+class ProxyHeaders:
+    """--proxy-headers: from a trusted peer, ``Forwarded`` (RFC 7239) or else
+    X-Forwarded-For/-Proto/-Host/-Port, and X-Forwarded-Prefix, set REMOTE_ADDR,
+    wsgi.url_scheme, HTTP_HOST/SERVER_NAME/SERVER_PORT and SCRIPT_NAME. From any
+    other peer the headers are left for the app to see and nothing changes."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], allowed: Iterable[str]) -> None:
+        self.app = app
+        self.trusted = TrustedPeers(allowed)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.trusted.trusts_peer(environ.get("REMOTE_ADDR") or ""):
+            self.apply(environ)
+        return self.app(environ, start_response)
+
+    def apply(self, environ: dict[str, Any]) -> None:
+        forwarded = environ.get("HTTP_FORWARDED")
+        port: str | None = None
+        if forwarded:
+            elements = parse_forwarded(forwarded)
+            chain = [_node_host(element["for"]) for element in elements if "for" in element]
+            proto = next((e["proto"] for e in reversed(elements) if "proto" in e), None)
+            host = next((e["host"] for e in reversed(elements) if "host" in e), None)
+        else:
+            chain = _values(environ.get("HTTP_X_FORWARDED_FOR"))
+            proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
+            host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
+            port = _last(environ.get("HTTP_X_FORWARDED_PORT"))
+        if chain:
+            client = self.trusted.client_of(chain)
+            if _ip(client) is not None:
+                environ["REMOTE_ADDR"] = client.strip("[]")
+        if proto and proto.lower() in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto.lower()
+            if proto.lower() == "https":
+                environ["HTTPS"] = "on"
+            else:
+                environ.pop("HTTPS", None)
+        scheme = environ.get("wsgi.url_scheme", "http")
+        if host:
+            name, _, host_port = _split_host(host)
+            environ["HTTP_HOST"] = host
+            environ["SERVER_NAME"] = name
+            environ["SERVER_PORT"] = host_port or ("443" if scheme == "https" else "80")
+        if port and port.isdigit():
+            name = environ.get("SERVER_NAME", "")
+            hostname = _split_host(environ.get("HTTP_HOST", name))[0] or name
+            shown = f"[{hostname}]" if ":" in hostname else hostname
+            default = port == ("443" if scheme == "https" else "80")
+            environ["HTTP_HOST"] = shown if default else f"{shown}:{port}"
+            environ["SERVER_PORT"] = port
+        prefix = _last(environ.get("HTTP_X_FORWARDED_PREFIX"))
+        if prefix and prefix.startswith("/"):
+            environ["SCRIPT_NAME"] = prefix.rstrip("/") + environ.get("SCRIPT_NAME", "")
+
+
+def _values(header: str | None) -> list[str]:
+    return [part.strip() for part in (header or "").split(",") if part.strip()]
+
+
+def _last(header: str | None) -> str | None:
+    values = _values(header)
+    return values[-1] if values else None
+
+
+def _split_host(host: str) -> tuple[str, str, str]:
+    """``name:port`` or ``[v6]:port`` -> (name, ':', port); the port may be empty."""
+    host = host.strip()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, ":" if rest.startswith(":") else "", rest[1:] if rest.startswith(":") else ""
+    if host.count(":") == 1:
+        return host.partition(":")
+    return host, "", ""
+
+
+# -- several apps: mounts and virtual hosts ------------------------------------------
+
+
+def not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = b"Not Found"
+    start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Mounts:
+    """--mount: each app under its path prefix, the longest matching prefix first,
+    split on path-segment boundaries (/app does not take /application): the
+    prefix is added to SCRIPT_NAME and taken off PATH_INFO. A path under no
+    prefix goes to the app at ``/`` (the default), or gets a 404."""
+
+    def __init__(self, apps: dict[str, Callable[..., Iterable[bytes]]]) -> None:
+        self.default = apps.get("")
+        self.mounts = sorted(((prefix, app) for prefix, app in apps.items() if prefix), key=lambda m: -len(m[0]))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        for prefix, app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix) :]
+                return app(environ, start_response)
+        return (self.default or not_found)(environ, start_response)
+
+
+class VirtualHosts:
+    """--vhost: the app for the request's host (the Host header without its port,
+    case-insensitive; ``*.example.com`` matches any name under example.com), or
+    the default app, or a 404."""
+
+    def __init__(
+        self, hosts: dict[str, Callable[..., Iterable[bytes]]], default: Callable[..., Iterable[bytes]] | None
+    ) -> None:
+        self.exact = {name.lower().rstrip("."): app for name, app in hosts.items() if not name.startswith("*.")}
+        wildcards = [(name[1:].lower().rstrip("."), app) for name, app in hosts.items() if name.startswith("*.")]
+        self.wildcards = sorted(wildcards, key=lambda w: -len(w[0]))
+        self.default = default
+
+    def app_for(self, host: str) -> Callable[..., Iterable[bytes]] | None:
+        name = _split_host(host)[0].lower().rstrip(".")
+        app = self.exact.get(name)
+        if app is None:
+            app = next((app for suffix, app in self.wildcards if name.endswith(suffix)), None)
+        return app if app is not None else self.default
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        app = self.app_for(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+        return (app or not_found)(environ, start_response)
+
+
+# -- the profiler --------------------------------------------------------------------
+
+
+class Profiler:
+    """-P/--profile DIR: each request runs under cProfile and leaves one file in
+    DIR, named after its time, method, path and duration (read it with pstats or
+    snakeviz). Profiled requests run one at a time (a profiler is per process
+    from Python 3.12) and their body is gathered before it is sent."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], directory: str) -> None:
+        self.app = app
+        self.directory = directory
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self._lock:
+            profile = cProfile.Profile()
+            started = time.time()
+            clock = time.perf_counter()
+            profile.enable()
+            try:
+                result = self.app(environ, start_response)
+                try:
+                    body = list(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+            finally:
+                profile.disable()
+                elapsed = time.perf_counter() - clock
+                profile.dump_stats(os.path.join(self.directory, profile_file_name(environ, started, elapsed)))
+        return body
+
+
+def profile_file_name(environ: dict[str, Any], started: float, elapsed: float) -> str:
+    """``20261123T091500.123456-GET-hello.world-3.2ms.prof`` for GET /hello/world."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(started)) + f".{int(started % 1 * 1_000_000):06d}"
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).strip("/")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", path.replace("/", "."))[:80] or "root"
+    method = re.sub(r"[^A-Z]", "", environ.get("REQUEST_METHOD", "").upper()) or "UNKNOWN"
+    return f"{stamp}-{method}-{slug}-{elapsed * 1000:.1f}ms.prof"

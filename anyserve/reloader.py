@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .config import Config
 from .errors import EXIT_OK
-from .sockets import INHERITED_FDS_ENV, bind_listeners
+from .logs import reopen_log_files_soon
+from .sockets import INHERITED_FDS_ENV, bind_listeners, inherited_fds_value
 
 log = logging.getLogger("anyserve.reload")
 
@@ -41,7 +42,7 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
     fds = [listener.socket.fileno() for listener in listeners]
     for fd in fds:
         os.set_inheritable(fd, True)
-    env = {**os.environ, CHILD_ENV: "1", INHERITED_FDS_ENV: ",".join(map(str, fds))}
+    env = {**os.environ, CHILD_ENV: "1", INHERITED_FDS_ENV: inherited_fds_value(listeners)}
     command = [sys.executable, "-m", "anyserve", *argv]
     stop = threading.Event()
     child: subprocess.Popen[bytes] | None = None
@@ -53,7 +54,13 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 
+    def reopen_logs(signum: int, frame: object) -> None:
+        reopen_log_files_soon()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGUSR1)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, reopen_logs)
     log.info("Reloading on changes (watching the app's modules%s)", _dirs_note(config.reload_dirs))
     try:
         while True:

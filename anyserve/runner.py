@@ -6,19 +6,21 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .cherrypy_bridge import bridge_for
+from .apps import load_site, wrap
+from .cherrypy_bridge import CherryPyBridge, bridge_for
 from .config import Config
-from .errors import AnyserveError
+from .errors import AnyserveError, ConfigError
 from .lifecycle import Lifecycle
-from .loader import add_app_dir, load_app, load_callable
-from .logs import configure_logging
-from .middleware import HeadWithoutBody, RootPath
+from .loader import DeferredApp, add_app_dir, load_callable
+from .logs import configure_logging, reopen_log_files_soon
+from .notify import notify
 from .registry import choose_adapter
 from .sockets import Listener, bind_listeners
+from .tls import load_tls, mark_tls
 
 if TYPE_CHECKING:
     from anyserve.adapters.base import Adapter
@@ -33,43 +35,65 @@ class Server:
     """One app on one server in this process: bind, serve, stop.
 
     ``serve()`` blocks; ``start()`` serves from a background thread and returns
-    once the server takes requests; ``stop()`` shuts down gracefully."""
+    once the server takes requests; ``stop()`` shuts down gracefully.
 
-    def __init__(self, config: Config, app: Any = None, *, owns_process: bool = False) -> None:
+    With ``load=False`` the app is not imported yet: :attr:`app` is a
+    :class:`DeferredApp` that a pre-fork server's workers load after the fork."""
+
+    def __init__(self, config: Config, app: Any = None, *, owns_process: bool = False, load: bool = True) -> None:
         self.config = config
         add_app_dir(config.app_dir)
         self.adapter_class: type[Adapter] = choose_adapter(config)
+        self._owns_process = owns_process
+        self._pid = os.getpid()
         if owns_process:
             self.adapter_class.prepare_process(config)
-        target = app if app is not None else config.app
-        if target is None:
+        # After prepare_process: gevent and eventlet patch ssl before it is imported.
+        self.tls = load_tls(config)
+        self._target = app if app is not None else config.app
+        if self._target is None and not (config.mount or config.vhost):
             raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
-        loaded = load_app(target, factory=config.factory, app_dir=config.app_dir)
-        self.bridge = bridge_for(loaded, config, native=self.adapter_class.runs_cherrypy_engine)
-        if self.bridge is not None:
-            self.bridge.prepare()
-            address = self.bridge.bind_address()
-            if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
-                self.config = config = config.replace(host=address[0], port=address[1])
-        app = RootPath(loaded, config.root_path) if config.root_path else loaded
-        self.app = app if self.adapter_class.capabilities.head_without_body else HeadWithoutBody(app)
-        self.lifecycle = self._make_lifecycle(config)
+        self.lifecycle = Lifecycle(config.main_interval)
+        self.bridge: CherryPyBridge | None = None
+        self.app: Any = DeferredApp(self.load, str(self._target))
         self.adapter: Adapter = self.adapter_class()
         self.listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._loaded: Any = None
+        if load:
+            self.app = self.load()
 
-    def _make_lifecycle(self, config: Config) -> Lifecycle:
-        lifecycle = Lifecycle(config.main_interval)
+    def load(self) -> Any:
+        """Import the app(s), prepare the CherryPy bridge and subscribe the hooks (once)."""
+        if self._loaded is not None:
+            return self._loaded
+        config = self.config
+        site = load_site(config, self._target)
+        self.bridge = bridge_for(site.main_app(), config, native=self.adapter_class.runs_cherrypy_engine)
+        if self.bridge is not None:
+            self.bridge.prepare()
+            address = self.bridge.bind_address()
+            if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
+                if self.listeners:
+                    log.warning(
+                        "The CherryPy config asks for %s:%s, but the listeners were bound before the app was "
+                        "imported (in each worker); serving on %s. Give the address with -b, or use --preload",
+                        *address,
+                        ", ".join(self.urls),
+                    )
+                else:
+                    self.config = config = config.replace(host=address[0], port=address[1])
+        self._loaded = wrap(site.app, config, head_without_body=self.adapter_class.capabilities.head_without_body)
         # Subscribed first, the engine starts before the user's start hooks and
         # exits after their stop hooks.
         if self.bridge is not None:
-            self.bridge.subscribe(lifecycle)
+            self.bridge.subscribe(self.lifecycle)
         for hook in config.on_start:
-            lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
+            self.lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
         for hook in config.on_stop:
-            lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
-        return lifecycle
+            self.lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
+        return self._loaded
 
     @property
     def name(self) -> str:
@@ -87,33 +111,53 @@ class Server:
     def bind(self) -> None:
         if not self.listeners:
             config = self.config
-            self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
-            self.adapter_class.check(self.config, self.listeners)
+            listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
+            try:
+                mark_tls(listeners, config, self.tls)
+                self.adapter_class.check(config, listeners)
+            except BaseException:
+                for listener in listeners:
+                    listener.close()
+                raise
+            self.listeners = listeners
 
-    def serve(self) -> None:
-        """Serve until :meth:`stop`; then close the listeners."""
+    def serve(self, *, announce: bool = True) -> None:
+        """Serve until :meth:`stop`; then close the listeners.
+
+        *announce*: log the "Listening on" lines once requests are taken (a
+        supervised worker leaves that to its supervisor)."""
         self.bind()
-        self.announce()
+        self.announce(log_urls=announce)
         try:
             self.adapter.serve(self.app, self.listeners, self.config, self.lifecycle)
         finally:
             self.close()
 
-    def announce(self) -> None:
-        """Say where it listens, as the last start hook: once printed, requests are answered."""
+    @property
+    def described(self) -> str:
+        """The server's name and version, e.g. "cheroot 11.1.2"."""
         version = self.adapter_class.version()
-        described = f"{self.name} {version}" if version else self.name
-        os.environ[SERVING_ENV] = described
-        workers = self.config.workers
+        return f"{self.name} {version}" if version else self.name
 
-        def announce() -> None:
-            for url in self.urls:
-                log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+    def announce(self, *, log_urls: bool = True) -> None:
+        """Say where it listens, as the last start hook: once printed, requests are answered."""
+        os.environ[SERVING_ENV] = self.described
+        if not log_urls:
+            return
 
-        self.lifecycle.subscribe("started", announce)
+        def listening() -> None:
+            log_listening(self.urls, self.described, self.config.workers)
+            # Once, from the process the service manager started (not from forked workers).
+            if self._owns_process and os.getpid() == self._pid:
+                notify("READY=1")
+
+        # Last, whatever is subscribed later: a deferred app subscribes its
+        # hooks (the CherryPy engine's start) only when a worker loads it.
+        self.lifecycle.subscribe("started", listening, last=True)
 
     def start(self, timeout: float = 30.0) -> Server:
         """Serve from a background thread; return once requests are taken."""
+        refuse_workers_in_thread(self)
         if not self.adapter_class.capabilities.background:
             raise AnyserveError(f"{self.name} cannot serve from a background thread")
         self.bind()
@@ -150,8 +194,25 @@ class Server:
         self.stop()
 
 
-def serve_until_signalled(server: Server) -> None:
-    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once."""
+def log_listening(urls: list[str], described: str, workers: int) -> None:
+    for url in urls:
+        log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+
+
+def refuse_workers_in_thread(server: Server) -> None:
+    if server.config.workers > 1 and not server.adapter_class.capabilities.workers:
+        raise AnyserveError(
+            f"--workers {server.config.workers} needs processes of its own, so it cannot be served from a thread "
+            "or a loop of this program; use the anyserve command or anyserve.run() from the main thread"
+        )
+
+
+def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
+    """Serve in this (main) thread; TERM and INT stop gracefully, a second INT at once,
+    USR1 reopens the log files (after logrotate moved them).
+
+    *worker*: a supervised worker process; its supervisor announces, and
+    handles SIGHUP (a worker ignores it)."""
     stopping = threading.Event()
 
     def handle(signum: int, frame: object) -> None:
@@ -161,7 +222,9 @@ def serve_until_signalled(server: Server) -> None:
                 os._exit(1)
             return
         stopping.set()
-        log.info(
+        if not worker:
+            notify("STOPPING=1")
+        (log.debug if worker else log.info)(
             "Received %s: stopping gracefully (in-flight requests have %ss)",
             signal.Signals(signum).name,
             server.config.graceful_timeout,
@@ -169,16 +232,78 @@ def serve_until_signalled(server: Server) -> None:
         server.adapter.shutdown()  # returns at once; serve() returns once drained
 
     def hang_up(signum: int, frame: object) -> None:
-        log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
+        if server.adapter.restart():
+            log.info("Received SIGHUP: restarting the workers gracefully")
+        elif not worker:
+            log.warning("Received SIGHUP: a single serving process has nothing to restart gracefully; ignored")
+
+    def resize(signum: int, frame: object) -> None:
+        # Their default action would suspend the process.
+        log.warning(
+            "Received %s: %s has no workers anyserve can add or remove; ignored",
+            signal.Signals(signum).name,
+            server.name,
+        )
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hang_up)
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):
+        previous[sig] = signal.signal(sig, resize if not worker else signal.SIG_IGN)
+
+    def reopen(signum: int, frame: object) -> None:
+        reopen_log_files_soon()
+        server.adapter.reopen_logs()
+
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, reopen)
     try:
-        server.serve()
+        server.serve(announce=not worker)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("Stopped")
+    if not worker:
+        log.info("Stopped")
+
+
+def serve_in_process(
+    config: Config,
+    app: Any = None,
+    *,
+    bound: Callable[[], object] | None = None,
+    prepare: Callable[[Server], object] | None = None,
+) -> None:
+    """Serve until TERM/INT in this process, which anyserve owns: the ``anyserve``
+    command and ``anyserve.run()`` from the main thread. ``--workers`` above 1
+    runs the server's own workers, or anyserve's supervisor for the others.
+
+    *bound* runs once the listeners are bound, in this process (a pid file, the
+    umask); *prepare* gets each Server before it serves, in the process that
+    serves (a worker, under the supervisor), to subscribe to its Lifecycle."""
+    add_app_dir(config.app_dir)  # where a -s module:Class may come from, too
+    adapter_class = choose_adapter(config)
+    if config.cherrypy_config and config.cherrypy is not False and not config.preload:
+        # Workers import the app after the fork, once the listeners are bound:
+        # the address a CherryPy config file gives is read here.
+        from .cherrypy_bridge import address_in_config_file
+
+        address = address_in_config_file(config.cherrypy_config)
+        if address and not any(config.is_set(name) for name in ("bind", "host", "port")):
+            config = config.replace(host=address[0], port=address[1])
+    if config.workers > 1 and not adapter_class.capabilities.workers:
+        from .supervisor import Supervisor
+
+        Supervisor(config, app, bound=bound, prepare=prepare).run()
+        return
+    # A pre-fork server's workers import the app after the fork, unless --preload
+    # or --user/--group: its workers take on the user before they would import
+    # it, and the app's files need not be readable by that user.
+    load = config.preload or not adapter_class.capabilities.workers or bool(config.user or config.group)
+    server = Server(config, app, owns_process=True, load=load)
+    server.bind()
+    if bound is not None:
+        bound()
+    if prepare is not None:
+        prepare(server)
+    serve_until_signalled(server)
 
 
 def run(app: Any = None, **options: Any) -> None:
@@ -187,13 +312,16 @@ def run(app: Any = None, **options: Any) -> None:
     *options* are the options of ``anyserve --help`` by their Python names
     (``server="cheroot"``, ``bind=["127.0.0.1:8000"]``, ``threads=8``...)."""
     config = Config.load(kwargs=_with_app(app, options))
-    configure_logging(config.log_level)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    server = Server(config, owns_process=in_main_thread)
-    if in_main_thread:
-        serve_until_signalled(server)
-    else:
-        server.serve()
+    refuse_process_options(config, "anyserve.run()")
+    configure_logging(
+        config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
+    )
+    if threading.current_thread() is threading.main_thread():
+        serve_in_process(config)
+        return
+    server = Server(config)
+    refuse_workers_in_thread(server)
+    server.serve()
 
 
 @contextmanager
@@ -204,6 +332,7 @@ def serving(app: Any = None, **options: Any) -> Iterator[Server]:
     then ``srv.url`` is where it listens."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.serving()")
     server = Server(config)
     server.start()
     try:
@@ -255,13 +384,28 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     running. For a background thread instead, see :func:`serving`."""
     options.setdefault("bind", ["127.0.0.1:0"])
     config = Config.load(kwargs=_with_app(app, options))
+    refuse_process_options(config, "anyserve.embed()")
     server = Server(config)
+    refuse_workers_in_thread(server)
     if not server.adapter_class.capabilities.embed:
         server.adapter.embed(server.app, [], config, server.lifecycle)  # raises the refusal
     server.bind()
     server.announce()
     handle = server.adapter.embed(server.app, server.listeners, config, server.lifecycle)
     return Embedded(server, handle)
+
+
+#: Options of the ``anyserve`` command's own process, which the Python API leaves to its caller.
+PROCESS_OPTIONS = ("daemon", "pid", "user", "group", "umask", "require_non_root")
+
+
+def refuse_process_options(config: Config, api: str) -> None:
+    given = [name for name in PROCESS_OPTIONS if config.is_set(name)]
+    if given:
+        raise ConfigError(
+            f"{api} serves in the calling program and leaves its process alone: {', '.join(given)} "
+            "belong to the anyserve command (anyserve --daemon --pid FILE --user USER ...)"
+        )
 
 
 def _with_app(app: Any, options: dict[str, Any]) -> dict[str, Any]:

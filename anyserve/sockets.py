@@ -3,7 +3,8 @@
 One place gets listening sockets right for every server: SO_REUSEADDR, TCP_NODELAY
 (inherited by accepted connections on Linux), a large backlog, dual-stack IPv6,
 unix sockets with their mode and stale-file cleanup, inherited descriptors
-(``fd://N``) and systemd socket activation (``LISTEN_FDS``/``LISTEN_PID``).
+(``fd://N``) and systemd socket activation (``LISTEN_FDS``/``LISTEN_PID``, with
+the names of ``LISTEN_FDNAMES``). A listener also says whether it serves TLS.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ import socket
 import stat
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import BindError
 
+if TYPE_CHECKING:
+    from .tls import TLS
+
 SD_LISTEN_FDS_START = 3
-#: Descriptors handed from a reloading parent to its child, comma-separated.
+#: Descriptors handed from a reloading parent to its child, comma-separated, each
+#: as ``FD`` or ``FD=SPEC`` (SPEC: the address the parent bound it for).
 INHERITED_FDS_ENV = "_ANYSERVE_INHERITED_FDS"
 
 
@@ -30,6 +36,10 @@ class Listener:
     spec: str
     #: Set when anyserve created the unix socket file and removes it on close.
     unix_path: str | None = field(default=None, repr=False)
+    #: The name systemd gave this socket (``LISTEN_FDNAMES``), if any.
+    name: str | None = None
+    #: How this listener serves TLS (an ``anyserve.tls.TLS``); None for plain HTTP.
+    tls: TLS | None = field(default=None, repr=False)
 
     @property
     def family(self) -> int:
@@ -48,13 +58,38 @@ class Listener:
             return name if isinstance(name, str) else name.decode()
         return name[0], name[1]
 
-    def url(self, scheme: str = "http") -> str:
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def url(self, scheme: str | None = None) -> str:
+        scheme = scheme or self.scheme
         if self.is_unix:
-            return f"unix:{self.address}"
+            return f"unix:{self.address}" + (" (TLS)" if scheme == "https" else "")
         host, port = self.address
         if ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{port}"
+
+    def matches(self, spec: str) -> bool:
+        """Whether *spec* (a --bind address, ``fd://N`` or ``fd://NAME``) names this listener."""
+        kind, where = parse_tls_bind(spec)
+        if kind == "fdname":
+            return self.name == where
+        if kind == "fd":
+            return self.spec == spec or self.socket.fileno() == where
+        try:
+            if parse_bind(self.spec) == (kind, where):
+                return True
+        except BindError:
+            pass  # systemd:NAME
+        if kind == "unix":
+            return self.is_unix and self.address == where
+        host, port = where  # type: ignore[misc]
+        if self.is_unix or port == 0:
+            return False
+        bound_host, bound_port = self.address  # type: ignore[misc]
+        return bound_port == port and _same_host(host, bound_host)
 
     def close(self) -> None:
         self.socket.close()
@@ -80,7 +115,7 @@ def bind_listeners(
     env = os.environ if env is None else env
     inherited = env.pop(INHERITED_FDS_ENV, None)
     if inherited:
-        return [adopt_fd(int(fd), backlog=backlog) for fd in inherited.split(",")]
+        return [_adopt_inherited(item, backlog) for item in inherited.split(",")]
     activated = systemd_listeners(env, backlog=backlog)
     if activated:
         return activated
@@ -93,6 +128,42 @@ def bind_listeners(
             listener.close()
         raise
     return listeners
+
+
+def inherited_fds_value(listeners: Iterable[Listener]) -> str:
+    """The value of INHERITED_FDS_ENV that hands *listeners* to a child process."""
+    return ",".join(f"{listener.socket.fileno()}={listener.spec}" for listener in listeners)
+
+
+def _adopt_inherited(item: str, backlog: int) -> Listener:
+    fd, _, spec = item.partition("=")
+    listener = adopt_fd(int(fd), backlog=backlog)
+    if spec:
+        listener.spec = spec  # as the parent bound it, so --tls-bind still names it
+        if spec.startswith("systemd:") and not spec[8:].startswith("fd://"):
+            listener.name = spec[8:]
+    return listener
+
+
+def parse_tls_bind(spec: str) -> tuple[str, int | str | tuple[str, int]]:
+    """As parse_bind, and ``fd://NAME`` (a socket systemd passed under that name) -> ('fdname', NAME)."""
+    if spec.startswith("fd://") and spec[5:] and not spec[5:].isdigit():
+        return "fdname", spec[5:]
+    return parse_bind(spec)
+
+
+def same_address(a: str, b: str) -> bool:
+    """Whether two addresses are the same once parsed (``:80`` and ``0.0.0.0:80`` are)."""
+    return parse_tls_bind(a) == parse_tls_bind(b)
+
+
+def _same_host(asked: str, bound: str) -> bool:
+    if asked == bound:
+        return True
+    try:
+        return any(info[4][0] == bound for info in socket.getaddrinfo(asked, None))
+    except socket.gaierror:
+        return False
 
 
 def parse_bind(spec: str) -> tuple[str, int | str | tuple[str, int]]:
@@ -242,6 +313,7 @@ def systemd_listeners(env: MutableMapping[str, str], *, backlog: int = 2048) -> 
         name = names[i] if i < len(names) and names[i] else f"fd://{fd}"
         listener = adopt_fd(fd, backlog=backlog, spec=f"fd://{fd}")
         listener.spec = f"systemd:{name}"
+        listener.name = names[i] if i < len(names) and names[i] else None
         listeners.append(listener)
     return listeners
 

@@ -80,12 +80,17 @@ def measure(command: list[str], port: int, connections: int, duration: float) ->
         wrk(port, connections, 1.0)  # warm-up
         return wrk(port, connections, duration)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """TERM, and KILL what is still running 30 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def anyserve(server: str, app: str, threads: int | None) -> callable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,3 +27,11 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         module = sys.modules.get(name)
         if getattr(module, "__file__", None) and str(tmp_path) in str(module.__file__):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A test CA with a server and a client certificate, made once per session (tests/pki.py)."""
+    from .pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))

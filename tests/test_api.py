@@ -168,6 +168,9 @@ def test_serving_refuses_bad_options_before_starting() -> None:
     with pytest.raises(anyserve.ServerError, match="werkzeug cannot cap its threads"):
         with anyserve.serving(hello, server="werkzeug", threads=4):
             pass
+    with pytest.raises(anyserve.AnyserveError, match="--workers 2 needs processes of its own"):
+        with anyserve.serving(hello, server="cheroot", workers=2):
+            pass
 
 
 def test_serving_on_a_port_in_use() -> None:

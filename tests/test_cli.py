@@ -238,7 +238,7 @@ def test_privileged_port_without_privileges(tmp_path: Path) -> None:
     ("args", "fragment"),
     [
         (["-s", "werkzeug", "-t", "4"], "werkzeug cannot cap its threads, so it cannot honour --threads 4"),
-        (["-s", "cheroot", "-w", "2"], "cheroot has no worker processes of its own, so it cannot honour --workers 2"),
+        (["-s", "wsgiref", "-o", "timeout=3"], "unknown option -o timeout for server wsgiref; it accepts: none"),
     ],
 )
 def test_option_the_server_cannot_honour(site: Path, args: list[str], fragment: str) -> None:

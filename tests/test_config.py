@@ -88,6 +88,8 @@ GOOD = [
     ("app_dir", "src", "src"),
     ("root_path", "/app/", "/app"),
     ("root_path", "/", ""),
+    ("preload", "yes", True),
+    ("preload", False, False),
     ("reload", "yes", True),
     ("reload", "off", False),
     ("reload", 1, True),
@@ -103,7 +105,49 @@ GOOD = [
     ("cherrypy_config", "site.conf", "site.conf"),
     ("log_level", "DEBUG", "debug"),
     ("log_level", "warning", "warning"),
+    ("certfile", "site.pem", "site.pem"),
+    ("keyfile", "site.key", "site.key"),
+    ("keyfile_password", "s3cret", "s3cret"),
+    ("ca_certs", "ca.pem", "ca.pem"),
+    ("cert_reqs", "REQUIRED", "required"),
+    ("cert_reqs", "optional", "optional"),
+    ("ssl_adhoc", "true", True),
+    ("tls_bind", ":8443,fd://web", [":8443", "fd://web"]),
+    ("access_log", "-", "-"),
+    ("access_log", "/var/log/app/access.log", "/var/log/app/access.log"),
+    ("access_log_format", '%(h)s "%(r)s" %(s)s %(D)s', '%(h)s "%(r)s" %(s)s %(D)s'),
+    ("access_log_format", "%({x-request-id}i)s %(L)s", "%({x-request-id}i)s %(L)s"),
+    ("error_log", "errors.log", "errors.log"),
+    ("log_config", "logging.toml", "logging.toml"),
+    ("proxy_headers", "on", True),
+    ("forwarded_allow_ips", "*", "*"),
+    ("forwarded_allow_ips", "10.0.0.0/8, 192.168.1.1,::1", "10.0.0.0/8,192.168.1.1,::1"),
+    ("forwarded_allow_ips", ["10.1.2.3"], "10.1.2.3"),
+    ("mount", ["/app0=m:app0", "/app1/=m:app1"], {"/app0": "m:app0", "/app1": "m:app1"}),
+    ("mount", {"/": "m:default", "/x": "m:x(a=1)"}, {"": "m:default", "/x": "m:x(a=1)"}),
+    ("vhost", ["Company.com=m:app1", "*.home.net=m:app2"], {"company.com": "m:app1", "*.home.net": "m:app2"}),
+    ("vhost", {"example.org": "m:app"}, {"example.org": "m:app"}),
+    ("profile", "profiles", "profiles"),
+    ("pid", "/run/app.pid", "/run/app.pid"),
+    ("daemon", "yes", True),
+    ("user", "nobody", "nobody"),
+    ("user", "65534", "65534"),
+    ("user", 65534, "65534"),
+    ("group", 0, "0"),
+    ("group", "nogroup", "nogroup"),
+    ("umask", "027", 0o27),
+    ("umask", 0o22, 0o22),
+    ("require_non_root", "true", True),
 ]
+
+#: What an option needs beside it to pass validation (e.g. --keyfile needs --certfile).
+NEEDS: dict[str, dict[str, Any]] = {
+    "keyfile": {"certfile": "site.pem"},
+    "keyfile_password": {"certfile": "site.pem"},
+    "ca_certs": {"certfile": "site.pem"},
+    "cert_reqs": {"certfile": "site.pem", "ca_certs": "ca.pem"},
+    "tls_bind": {"certfile": "site.pem"},
+}
 
 
 def test_every_option_has_good_values_below() -> None:
@@ -112,7 +156,7 @@ def test_every_option_has_good_values_below() -> None:
 
 @pytest.mark.parametrize(("name", "raw", "value"), GOOD)
 def test_converters_take_strings_and_values(name: str, raw: object, value: object) -> None:
-    assert getattr(load(kwargs={name: raw}), name) == value
+    assert getattr(load(kwargs={**NEEDS.get(name, {}), name: raw}), name) == value
 
 
 BAD = [
@@ -141,6 +185,7 @@ BAD = [
     ("factory", "maybe", "expected true or false"),
     ("app_dir", 1, "expected a string"),
     ("root_path", "app", "starting with '/'"),
+    ("preload", "sometimes", "expected true or false"),
     ("reload", "maybe", "expected true or false"),
     ("reload", 2, "expected true or false"),
     ("reload_dirs", [1], "expected a list of strings"),
@@ -151,6 +196,33 @@ BAD = [
     ("cherrypy", "perhaps", "expected true or false"),
     ("cherrypy_config", ["a"], "expected a string"),
     ("log_level", "loud", "expected one of critical, error, warning, info, debug"),
+    ("certfile", 1, "expected a string"),
+    ("keyfile", ["k"], "expected a string"),
+    ("keyfile_password", 5, "expected a string"),
+    ("ca_certs", 1, "expected a string"),
+    ("cert_reqs", "always", "expected one of none, optional, required"),
+    ("ssl_adhoc", "maybe", "expected true or false"),
+    ("tls_bind", 8443, "expected a list of strings"),
+    ("access_log", 1, "expected a string"),
+    ("access_log_format", "%s %s", "expected a format of %(NAME)s atoms"),
+    ("access_log_format", "%(h)d", "expected a format of %(NAME)s atoms"),
+    ("error_log", ["a"], "expected a string"),
+    ("log_config", 2, "expected a string"),
+    ("proxy_headers", "maybe", "expected true or false"),
+    ("forwarded_allow_ips", "10.0.0.300", "expected IP addresses, networks such as 10.0.0.0/8"),
+    ("forwarded_allow_ips", "", "expected IP addresses"),
+    ("mount", ["app0=m:app0"], "the prefix 'app0' must start with '/', e.g. /app0=m:app0"),
+    ("mount", ["/app0="], "names no APP"),
+    ("vhost", ["exa mple.com=m:app"], "expected a host name"),
+    ("vhost", ["example.com:80=m:app"], "expected a host name"),
+    ("profile", 3, "expected a string"),
+    ("pid", 1, "expected a string"),
+    ("daemon", "later", "expected true or false"),
+    ("user", ["a"], "expected a string"),
+    ("user", " ", "expected a name or a numeric id"),
+    ("group", -1, "expected a string"),
+    ("umask", "u=rwx", "octal file mode"),
+    ("require_non_root", "sometimes", "expected true or false"),
 ]
 
 

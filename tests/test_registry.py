@@ -221,8 +221,6 @@ def test_a_named_server_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize(
     ("server", "options", "message"),
     [
-        ("cheroot", {"workers": 2}, "cheroot has no worker processes of its own, so it cannot honour --workers 2"),
-        ("waitress", {"workers": 3}, "waitress has no worker processes of its own"),
         ("werkzeug", {"threads": 4}, "werkzeug cannot cap its threads, so it cannot honour --threads 4"),
         ("cheroot", {"options": {"nope": "1"}}, "unknown option -o nope for server cheroot; it accepts: "),
         ("wsgiref", {"options": {"x": "1"}}, "unknown option -o x for server wsgiref; it accepts: none"),

@@ -64,6 +64,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
             "pid": os.getpid(),
+            "url_scheme": environ.get("wsgi.url_scheme"),
         }
         return respond(start_response, json.dumps(report).encode(), "application/json")
     if path == "/big":

@@ -28,7 +28,7 @@ from anyserve.registry import adapters
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANYSERVE = str(Path(sys.executable).parent / "anyserve")
 APP = "tests.conformance.app:app"
-LISTENING = re.compile(r"Listening on (http://\S+)")
+LISTENING = re.compile(r"Listening on (https?://\S+)")
 START_TIMEOUT = 20.0
 POLL = 0.02  # how often a wait looks again at what it waits for
 
@@ -36,18 +36,27 @@ POLL = 0.02  # how often a wait looks again at what it waits for
 class Running:
     """An ``anyserve`` process: its URL once it listens, its stderr, and a stop that always ends it."""
 
-    def __init__(self, server: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.server = server
         self.args = args
         self._stderr = tempfile.TemporaryFile()
         self._final_stderr: str | None = None
         self.proc = subprocess.Popen(
-            [ANYSERVE, "-s", server, *args],
+            # A launcher (e.g. a socket-activation harness) runs first and execs anyserve.
+            [*(launcher or []), ANYSERVE, "-s", server, *args],
             cwd=REPO_ROOT,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            pass_fds=pass_fds,
         )
         self.urls: list[str] = []
 
@@ -128,6 +137,12 @@ def start_anyserve(
         raise
 
 
+def suite_args(server: str) -> list[str]:
+    """How the shared conformance fixtures start *server*: a pre-fork server with
+    two workers, so every case also holds across worker processes."""
+    return ["-w", "2"] if adapters()[server].capabilities.workers else []
+
+
 def capabilities(server: str) -> Any:
     """What the adapter registered as *server* declares it can do."""
     return adapters()[server].capabilities
@@ -162,7 +177,7 @@ def wait_for_file(path: Path, timeout: float = 10.0, what: str = "") -> None:
 
 
 def address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
+    host, port = url.split("://", 1)[-1].rsplit(":", 1)
     return host.strip("[]"), int(port)
 
 

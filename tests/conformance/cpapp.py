@@ -10,12 +10,16 @@ streaming and tools.staticfile.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 
 import cherrypy
+import cherrypy.lib.sessions
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "hello.txt")
+SESSIONS = os.path.join(tempfile.gettempdir(), "anyserve-conformance-sessions")
+os.makedirs(SESSIONS, exist_ok=True)
 EVENTS = {"start": 0, "main": 0, "start_pids": [], "start_threads": []}
 _lock = threading.Lock()
 
@@ -32,6 +36,17 @@ def on_start() -> None:
         EVENTS["start"] += 1
         EVENTS["start_pids"].append(os.getpid())
     _record("start")
+    # A thread of the app's own, as many plugins start one: started before a
+    # fork, it would not exist in the workers (and a lock it holds could hang them).
+    helper = threading.Thread(target=_helper_loop, name="cp-app-helper", daemon=True)
+    helper.start()
+
+
+def _helper_loop() -> None:
+    while True:
+        with _lock:
+            EVENTS["helper_beats"] = EVENTS.get("helper_beats", 0) + 1
+        time.sleep(0.05)
 
 
 def on_main() -> None:
@@ -123,15 +138,22 @@ class Root:
         """Holds a worker for a while, so concurrent requests reach the others."""
         time.sleep(float(s))
         with _lock:
-            main = EVENTS["main"]
-        return {"pid": os.getpid(), "started": cherrypy.engine.state == cherrypy.engine.states.STARTED, "main": main}
+            main, beats = EVENTS["main"], EVENTS.get("helper_beats", 0)
+        return {
+            "pid": os.getpid(),
+            "started": cherrypy.engine.state == cherrypy.engine.states.STARTED,
+            "main": main,
+            "helper_beats": beats,
+        }
 
     @cherrypy.expose
     def boom(self) -> str:
         raise ValueError("cherrypy-boom-marker")
 
     @cherrypy.expose
-    @cherrypy.tools.sessions(on=True)
+    # In files, not in RAM: with several worker processes a client's next request
+    # may reach another one (as under any pre-fork server).
+    @cherrypy.tools.sessions(on=True, storage_class=cherrypy.lib.sessions.FileSession, storage_path=SESSIONS)
     def counter(self) -> str:
         count = cherrypy.session.get("count", 0) + 1
         cherrypy.session["count"] = count

@@ -24,7 +24,7 @@ import pytest
 
 from anyserve.registry import adapters
 
-from .conftest import REPO_ROOT, Running, free_port, start_anyserve, wait_for_port
+from .conftest import REPO_ROOT, Running, free_port, start_anyserve, suite_args, wait_for_port
 
 CPAPP = "tests.conformance.cpapp:application"
 SERVERS = list(adapters())
@@ -80,17 +80,24 @@ def native() -> Iterator[str]:
 @pytest.fixture(scope="module", params=SERVERS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     events = tmp_path_factory.mktemp("events") / "events.txt"
-    running = start_anyserve(request.param, CPAPP, env={"CP_EVENTS_FILE": str(events)})
+    running = start_anyserve(request.param, CPAPP, *suite_args(request.param), env={"CP_EVENTS_FILE": str(events)})
     try:
         yield running
     finally:
         running.stop()
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def serving_pid(running: Running, reported: dict[str, Any]) -> int:
-    """The process that answered: anyserve's own, or one of its workers (a child of it)."""
+    """The process that answered: anyserve's own, or one of its workers (a child of
+    it, or of the master process anyserve started, for uwsgi)."""
     if adapters()[running.server].capabilities.workers:
-        assert reported["ppid"] == running.proc.pid, "the engine runs in a worker forked by anyserve's server"
+        parents = {reported["ppid"], parent_of(reported["ppid"])}
+        assert running.proc.pid in parents, "the engine runs in a worker forked by anyserve's server"
         return reported["pid"]
     assert reported["pid"] == running.proc.pid
     return running.proc.pid
@@ -272,22 +279,30 @@ def test_cherrypy_log_files(server: str, tmp_path: Path) -> None:
         assert "cherrypy-boom-marker" not in output, output
 
 
-WORKER_SERVERS = [name for name, cls in adapters().items() if cls.capabilities.workers]
-
-
-@pytest.mark.parametrize("server", WORKER_SERVERS)
-def test_each_worker_runs_its_own_engine(server: str) -> None:
-    running = start_anyserve(server, CPAPP, "-w", "2")
+@pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_each_worker_runs_its_own_engine(server: str, preload: bool, tmp_path: Path) -> None:
+    """-w 2 on every server (its own workers, or anyserve's supervisor); with
+    --preload the app is imported once in the parent, the engine still started in
+    each worker, and a thread its start listener starts runs there."""
+    events = tmp_path / "events.txt"
+    args = ["-w", "2", *(["--preload"] if preload else [])]
+    running = start_anyserve(server, CPAPP, *args, env={"CP_EVENTS_FILE": str(events)})
     try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            answers = [
-                json.loads(f.result()[2]) for f in [pool.submit(request, running.url, "/pause?s=0.3") for _ in range(8)]
-            ]
-        pids = {answer["pid"] for answer in answers}
+        pids: set[int] = set()
+        deadline = time.monotonic() + 10
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(request, running.url, "/pause?s=0.3") for _ in range(8)]
+                answers = [json.loads(f.result()[2]) for f in futures]
+            pids |= {answer["pid"] for answer in answers}
+            assert all(answer["started"] for answer in answers)
+            # main is published, and the app's own thread runs, in each worker
+            assert all(answer["main"] > 0 and answer["helper_beats"] > 0 for answer in answers), answers
         assert len(pids) == 2, pids  # two workers answered
         assert running.proc.pid not in pids  # none of them is the parent
-        assert all(answer["started"] for answer in answers)
-        # main is published in each worker: every answer counts ticks of its own process
-        assert all(answer["main"] > 0 for answer in answers)
     finally:
         running.stop()
+    started_in = [int(line.split()[1]) for line in events.read_text().splitlines() if line.startswith("start ")]
+    # The engine started once in each worker, and nowhere else (not in a parent before the fork).
+    assert sorted(started_in) == sorted(pids), (started_in, pids)

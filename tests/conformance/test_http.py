@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from .conftest import (
     raw_connection,
     read_response,
     start_anyserve,
+    suite_args,
 )
 
 SERVERS = list(adapters())
@@ -47,7 +49,7 @@ def test_every_registered_server_is_installed() -> None:
 
 @pytest.fixture(scope="module", params=SERVERS)
 def served(request: pytest.FixtureRequest) -> Iterator[Running]:
-    running = start_anyserve(request.param, APP)
+    running = start_anyserve(request.param, APP, *suite_args(request.param))
     try:
         yield running
     finally:
@@ -186,7 +188,11 @@ def test_keep_alive(served: Running) -> None:
 )
 def test_bad_request_is_a_4xx_and_the_server_keeps_serving(served: Running, garbage: bytes) -> None:
     answer = exchange(served.url, garbage)
-    assert re.match(rb"HTTP/1\.[01] 4\d\d", answer), f"not a 4xx status line: {answer[:200]!r}"
+    if b"HTTX" in garbage and not capabilities(served.server).checks_http_version:
+        # Declared limitation: the request is served, its status line echoing the version it named.
+        assert answer.startswith(b"HTTX/1.1 200 "), answer[:200]
+    else:
+        assert re.match(rb"HTTP/1\.[01] 4\d\d", answer), f"not a 4xx status line: {answer[:200]!r}"
     assert echo(served.url)["method"] == "GET"
 
 
@@ -259,9 +265,10 @@ def test_concurrent_slow_requests(served: Running) -> None:
         # take 2.5 s; a thread per connection or a greenlet each take 0.5 s).
         assert_concurrent(served.url, served.server)
         return
-    # Declared limitation: with the defaults, one request at a time.
+    # Declared limitation: with the defaults, one request at a time (in each worker process).
+    workers = 2 if suite_args(served.server) else 1
     elapsed = run_slow_requests(served.url, 3)
-    assert elapsed >= 3 * SLOW, f"3 requests of {SLOW} s took {elapsed:.2f} s: not one at a time"
+    assert elapsed >= math.ceil(3 / workers) * SLOW, f"3 requests of {SLOW} s took {elapsed:.2f} s on {workers} workers"
     if caps.threads:  # ...but --threads makes it concurrent
         running = start_anyserve(served.server, APP, "--threads", str(CONCURRENT))
         try:

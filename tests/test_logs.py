@@ -1,0 +1,130 @@
+"""Logging set-up: error and access logs in files, a user's logging config, reopening."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anyserve.errors import ConfigError
+from anyserve.logs import ACCESS_LOGGER, configure_logging, reopen_log_files
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging changes the process's loggers: put them back afterwards."""
+    root, access = logging.getLogger(), logging.getLogger(ACCESS_LOGGER)
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in (root, access)]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for handler in logger.handlers:
+                if handler not in handlers:
+                    handler.close()
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def flush() -> None:
+    for logger in (logging.getLogger(), logging.getLogger(ACCESS_LOGGER)):
+        for handler in logger.handlers:
+            handler.flush()
+
+
+def test_error_and_access_logs_in_files_and_reopened_after_a_move(tmp_path: Path) -> None:
+    errors, access = tmp_path / "error.log", tmp_path / "access.log"
+    configure_logging("info", error_log=str(errors), access_log=str(access))
+    logging.getLogger("anyserve.test").info("hello")
+    logging.getLogger(ACCESS_LOGGER).info("GET / 200")
+    flush()
+    assert "[INFO] anyserve.test: hello" in errors.read_text()
+    assert access.read_text() == "GET / 200\n"  # the access line alone, not in the error log
+    assert "GET / 200" not in errors.read_text()
+
+    access.rename(tmp_path / "access.log.1")  # what logrotate does
+    errors.rename(tmp_path / "error.log.1")
+    assert reopen_log_files() >= 2
+    logging.getLogger(ACCESS_LOGGER).info("GET /again 200")
+    flush()
+    assert access.read_text() == "GET /again 200\n"
+    assert (tmp_path / "access.log.1").read_text() == "GET / 200\n"
+    assert errors.exists()
+
+
+def test_the_access_log_is_written_whatever_the_log_level(tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+    configure_logging("error", access_log=str(access))
+    logging.getLogger(ACCESS_LOGGER).info("line")
+    flush()
+    assert access.read_text() == "line\n"
+
+
+def test_an_unwritable_log_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--access-log: cannot open .*/nodir/a.log: No such file or directory$"):
+        configure_logging("info", access_log=str(tmp_path / "nodir" / "a.log"))
+    with pytest.raises(ConfigError, match=r"^--error-log: cannot open "):
+        configure_logging("info", error_log=str(tmp_path))
+
+
+DICT_CONFIG = {
+    "formatters": {"short": {"format": "%(levelname)s %(name)s %(message)s"}},
+    "handlers": {"file": {"class": "logging.FileHandler", "filename": "FILE", "formatter": "short"}},
+    "loggers": {"anyserve": {"handlers": ["file"], "level": "DEBUG"}},
+}
+
+
+@pytest.mark.parametrize("kind", ["json", "toml", "ini"])
+def test_log_config_files(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "out.log"
+    path = tmp_path / f"logging.{kind}"
+    if kind == "json":
+        config = json.loads(json.dumps(DICT_CONFIG).replace("FILE", str(out)))
+        path.write_text(json.dumps(config))
+    elif kind == "toml":
+        path.write_text(
+            '[formatters.short]\nformat = "%(levelname)s %(name)s %(message)s"\n'
+            f'[handlers.file]\nclass = "logging.FileHandler"\nfilename = "{out}"\nformatter = "short"\n'
+            '[loggers.anyserve]\nhandlers = ["file"]\nlevel = "DEBUG"\n'
+        )
+    else:
+        path.write_text(
+            "[loggers]\nkeys=root,anyserve\n[handlers]\nkeys=file\n[formatters]\nkeys=short\n"
+            "[logger_root]\nhandlers=\n"
+            "[logger_anyserve]\nhandlers=file\nlevel=DEBUG\nqualname=anyserve\n"
+            f"[handler_file]\nclass=FileHandler\nargs=({str(out)!r},)\nformatter=short\n"
+            "[formatter_short]\nformat=%(levelname)s %(name)s %(message)s\n"
+        )
+    existing = logging.getLogger("anyserve.existing")  # created before: still enabled afterwards
+    configure_logging("info", log_config=str(path))
+    existing.debug("from before")
+    logging.getLogger("anyserve").handlers[0].flush()
+    assert out.read_text() == "DEBUG anyserve.existing from before\n"
+    for handler in logging.getLogger("anyserve").handlers:
+        handler.close()
+    logging.getLogger("anyserve").handlers.clear()
+    logging.getLogger("anyserve").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("missing.json", None, r"^--log-config: file .*missing.json does not exist$"),
+        ("bad.json", "{", r"^--log-config: .*bad.json is not valid JSON: "),
+        ("bad.toml", "a = ", r"^--log-config: .*bad.toml is not valid TOML: "),
+        ("list.json", "[1]", r"must hold a table"),
+        ("wrong.json", '{"handlers": {"h": {"class": "no.such.Handler"}}}', r"is not a valid logging configuration: "),
+        ("wrong.ini", "[loggers]\nkeys=root\n", r"^--log-config: .*wrong.ini is not a valid logging configuration: "),
+    ],
+)
+def test_bad_log_config_files(tmp_path: Path, name: str, text: str | None, message: str) -> None:
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        configure_logging("info", log_config=str(path))
+    assert "\n" not in str(info.value)
