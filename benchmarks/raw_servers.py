@@ -2,7 +2,7 @@
 
     python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS]
 
-NAME: cheroot, waitress, gunicorn, tornado-default (``WSGIContainer(app)``, the
+NAME: cheroot, waitress, gunicorn, uwsgi, tornado-default (``WSGIContainer(app)``, the
 form Tornado's docs show), tornado (the same with
 ``executor=ThreadPoolExecutor(THREADS)``), twisted, gevent, eventlet, cherrypy,
 werkzeug, wsgiref. APP_NAME is an app of scenario_apps.py. Where a server has a
@@ -22,6 +22,7 @@ RAW = (
     "cheroot",
     "waitress",
     "gunicorn",
+    "uwsgi",
     "tornado",
     "twisted",
     "gevent",
@@ -48,6 +49,12 @@ def main(name: str, port: int, app_name: str, threads: int) -> None:
             sys.executable,
             [sys.executable, "-m", "gunicorn", "--chdir", here, "-b", f"127.0.0.1:{port}", f"scenario_apps:{app_name}"],
         )
+    elif name == "uwsgi":
+        here = os.path.dirname(os.path.abspath(__file__))
+        uwsgi = os.path.join(os.path.dirname(sys.executable), "uwsgi")
+        # As uWSGI's quickstart runs an app, one process; TERM stops it rather than reloading it.
+        argv = [uwsgi, "--http-socket", f"127.0.0.1:{port}", "--chdir", here, "--module", f"scenario_apps:{app_name}"]
+        os.execv(uwsgi, [*argv, "--disable-logging", "--die-on-term"])
     elif name.startswith("tornado"):
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
