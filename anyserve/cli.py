@@ -15,7 +15,7 @@ from . import __version__
 from .config import Config, Setting, env_var, settings
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, Reported, report
 
-COMMANDS = ("serve", "list", "check")
+COMMANDS = ("serve", "list", "check", "bench")
 GROUPS = {
     "application": "application",
     "server": "server",
@@ -36,6 +36,7 @@ commands:
   anyserve [serve] [OPTIONS] APP   serve APP (the default command)
   anyserve list                    known servers: installed?, version, capabilities
   anyserve check [OPTIONS] APP     load APP and check the options; start nothing
+  anyserve bench [APP] -s S1,S2    servers side by side on one app (see anyserve bench --help)
 
 APP is module:attr, module:factory(args) or path/file.py[:attr]; with no
 attribute, 'application' then 'app' is used.
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "list":
             return cmd_list(args)
+        if command == "bench":
+            return cmd_bench(args)
         config, _ = parse(args, command)
         if command == "check":
             return cmd_check(config)
@@ -225,6 +228,19 @@ def _describe(obj: Any) -> str:
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     module = getattr(obj, "__module__", None) or type(obj).__module__
     return f"{module}.{name}"
+
+
+def cmd_bench(argv: list[str]) -> int:
+    from .bench.command import DESCRIPTION, EPILOG, add_arguments, run_bench
+
+    parser = _ArgumentParser(
+        prog="anyserve bench",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run_bench(parser.parse_args(argv))
 
 
 def cmd_list(argv: list[str]) -> int:

@@ -2,21 +2,60 @@
 
     python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS]
 
-NAME: tornado-default (``WSGIContainer(app)``, the form Tornado's docs show),
-tornado (the same with ``executor=ThreadPoolExecutor(THREADS)``), twisted,
-gevent, eventlet. APP_NAME is an app of scenario_apps.py.
+NAME: cheroot, waitress, gunicorn, uwsgi, tornado-default (``WSGIContainer(app)``, the
+form Tornado's docs show), tornado (the same with
+``executor=ThreadPoolExecutor(THREADS)``), twisted, gevent, eventlet, cherrypy,
+werkzeug, wsgiref. APP_NAME is an app of scenario_apps.py. Where a server has a
+thread pool its own default size is kept, except tornado and twisted (THREADS,
+default 10, which is also anyserve's default for them). No access logs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import scenario_apps
 
+#: The servers this script can start by hand, by the name anyserve gives them.
+RAW = (
+    "cheroot",
+    "waitress",
+    "gunicorn",
+    "uwsgi",
+    "tornado",
+    "twisted",
+    "gevent",
+    "eventlet",
+    "cherrypy",
+    "werkzeug",
+    "wsgiref",
+)
+
 
 def main(name: str, port: int, app_name: str, threads: int) -> None:
     app = getattr(scenario_apps, app_name)
-    if name.startswith("tornado"):
+    if name == "cheroot":
+        from cheroot import wsgi
+
+        wsgi.Server(("127.0.0.1", port), app).safe_start()
+    elif name == "waitress":
+        import waitress
+
+        waitress.serve(app, host="127.0.0.1", port=port, _quiet=True)
+    elif name == "gunicorn":
+        here = os.path.dirname(os.path.abspath(__file__))
+        os.execvp(
+            sys.executable,
+            [sys.executable, "-m", "gunicorn", "--chdir", here, "-b", f"127.0.0.1:{port}", f"scenario_apps:{app_name}"],
+        )
+    elif name == "uwsgi":
+        here = os.path.dirname(os.path.abspath(__file__))
+        uwsgi = os.path.join(os.path.dirname(sys.executable), "uwsgi")
+        # As uWSGI's quickstart runs an app, one process; TERM stops it rather than reloading it.
+        argv = [uwsgi, "--http-socket", f"127.0.0.1:{port}", "--chdir", here, "--module", f"scenario_apps:{app_name}"]
+        os.execv(uwsgi, [*argv, "--disable-logging", "--die-on-term"])
+    elif name.startswith("tornado"):
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
@@ -48,6 +87,30 @@ def main(name: str, port: int, app_name: str, threads: int) -> None:
         import eventlet.wsgi
 
         eventlet.wsgi.server(eventlet.listen(("127.0.0.1", port)), app, log_output=False)
+    elif name == "cherrypy":
+        import cherrypy
+
+        cherrypy.tree.graft(app, "/")
+        cherrypy.config.update(
+            {"server.socket_host": "127.0.0.1", "server.socket_port": port, "environment": "production"}
+        )
+        cherrypy.engine.start()
+        cherrypy.engine.block()
+    elif name == "werkzeug":
+        import logging
+
+        from werkzeug.serving import run_simple
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        run_simple("127.0.0.1", port, app, threaded=True)
+    elif name == "wsgiref":
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+        make_server("127.0.0.1", port, app, handler_class=QuietHandler).serve_forever()
     else:
         raise SystemExit(f"unknown raw server {name!r}")
 

@@ -1,0 +1,332 @@
+"""``anyserve bench``: its options, the plan they make, the live display and the report files."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError
+from .scenarios import SCENARIOS, Scenario
+
+DESCRIPTION = """\
+Servers side by side on one app: for each server x scenario x concurrency, start
+the server as 'anyserve serve' would (own process, same options for all), time
+it to its first answer, warm it up, measure it, stop it. Servers are interleaved
+across repeats (A B C A B C ...) and the report gives medians and the spread.
+
+scenarios (--scenario, default hello; 'all' for every one):
+""" + "\n".join(f"  {s.name:<9} {s.description}" for s in SCENARIOS.values())
+
+EPILOG = """\
+The load generator is wrk when it is on PATH (apt-get install wrk), else a
+built-in asyncio keep-alive generator; the report names it and warns when it used
+more than 80% of a core. With two or more CPUs, servers run on all CPUs but the
+last and the load generator on the last (change with --server-cpus/--client-cpus,
+or --no-pin).
+
+examples:
+  anyserve bench -s cheroot,waitress,gunicorn --scenario hello,json --concurrency 1,16,64
+  anyserve bench --all --scenario all --duration 5s --html bench.html --json bench.json
+  anyserve bench myapp:application --path /api/items -s gevent,eventlet -o pool_size=100
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench options, on a parser the CLI provides (so errors print as one line)."""
+    parser.add_argument(
+        "app", nargs="?", metavar="APP", help="your own app to measure (module:attr ...), as serve takes it"
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("-s", "--server", dest="servers", action="append", metavar="S1,S2", help="servers to compare")
+    which.add_argument("--all", action="store_true", help="every installed server")
+    parser.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="scenario(s): --scenario hello json, or hello,json; default hello",
+    )
+    parser.add_argument("--path", default="/", help="the path requested from APP (default /)")
+    parser.add_argument("--concurrency", default="32", metavar="N,N", help="connections, e.g. 1,16,64 (default 32)")
+    parser.add_argument("--duration", default="10s", metavar="TIME", help="measured time per run (default 10s)")
+    parser.add_argument(
+        "--warmup", metavar="TIME", help="load before each measurement (default: 2s, or --duration if shorter)"
+    )
+    parser.add_argument("--repeat", default="3", metavar="N", help="runs of each server per scenario (default 3)")
+    group = parser.add_argument_group("options passed to every server")
+    group.add_argument("-w", "--workers", metavar="N", help="worker processes")
+    group.add_argument("-t", "--threads", metavar="N", help="threads per worker")
+    group.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE", help="server setting")
+    group.add_argument("--app-dir", metavar="DIR", help="directory put first on sys.path to import APP")
+    group.add_argument("--factory", action="store_true", help="APP names a factory to call")
+    client = parser.add_argument_group("load generator and CPUs")
+    client.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto", help="default: wrk if found")
+    client.add_argument("--client-threads", default="1", metavar="N", help="wrk threads (default 1)")
+    client.add_argument("--server-cpus", metavar="LIST", help="CPUs for the servers, e.g. 0 or 0-2")
+    client.add_argument("--client-cpus", metavar="LIST", help="CPUs for the load generator, e.g. 3")
+    client.add_argument("--no-pin", action="store_true", help="pin nothing to any CPU")
+    client.add_argument(
+        "--retry-noisy",
+        default="0",
+        metavar="N",
+        help="measure a run again, up to N times, when other processes used over 10%% of a core during it",
+    )
+    client.add_argument("--start-timeout", default="30s", metavar="TIME", help="wait for a first answer (default 30s)")
+    out = parser.add_argument_group("reports")
+    out.add_argument("--json", metavar="FILE", help="every raw run, the machine, the versions")
+    out.add_argument("--markdown", metavar="FILE", help="the summary tables")
+    out.add_argument("--html", metavar="FILE", help="a self-contained page with charts")
+    out.add_argument("--svg", metavar="FILE", help="the requests/s chart alone")
+
+
+# -- converting the options --------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+def parse_duration(text: str, option: str, *, allow_zero: bool = False) -> float:
+    """'10s', '500ms', '1m' or a plain number of seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"{option} {text!r}: expected a duration such as 10s, 500ms or 1m")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+    if value <= 0 and not allow_zero:
+        raise ConfigError(f"{option} {text!r}: expected a duration above 0")
+    return value
+
+
+def parse_count(text: str, option: str, minimum: int = 1) -> int:
+    if not text.strip().isdigit() or int(text) < minimum:
+        raise ConfigError(f"{option} {text!r}: expected an integer of {minimum} or more")
+    return int(text)
+
+
+def parse_counts(text: str, option: str) -> list[int]:
+    counts = [parse_count(part, option) for part in text.split(",") if part.strip()]
+    if not counts:
+        raise ConfigError(f"{option} {text!r}: expected integers such as 1,16,64")
+    return list(dict.fromkeys(counts))
+
+
+def parse_cpus(text: str, option: str, available: Sequence[int]) -> list[int]:
+    """'0', '0,2' or '0-3', each CPU one this process may run on."""
+    cpus: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise ConfigError(f"{option} {text!r}: expected CPU numbers such as 0, 0,2 or 0-3")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        cpus += range(low, high + 1)
+    missing = sorted(set(cpus) - set(available))
+    if missing:
+        raise ConfigError(
+            f"{option} {text!r}: CPU {missing[0]} is not available here; available: {', '.join(map(str, available))}"
+        )
+    return sorted(set(cpus))
+
+
+def split_list(values: Sequence[str] | None) -> list[str]:
+    return [item.strip() for value in values or () for item in value.split(",") if item.strip()]
+
+
+def choose_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    names = split_list(args.scenarios)
+    if args.app is None:  # `--scenario hello myapp:app`: the last word is the APP, not a scenario
+        apps = [name for name in names if name not in SCENARIOS and name != "all" and _looks_like_app(name)]
+        if len(apps) == 1:
+            args.app = apps[0]
+            names.remove(apps[0])
+    if not names and args.app is None:
+        names = ["hello"]
+    if "all" in names:
+        names = [name for name in names if name != "all"] + [name for name in SCENARIOS if name not in names]
+    chosen = []
+    for name in dict.fromkeys(names):
+        if name not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}, all")
+        scenario = SCENARIOS[name]
+        if scenario.requires:
+            import importlib.util
+
+            if importlib.util.find_spec(scenario.requires) is None:
+                raise ConfigError(f"scenario {name!r} needs {scenario.requires}: pip install {scenario.requires}")
+        chosen.append(scenario)
+    if args.app is not None:
+        if not args.path.startswith("/"):
+            raise ConfigError(f"--path {args.path!r}: expected a path starting with '/'")
+        name = args.app if args.app not in SCENARIOS and args.app != "all" else f"app {args.app}"
+        chosen.append(Scenario(name, args.app, f"{args.app} at {args.path}", path=args.path))
+    return chosen
+
+
+def _looks_like_app(text: str) -> bool:
+    return ":" in text or text.endswith(".py") or "/" in text
+
+
+def choose_servers(args: argparse.Namespace) -> dict[str, str | None]:
+    """The servers to run, each with its version; an unknown name is refused before anything starts."""
+    from ..registry import get_adapter, server_names
+
+    if args.all:
+        names = [name for name in server_names() if get_adapter(name).is_installed()]
+    else:
+        names = list(dict.fromkeys(split_list(args.servers)))
+    if not names:
+        raise ConfigError("name the servers to compare: -s cheroot,waitress,... or --all (see anyserve list)")
+    return {name: get_adapter(name).version() for name in names}
+
+
+def server_args(args: argparse.Namespace) -> list[str]:
+    result: list[str] = []
+    if args.workers is not None:
+        result += ["-w", str(parse_count(args.workers, "--workers"))]
+    if args.threads is not None:
+        result += ["-t", str(parse_count(args.threads, "--threads"))]
+    for option in args.options or ():
+        if "=" not in option:
+            raise ConfigError(f"-o {option!r}: expected KEY=VALUE")
+        result += ["-o", option]
+    if args.app_dir is not None:
+        result += ["--app-dir", os.path.abspath(args.app_dir)]
+    if args.factory:
+        result.append("--factory")
+    return result
+
+
+def choose_cpus(args: argparse.Namespace) -> tuple[list[int] | None, list[int] | None]:
+    from .runner import available_cpus
+
+    available = available_cpus()
+    if args.no_pin:
+        if args.server_cpus or args.client_cpus:
+            raise ConfigError("--no-pin cannot be combined with --server-cpus or --client-cpus")
+        return None, None
+    server = parse_cpus(args.server_cpus, "--server-cpus", available) if args.server_cpus else None
+    client = parse_cpus(args.client_cpus, "--client-cpus", available) if args.client_cpus else None
+    if server is None and client is None and len(available) >= 2:
+        return available[:-1], available[-1:]
+    if server is not None and client is None and len(set(available) - set(server)) > 0:
+        client = sorted(set(available) - set(server))
+    if client is not None and server is None and len(set(available) - set(client)) > 0:
+        server = sorted(set(available) - set(client))
+    return server, client
+
+
+def choose_generator(args: argparse.Namespace, client_cpus: list[int] | None) -> Any:
+    from .loadgen import BuiltinGenerator
+    from .wrk import Wrk
+
+    path = Wrk.find()
+    if args.generator == "wrk" and path is None:
+        raise ConfigError(
+            "--generator wrk: wrk is not on PATH; install it (Debian: apt-get install wrk) or use builtin"
+        )
+    if args.generator in ("auto", "wrk") and path is not None:
+        return Wrk(path, threads=parse_count(args.client_threads, "--client-threads"), cpus=client_cpus)
+    return BuiltinGenerator(cpus=client_cpus)
+
+
+def check_app(args: argparse.Namespace) -> None:
+    """Load the user's APP once with ``anyserve check`` before any server starts: a typo is one
+    error, not a failure per server."""
+    import subprocess
+
+    command = [sys.executable, "-m", "anyserve", "check", "-s", "wsgiref"]
+    command += ["--app-dir", os.path.abspath(args.app_dir or ".")] + (["--factory"] if args.factory else [])
+    result = subprocess.run([*command, args.app], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.startswith("anyserve: error:")]
+        message = lines[-1].removeprefix("anyserve: error:").strip() if lines else result.stderr.strip()[-300:]
+        raise AppLoadError(message)
+
+
+def _require_libraries() -> None:
+    missing = [name for name in ("rich", "psutil") if _find(name) is None]
+    if missing:
+        raise ConfigError(f"anyserve bench needs {' and '.join(missing)}: pip install 'anyserve[bench]'")
+
+
+def _find(name: str) -> Any:
+    import importlib.util
+
+    return importlib.util.find_spec(name)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run ``anyserve bench`` with parsed options; the exit code is 0 when every server ran cleanly."""
+    _require_libraries()
+    from rich.console import Console
+
+    from ..loader import add_app_dir
+    from .display import Display
+    from .results import build_report, describe_machine, rps_chart_svg, to_html, to_markdown, write_json, write_text
+    from .runner import Plan, Run, run_plan
+
+    add_app_dir(args.app_dir or ".")  # as serve does: APP and -s module:Class import from there
+    scenarios = choose_scenarios(args)
+    versions = choose_servers(args)
+    duration = parse_duration(args.duration, "--duration")
+    server_cpus, client_cpus = choose_cpus(args)
+    generator = choose_generator(args, client_cpus)
+    plan = Plan(
+        servers=list(versions),
+        scenarios=scenarios,
+        concurrency=parse_counts(args.concurrency, "--concurrency"),
+        duration=duration,
+        warmup=min(2.0, duration) if args.warmup is None else parse_duration(args.warmup, "--warmup", allow_zero=True),
+        repeat=parse_count(args.repeat, "--repeat"),
+        generator=generator,
+        server_args=server_args(args),
+        server_cpus=server_cpus,
+        client_cpus=client_cpus,
+        start_timeout=parse_duration(args.start_timeout, "--start-timeout"),
+        cwd=os.getcwd(),
+        retry_noisy=parse_count(args.retry_noisy, "--retry-noisy", minimum=0),
+    )
+    if args.app is not None:
+        check_app(args)
+    for path in (args.json, args.markdown, args.html, args.svg):
+        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ConfigError(f"cannot write {path}: its directory does not exist")
+    generator_info = {"name": generator.name, "version": generator.version()}
+    started = datetime.datetime.now(datetime.timezone.utc)
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the whole table
+        console = Console(width=200)
+    display = Display(plan, versions, generator_info, console)
+    interrupted = False
+    runs: list[Run] = []
+    machine = describe_machine()
+    with display:
+        try:
+            run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped, runs=runs)
+        except KeyboardInterrupt:  # the server of the current run is already stopped; keep what was measured
+            interrupted = True
+    report = build_report(plan, runs, versions, generator_info, started, machine)
+    report["interrupted"] = interrupted
+    display.print_footer(report)
+    if interrupted:
+        console.print("[red]interrupted:[/] the reports hold the runs finished so far", highlight=False)
+    if args.json:
+        write_json(report, args.json)
+    if args.markdown:
+        write_text(to_markdown(report), args.markdown)
+    if args.html:
+        write_text(to_html(report), args.html)
+    if args.svg:
+        write_text(rps_chart_svg(report) + "\n", args.svg)
+    for kind, path in (("JSON", args.json), ("Markdown", args.markdown), ("HTML", args.html), ("SVG", args.svg)):
+        if path:
+            console.print(f"{kind}: {path}")
+    clean = not interrupted and all(info["status"] == "ok" for info in report["servers"].values())
+    sys.stdout.flush()
+    return EXIT_OK if clean else EXIT_FAILURE

@@ -1,0 +1,174 @@
+"""``anyserve bench`` against each server started by hand, measured the same way in the same run.
+
+    python benchmarks/bench_vs_raw.py [--duration 5] [--repeat 3] [--concurrency 32] [--only cheroot,waitress]
+                                      [--json FILE]
+
+For every installed server of raw_servers.py, interleaved across repeats
+(anyserve A, by hand A, anyserve B, by hand B, ...): the hello scenario through
+anyserve bench's own run (the ``anyserve serve`` command it starts), and the same
+server started the way its docs show (raw_servers.py), both timed to their first
+answer, warmed up and measured by the same load generator on the same CPUs.
+The ratio is anyserve / by hand; 1.0 means anyserve adds nothing.
+
+Then the ceiling of the built-in load generator: the fastest server (by the
+anyserve median) measured with wrk and with the built-in generator, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from anyserve.bench.command import choose_generator
+from anyserve.bench.loadgen import BuiltinGenerator
+from anyserve.bench.results import describe_machine
+from anyserve.bench.runner import Plan, Run, available_cpus, measure
+from anyserve.bench.scenarios import SCENARIOS
+from anyserve.bench.wrk import Wrk
+from anyserve.registry import get_adapter
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from raw_servers import RAW  # noqa: E402
+
+
+def raw_command(name: str, app: str) -> Callable[[int], list[str]]:
+    def command(port: int) -> list[str]:
+        return [sys.executable, str(HERE / "raw_servers.py"), name, str(port), app]
+
+    return command
+
+
+def measure_quietly(retries: int, *args: Any, **kwargs: Any) -> Run:
+    """measure(), again up to *retries* times while other processes were busy during the run."""
+    run = measure(*args, **kwargs)
+    for _ in range(retries):
+        if not run.noisy:
+            break
+        print(f"  (busy machine: {run.other_cpu_s:.2f} CPU s of other work; measuring again)", file=sys.stderr)
+        run = measure(*args, **kwargs)
+    return run
+
+
+def rps(run: Run) -> float | None:
+    return run.load.requests_per_s if run.load is not None and run.status == "ok" else None
+
+
+def median(values: list[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
+def cells(values: list[float | None]) -> str:
+    return ", ".join("failed" if v is None else f"{v:.0f}" for v in values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5, help="seconds per run (default 5)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run (default 2)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", default="", help="comma-separated servers (default: every installed one)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the built-in generator's ceiling")
+    parser.add_argument("--retry-noisy", type=int, default=2, help="re-measure a run on a busy machine (default 2)")
+    parser.add_argument("--json", help="write every run here")
+    args = parser.parse_args()
+
+    names = [n for n in (args.only.split(",") if args.only else RAW) if get_adapter(n).is_installed()]
+    cpus = available_cpus()
+    server_cpus, client_cpus = (cpus[:-1], cpus[-1:]) if len(cpus) >= 2 else (None, None)
+    generator = choose_generator(argparse.Namespace(generator="auto", client_threads="1"), client_cpus)
+    scenario = SCENARIOS["hello"]
+    plan = Plan(
+        servers=names,
+        scenarios=[scenario],
+        concurrency=[args.concurrency],
+        duration=args.duration,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        generator=generator,
+        server_cpus=server_cpus,
+        client_cpus=client_cpus,
+        cwd=str(HERE),
+    )
+    print(
+        f"{generator.name} {generator.version()}, hello, c={args.concurrency}, {args.warmup:g} s warm-up + "
+        f"{args.duration:g} s per run, {args.repeat} interleaved repeats; server CPUs {server_cpus}, "
+        f"client CPUs {client_cpus}",
+        file=sys.stderr,
+    )
+    results: dict[str, dict[str, list[float | None]]] = {n: {"anyserve": [], "raw": []} for n in names}
+    runs: list[dict] = []
+    for repeat in range(1, args.repeat + 1):
+        for name in names:
+            for kind in ("anyserve", "raw"):
+                command = None if kind == "anyserve" else raw_command(name, "hello")
+                run = measure_quietly(args.retry_noisy, name, scenario, args.concurrency, repeat, plan, command=command)
+                results[name][kind].append(rps(run))
+                runs.append({"kind": kind, **run.as_dict()})
+                other = f"other CPU {run.other_cpu_s:.2f} s" if run.other_cpu_s is not None else ""
+                print(
+                    f"  {name:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])} {other} {run.error or ''}",
+                    file=sys.stderr,
+                )
+
+    print(f"\n### hello, c={args.concurrency}: anyserve bench against each server started by hand\n")
+    print("| server | version | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
+    print("|---|---|---:|---|---:|---|---:|")
+    for name in names:
+        ours, theirs = median(results[name]["anyserve"]), median(results[name]["raw"])
+        ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+        print(
+            f"| {name} | {get_adapter(name).version()} | {ours or 0:.0f} | {cells(results[name]['anyserve'])} "
+            f"| {theirs or 0:.0f} | {cells(results[name]['raw'])} | {ratio} |"
+        )
+
+    ceiling: dict[str, list[float | None]] = {}
+    fastest = max(names, key=lambda n: median(results[n]["anyserve"]) or 0)
+    if not args.no_ceiling and isinstance(generator, Wrk):
+        builtin = BuiltinGenerator(cpus=client_cpus)
+        ceiling = {"wrk": [], "builtin": []}
+        for repeat in range(1, args.repeat + 1):
+            for kind, gen in (("wrk", generator), ("builtin", builtin)):
+                run = measure_quietly(
+                    args.retry_noisy, fastest, scenario, args.concurrency, repeat, plan, generator=gen
+                )
+                ceiling[kind].append(rps(run))
+                share = run.load.client_cpu_share if run.load else 0
+                runs.append({"kind": f"ceiling-{kind}", **run.as_dict()})
+                print(
+                    f"  ceiling {kind:<8} repeat {repeat}: {cells([rps(run)])}, client CPU {share:.0%}", file=sys.stderr
+                )
+        print(f"\n### load generator ceiling: {fastest} (fastest above), hello, c={args.concurrency}\n")
+        print("| generator | req/s | runs |\n|---|---:|---|")
+        print(f"| wrk {generator.version()} (1 thread) | {median(ceiling['wrk']) or 0:.0f} | {cells(ceiling['wrk'])} |")
+        print(
+            f"| built-in ({builtin.version()}) | {median(ceiling['builtin']) or 0:.0f} | {cells(ceiling['builtin'])} |"
+        )
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "machine": describe_machine(),
+                    "generator": {"name": generator.name, "version": generator.version()},
+                    "settings": vars(args),
+                    "results": results,
+                    "ceiling": {"server": fastest, **ceiling},
+                    "runs": runs,
+                },
+                fh,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
