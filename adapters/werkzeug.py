@@ -9,6 +9,7 @@ For development; its own docs say not to deploy it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from anyserve.config import Config
@@ -56,12 +57,14 @@ class WerkzeugAdapter(SocketServerAdapter):
                     BaseWSGIServer.process_request(self, request, client_address)
 
         own_access_log = config.access_log is None
+        access = logging.getLogger("werkzeug")
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                if own_access_log:  # else anyserve's --access-log has the line
+                # werkzeug sets its logger to INFO when nothing set a level: ask anyserve's.
+                if (own_access_log and logging.getLogger().isEnabledFor(logging.INFO)) or access.level:
                     super().log_request(code, size)
 
         servers = []

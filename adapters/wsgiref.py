@@ -6,6 +6,7 @@ runs it with a thread per connection, at most --threads at once (default 10).
 
 from __future__ import annotations
 
+import logging
 import platform
 import threading
 from typing import Any
@@ -51,9 +52,14 @@ class WsgirefAdapter(SocketServerAdapter):
                 return self.client_address[0] or "unix"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                if own_access_log:  # else anyserve's --access-log has the line
+                if own_access_log and access.isEnabledFor(logging.INFO):  # else anyserve's --access-log has it
                     super().log_request(code, size)
 
+            def log_message(self, format: str, *args: Any) -> None:
+                # Through logging (http.server writes to stderr), so --log-level applies.
+                access.info("%s - - [%s] %s", self.address_string(), self.log_date_time_string(), format % args)
+
+        access = logging.getLogger("wsgiref")
         slots = threading.BoundedSemaphore(config.threads or DEFAULT_THREADS)
         servers = []
         for listener in listeners:
