@@ -68,8 +68,11 @@ class Running:
         """All the process wrote to stderr so far (and still after stop())."""
         if self._final_stderr is not None:
             return self._final_stderr
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
+        # pread, not seek + read: the process writes through the same open file
+        # (its stderr is this file's descriptor), so moving the shared offset
+        # would make its next line overwrite what it wrote before.
+        fd = self._stderr.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def wait_listening(self, count: int = 1, timeout: float = START_TIMEOUT) -> Running:
         """Wait for *count* 'Listening on URL' lines; fail if the process exits first."""
