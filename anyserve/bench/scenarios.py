@@ -114,7 +114,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("cpu", f"{_HERE}:cpu", "about 1 ms of pure Python work per request"),
         Scenario(
             "cherrypy",
-            "anyserve.bench.cherrypy_app:root",
+            "anyserve.bench.cherrypy_app:make_root()",
             "the hello page through a full CherryPy app",
             requires="cherrypy",
         ),
