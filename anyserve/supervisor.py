@@ -221,7 +221,8 @@ class Supervisor:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            except ChildProcessError:  # no child left: no worker either
+                self.workers.clear()
                 return
             if pid == 0:
                 return
@@ -244,11 +245,14 @@ class Supervisor:
         code = os.waitstatus_to_exitcode(status)
         how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         if worker.retiring:
-            log.info("Worker %d (pid %d) stopped (%s)", worker.number, worker.pid, how)
+            quiet = code in (0, -signal.SIGTERM)
+            (log.info if quiet else log.warning)("Worker %d (pid %d) stopped (%s)", worker.number, worker.pid, how)
             return
         failure = self.boot_failure(worker)
         if not worker.ready and not self.ever_served:
             # The first workers cannot boot: the others would fail alike.
+            for other in self.workers.values():
+                other.retiring = True
             self.kill_all(signal.SIGTERM)
             self.wait_all(self.config.graceful_timeout)
             if failure is not None:
@@ -373,30 +377,13 @@ class Supervisor:
     def wait_all(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self.workers:
-            self.reap_quietly()
+            self.reap()
             if not self.workers:
                 break
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
         return True
-
-    def reap_quietly(self) -> None:
-        while self.workers:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                self.workers.clear()
-                return
-            if pid == 0:
-                return
-            worker = self.workers.pop(pid, None)
-            if worker is not None:
-                if worker.pipe >= 0:
-                    os.close(worker.pipe)
-                code = os.waitstatus_to_exitcode(status)
-                if code not in (0, -signal.SIGTERM):
-                    log.warning("Worker %d (pid %d) ended with %s", worker.number, pid, code)
 
     # -- a worker --------------------------------------------------------------------
 
