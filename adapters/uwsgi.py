@@ -45,6 +45,8 @@ from anyserve.sockets import Listener
 from .base import Adapter, Capabilities, Option, WSGIApp
 
 log = logging.getLogger("anyserve.uwsgi")
+#: uWSGI's master FIFO, in the run's scratch directory.
+FIFO = "master.fifo"
 #: How long a worker replaced on SIGHUP may take to serve before the restart is given up.
 RESTART_TIMEOUT = 60
 #: How the anyserve process tells the uWSGI process what to serve (JSON).
@@ -146,7 +148,6 @@ class UwsgiAdapter(Adapter):
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
-        self._fifo: str | None = None
         self._scratch: str | None = None
         self._stopping = False
         self._restarting = threading.Lock()
@@ -160,7 +161,6 @@ class UwsgiAdapter(Adapter):
             raise ServerError("uwsgi runs the hooks in a process of its own: give them as module:function strings")
         scratch = self._scratch = tempfile.mkdtemp(prefix="anyserve-uwsgi-")
         self._workers = config.workers
-        self._fifo = os.path.join(scratch, "master.fifo")
         fds = [listener.socket.fileno() for listener in listeners]
         for fd in fds:
             os.set_inheritable(fd, True)
@@ -181,7 +181,7 @@ class UwsgiAdapter(Adapter):
         binary = None if importlib.util.find_spec("pyuwsgi") else shutil.which("uwsgi")
         if binary:
             env["_ANYSERVE_UWSGI_BINARY"] = binary
-        args = self.arguments(config, settings, self._fifo, binary is not None)
+        args = self.arguments(config, settings, os.path.join(scratch, FIFO), binary is not None)
         try:
             self._process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], env=env, pass_fds=fds)
             threading.Thread(target=self._notify_ready, args=(scratch,), daemon=True).start()
@@ -256,17 +256,7 @@ class UwsgiAdapter(Adapter):
         return args
 
     def _command(self, letter: bytes) -> bool:
-        if self._fifo is None or not os.path.exists(self._fifo):
-            return False
-        try:
-            fd = os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return False
-        try:
-            os.write(fd, letter)
-        finally:
-            os.close(fd)
-        return True
+        return self._scratch is not None and fifo_command(self._scratch, letter)
 
     def shutdown(self) -> None:
         if self._stopping:
@@ -341,6 +331,19 @@ class UwsgiAdapter(Adapter):
         return pids
 
 
+def fifo_command(scratch: str, letter: bytes) -> bool:
+    """Write a command to uWSGI's master FIFO (in *scratch*); False when it is not there."""
+    try:
+        fd = os.open(os.path.join(scratch, FIFO), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        os.write(fd, letter)
+    finally:
+        os.close(fd)
+    return True
+
+
 def _set_options(config: Config) -> list[str]:
     from dataclasses import fields
 
@@ -375,9 +378,7 @@ def worker_application() -> WSGIApp:
             # A graceful shutdown through the master FIFO: the workers still
             # loading the app finish that quietly, then exit.
             with contextlib.suppress(OSError):
-                fifo = os.open(os.path.join(scratch, "master.fifo"), os.O_WRONLY | os.O_NONBLOCK)
-                os.write(fifo, b"q")
-                os.close(fifo)
+                fifo_command(scratch, b"q")
         os._exit(EXIT_APP)
     lifecycle = server.lifecycle
     os.environ["ANYSERVE_SERVING"] = spec["described"]
