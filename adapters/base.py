@@ -316,7 +316,8 @@ def _close_connection(conn: Any) -> None:
 
 
 class DrainingServerMixIn(socketserver.ThreadingMixIn):
-    """Thread per connection, at most *max_threads* at once, with a graceful drain.
+    """Thread per connection, at most *max_threads* at once, with a graceful drain;
+    or, *inline*, one connection at a time in the accepting thread.
 
     socketserver either abandons its threads at exit (daemon threads) or joins them
     with no bound, and an idle keep-alive connection blocks that join forever. Here
@@ -326,17 +327,23 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
     daemon_threads = True  # joined by drain() with a deadline instead
     block_on_close = False
 
-    def init_draining(self, slots: threading.BoundedSemaphore | None) -> None:
+    def init_draining(self, slots: threading.BoundedSemaphore | None, *, inline: bool = False) -> None:
         self._slots = slots
+        self._inline = inline
         self.connections = ConnectionTracker()
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if self._slots is not None:
-            self._slots.acquire()
         if not isinstance(client_address, tuple):  # unix socket peers have no address
             client_address = ("", 0)
+        if self._inline:
+            # As socketserver's servers without ThreadingMixIn: no thread to start
+            # per connection; shutdown() returns once this request is answered.
+            socketserver.BaseServer.process_request(self, request, client_address)  # type: ignore[arg-type]
+            return
+        if self._slots is not None:
+            self._slots.acquire()
         thread = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True)
         with self._workers_lock:
             self._workers.add(thread)

@@ -50,12 +50,6 @@ class WerkzeugAdapter(SocketServerAdapter):
         class Server(DrainingServerMixIn, BaseWSGIServer):
             multithread = threaded
 
-            def process_request(self, request: Any, client_address: Any) -> None:
-                if threaded:
-                    super().process_request(request, client_address)
-                else:  # one at a time, in the accepting thread
-                    BaseWSGIServer.process_request(self, request, client_address)
-
         own_access_log = config.access_log is None
         access = logging.getLogger("werkzeug")
 
@@ -79,6 +73,6 @@ class WerkzeugAdapter(SocketServerAdapter):
                 server.socket = server.ssl_context.wrap_socket(
                     server.socket, server_side=True, do_handshake_on_connect=False
                 )
-            server.init_draining(None)
+            server.init_draining(None, inline=not threaded)
             servers.append(server)
         return servers

@@ -1,7 +1,9 @@
 """wsgiref: the standard library's reference server, always installed.
 
 HTTP/1.0 only: one request per connection and no chunked request bodies. anyserve
-runs it with a thread per connection, at most --threads at once (default 10).
+runs it with a thread per connection, at most --threads at once (default 10);
+with --threads 1, each connection is served in the accepting thread, as
+``wsgiref.simple_server.make_server`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class WsgirefAdapter(SocketServerAdapter):
     name = "wsgiref"
     module = "wsgiref"
     capabilities = Capabilities(
-        concurrency=f"thread per connection, at most N (--threads, default {DEFAULT_THREADS})",
+        concurrency=f"thread per connection, at most N (--threads, default {DEFAULT_THREADS}; 1: none)",
         threads=True,
         unix=True,
         keep_alive=False,
@@ -41,6 +43,8 @@ class WsgirefAdapter(SocketServerAdapter):
 
     def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
         from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+        threads = config.threads or DEFAULT_THREADS
 
         class Server(DrainingServerMixIn, WSGIServer):
             pass
@@ -60,7 +64,7 @@ class WsgirefAdapter(SocketServerAdapter):
                 access.info("%s - - [%s] %s", self.address_string(), self.log_date_time_string(), format % args)
 
         access = logging.getLogger("wsgiref")
-        slots = threading.BoundedSemaphore(config.threads or DEFAULT_THREADS)
+        slots = threading.BoundedSemaphore(threads)
         servers = []
         for listener in listeners:
             server = Server(listener.address, Handler, bind_and_activate=False)
@@ -73,6 +77,6 @@ class WsgirefAdapter(SocketServerAdapter):
                 server.server_name, server.server_port = listener.address
             server.setup_environ()
             server.set_app(app)
-            server.init_draining(slots)
+            server.init_draining(slots, inline=threads == 1)
             servers.append(server)
         return servers

@@ -10,6 +10,11 @@ server started the way its docs show (raw_servers.py), both timed to their first
 answer, warmed up and measured by the same load generator on the same CPUs.
 The ratio is anyserve / by hand; 1.0 means anyserve adds nothing.
 
+Where anyserve's defaults differ from the server's own, the ratio is taken with
+the server's settings given to anyserve (SAME_SETTINGS), so that it measures
+what anyserve adds rather than a different configuration; those servers are
+also measured with anyserve's defaults, in a table of their own.
+
 Then the ceiling of the built-in load generator: the fastest server (by the
 anyserve median) measured with wrk and with the built-in generator, interleaved.
 """
@@ -27,7 +32,7 @@ from typing import Any
 from anyserve.bench.command import choose_generator
 from anyserve.bench.loadgen import BuiltinGenerator
 from anyserve.bench.results import describe_machine
-from anyserve.bench.runner import Plan, Run, available_cpus, measure
+from anyserve.bench.runner import Plan, Run, available_cpus, measure, server_command
 from anyserve.bench.scenarios import SCENARIOS
 from anyserve.bench.wrk import Wrk
 from anyserve.registry import get_adapter
@@ -36,6 +41,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from raw_servers import RAW  # noqa: E402
+
+#: anyserve options that give a server the settings it has when started by hand,
+#: where anyserve's defaults differ, and why they differ.
+SAME_SETTINGS: dict[str, tuple[list[str], str]] = {
+    "cheroot": (["--backlog", "5"], "cheroot listens with a backlog of 5, anyserve with 2048"),
+    "cherrypy": (["--backlog", "5"], "CherryPy listens with a backlog of 5, anyserve with 2048"),
+    "wsgiref": (
+        ["--threads", "1"],
+        "make_server() serves one connection at a time in its accepting thread; "
+        "anyserve starts a thread per connection, up to 10",
+    ),
+}
+
+
+def anyserve_command(name: str, plan: Plan, extra: list[str]) -> Callable[[int], list[str]]:
+    def command(port: int) -> list[str]:
+        return server_command(name, port, plan.scenarios[0], [*plan.server_args, *extra])
+
+    return command
 
 
 def raw_command(name: str, app: str) -> Callable[[int], list[str]]:
@@ -63,6 +87,10 @@ def rps(run: Run) -> float | None:
 def median(values: list[float | None]) -> float | None:
     measured = [v for v in values if v is not None]
     return statistics.median(measured) if measured else None
+
+
+def ratio_of(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}" if ours and theirs else "-"
 
 
 def cells(values: list[float | None]) -> str:
@@ -104,31 +132,49 @@ def main() -> int:
         f"client CPUs {client_cpus}",
         file=sys.stderr,
     )
-    results: dict[str, dict[str, list[float | None]]] = {n: {"anyserve": [], "raw": []} for n in names}
+    results: dict[str, dict[str, list[float | None]]] = {
+        n: {"anyserve": [], "raw": [], **({"anyserve-defaults": []} if n in SAME_SETTINGS else {})} for n in names
+    }
     runs: list[dict] = []
     for repeat in range(1, args.repeat + 1):
         for name in names:
-            for kind in ("anyserve", "raw"):
-                command = None if kind == "anyserve" else raw_command(name, "hello")
+            for kind in results[name]:
+                if kind == "raw":
+                    command = raw_command(name, "hello")
+                else:
+                    same = SAME_SETTINGS[name][0] if name in SAME_SETTINGS and kind == "anyserve" else []
+                    command = anyserve_command(name, plan, same)
                 run = measure_quietly(args.retry_noisy, name, scenario, args.concurrency, repeat, plan, command=command)
                 results[name][kind].append(rps(run))
                 runs.append({"kind": kind, **run.as_dict()})
                 other = f"other CPU {run.other_cpu_s:.2f} s" if run.other_cpu_s is not None else ""
                 print(
-                    f"  {name:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])} {other} {run.error or ''}",
+                    f"  {name:<9} {kind:<17} repeat {repeat}: {cells([rps(run)])} {other} {run.error or ''}",
                     file=sys.stderr,
                 )
 
     print(f"\n### hello, c={args.concurrency}: anyserve bench against each server started by hand\n")
-    print("| server | version | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
-    print("|---|---|---:|---|---:|---|---:|")
+    print("| server | version | anyserve options | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
+    print("|---|---|---|---:|---|---:|---|---:|")
     for name in names:
         ours, theirs = median(results[name]["anyserve"]), median(results[name]["raw"])
-        ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+        options = " ".join(SAME_SETTINGS[name][0]) if name in SAME_SETTINGS else ""
         print(
-            f"| {name} | {get_adapter(name).version()} | {ours or 0:.0f} | {cells(results[name]['anyserve'])} "
-            f"| {theirs or 0:.0f} | {cells(results[name]['raw'])} | {ratio} |"
+            f"| {name} | {get_adapter(name).version()} | {options} | {ours or 0:.0f} "
+            f"| {cells(results[name]['anyserve'])} | {theirs or 0:.0f} | {cells(results[name]['raw'])} "
+            f"| {ratio_of(ours, theirs)} |"
         )
+    differing = [name for name in names if name in SAME_SETTINGS]
+    if differing:
+        print(f"\n### hello, c={args.concurrency}: the same servers with anyserve's own defaults\n")
+        print("| server | why the settings differ | anyserve defaults req/s | runs | by hand req/s | ratio |")
+        print("|---|---|---:|---|---:|---:|")
+        for name in differing:
+            ours, theirs = median(results[name]["anyserve-defaults"]), median(results[name]["raw"])
+            print(
+                f"| {name} | {SAME_SETTINGS[name][1]} | {ours or 0:.0f} | {cells(results[name]['anyserve-defaults'])} "
+                f"| {theirs or 0:.0f} | {ratio_of(ours, theirs)} |"
+            )
 
     ceiling: dict[str, list[float | None]] = {}
     fastest = max(names, key=lambda n: median(results[n]["anyserve"]) or 0)

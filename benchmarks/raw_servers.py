@@ -53,8 +53,10 @@ def main(name: str, port: int, app_name: str, threads: int) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
         uwsgi = os.path.join(os.path.dirname(sys.executable), "uwsgi")
         # As uWSGI's quickstart runs an app, one process; TERM stops it rather than reloading it.
+        # It closes every connection after its response; "Connection: close" says so (as
+        # anyserve's uwsgi does), else a load generator counts a read error per request.
         argv = [uwsgi, "--http-socket", f"127.0.0.1:{port}", "--chdir", here, "--module", f"scenario_apps:{app_name}"]
-        os.execv(uwsgi, [*argv, "--disable-logging", "--die-on-term"])
+        os.execv(uwsgi, [*argv, "--disable-logging", "--die-on-term", "--add-header", "Connection: close"])
     elif name.startswith("tornado"):
         import asyncio
         from concurrent.futures import ThreadPoolExecutor

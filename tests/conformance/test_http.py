@@ -277,6 +277,20 @@ def test_concurrent_slow_requests(served: Running) -> None:
             running.stop()
 
 
+THREADED = [name for name, cls in adapters().items() if cls.capabilities.threads]
+
+
+@pytest.mark.parametrize("server", THREADED)
+def test_one_thread_serves_one_request_at_a_time(server: str) -> None:
+    running = start_anyserve(server, APP, "--threads", "1")
+    try:
+        elapsed = run_slow_requests(running.url, 3)
+        assert elapsed >= 3 * SLOW, f"{server} --threads 1: 3 requests of {SLOW} s took {elapsed:.2f} s"
+        assert echo(running.url)["method"] == "GET"
+    finally:
+        running.stop()
+
+
 # -- the app failing, and its iterable ---------------------------------------------
 
 

@@ -18,9 +18,16 @@ SERVERS = list(adapters())
 BODY_SIZE = 256 * 1024  # sent over several writes, so a cut-off response shows
 
 
-@pytest.mark.parametrize("server", SERVERS)
-def test_sigterm_lets_the_request_in_flight_finish(server: str, tmp_path: Path) -> None:
-    running = start_anyserve(server, APP)
+#: Each server with its defaults, and those with threads also with one (served
+#: in the accepting thread by wsgiref and werkzeug).
+SHUTDOWN_CASES = [(server, ()) for server in SERVERS] + [
+    (server, ("--threads", "1")) for server, cls in adapters().items() if cls.capabilities.threads
+]
+
+
+@pytest.mark.parametrize(("server", "args"), SHUTDOWN_CASES, ids=[" ".join((s, *a)) for s, a in SHUTDOWN_CASES])
+def test_sigterm_lets_the_request_in_flight_finish(server: str, args: tuple[str, ...], tmp_path: Path) -> None:
+    running = start_anyserve(server, APP, *args)
     mark = tmp_path / "started"
     result: dict[str, Response | BaseException] = {}
 
