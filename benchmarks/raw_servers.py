@@ -1,6 +1,6 @@
 """Each server started the way its own documentation shows, with no anyserve.
 
-    python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS]
+    python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS [BACKLOG]]
 
 NAME: cheroot, waitress, gunicorn, uwsgi, tornado-default (``WSGIContainer(app)``, the
 form Tornado's docs show), tornado (the same with
@@ -8,6 +8,9 @@ form Tornado's docs show), tornado (the same with
 werkzeug, wsgiref. APP_NAME is an app of scenario_apps.py. Where a server has a
 thread pool its own default size is kept, except tornado and twisted (THREADS,
 default 10, which is also anyserve's default for them). No access logs.
+
+BACKLOG (cheroot, cherrypy and wsgiref, whose own listen backlog is 5): the
+listen backlog to use instead of the server's own, e.g. anyserve's 2048.
 """
 
 from __future__ import annotations
@@ -33,12 +36,18 @@ RAW = (
 )
 
 
-def main(name: str, port: int, app_name: str, threads: int) -> None:
+#: The servers that take BACKLOG.
+SMALL_BACKLOG = ("cheroot", "cherrypy", "wsgiref")
+
+
+def main(name: str, port: int, app_name: str, threads: int, backlog: int | None) -> None:
     app = getattr(scenario_apps, app_name)
+    if backlog is not None and name not in SMALL_BACKLOG:
+        raise SystemExit(f"{name} takes no BACKLOG here")
     if name == "cheroot":
         from cheroot import wsgi
 
-        wsgi.Server(("127.0.0.1", port), app).safe_start()
+        wsgi.Server(("127.0.0.1", port), app, **({"request_queue_size": backlog} if backlog else {})).safe_start()
     elif name == "waitress":
         import waitress
 
@@ -96,6 +105,8 @@ def main(name: str, port: int, app_name: str, threads: int) -> None:
         cherrypy.config.update(
             {"server.socket_host": "127.0.0.1", "server.socket_port": port, "environment": "production"}
         )
+        if backlog:
+            cherrypy.config.update({"server.socket_queue_size": backlog})
         cherrypy.engine.start()
         cherrypy.engine.block()
     elif name == "werkzeug":
@@ -106,16 +117,26 @@ def main(name: str, port: int, app_name: str, threads: int) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         run_simple("127.0.0.1", port, app, threaded=True)
     elif name == "wsgiref":
-        from wsgiref.simple_server import WSGIRequestHandler, make_server
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
         class QuietHandler(WSGIRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
 
-        make_server("127.0.0.1", port, app, handler_class=QuietHandler).serve_forever()
+        class Server(WSGIServer):
+            request_queue_size = backlog or WSGIServer.request_queue_size
+
+        make_server("127.0.0.1", port, app, server_class=Server, handler_class=QuietHandler).serve_forever()
     else:
         raise SystemExit(f"unknown raw server {name!r}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 10)
+    argv = sys.argv[1:]
+    main(
+        argv[0],
+        int(argv[1]),
+        argv[2],
+        int(argv[3]) if len(argv) > 3 else 10,
+        int(argv[4]) if len(argv) > 4 else None,
+    )
