@@ -215,12 +215,45 @@ def monkey_patch_first(server: str, module: str, function: str) -> None:
         )
 
 
-def warn_requests_left(graceful_timeout: float, left: int) -> None:
-    """Log, once the graceful timeout is over, how many requests it cut short."""
-    if left:
+#: How long past the graceful timeout a server may take to let go of the requests
+#: it cut short (closing their connections) before anyserve stops waiting for it.
+STOP_MARGIN = 1.0
+
+
+_requests_cut = threading.Event()
+
+
+def requests_were_cut() -> bool:
+    """Whether a graceful stop in this process ended with requests still running."""
+    return _requests_cut.is_set()
+
+
+def warn_requests_left(graceful_timeout: float, left: int | None) -> None:
+    """Log, once the graceful timeout is over, how many requests it cut short
+    (*left* None: some, the server does not say how many)."""
+    if left != 0:
+        _requests_cut.set()
+    if left is None:
+        logging.getLogger("anyserve").warning(
+            "graceful timeout (%ss) reached with requests still running; they are cut short", graceful_timeout
+        )
+    elif left:
         logging.getLogger("anyserve").warning(
             "graceful timeout (%ss) reached with %d request(s) still running", graceful_timeout, left
         )
+
+
+def stop_within(stop: Callable[[], int], deadline: float, name: str) -> int | None:
+    """Run *stop* (it returns how many requests it left running) in a thread named
+    *name*; return its result, or None if it still runs at *deadline* +
+    STOP_MARGIN. Some servers wait for every request however long it runs
+    (cheroot joins its workers; socketserver waits for the request it serves in
+    its accepting thread): past the graceful timeout, anyserve stops waiting."""
+    left: list[int] = []
+    stopper = threading.Thread(target=lambda: left.append(stop()), name=name, daemon=True)
+    stopper.start()
+    stopper.join(max(0.0, deadline + STOP_MARGIN - time.monotonic()))
+    return left[0] if left else None
 
 
 def wait_for(event: threading.Event) -> None:
@@ -419,6 +452,7 @@ class ThreadedAdapter(Adapter):
         self._stopped = threading.Event()
         self._shutting_down = False
         self._graceful_timeout = 30.0
+        self._join_by: float | None = None  # when to stop waiting for the serving threads
 
     @abstractmethod
     def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
@@ -456,8 +490,11 @@ class ThreadedAdapter(Adapter):
         finally:
             stop_ticks()
             lifecycle.stopping()
+            # A serving thread may still be in a request cut short by the graceful
+            # timeout (a server that serves in its accepting thread): not waited for.
+            join_by = self._join_by or time.monotonic() + self._graceful_timeout + STOP_MARGIN
             for thread in threads:
-                thread.join()
+                thread.join(max(0.0, join_by - time.monotonic()))
             for server in servers:
                 self.close_server(server)
 
@@ -472,8 +509,11 @@ class ThreadedAdapter(Adapter):
     def _drain(self) -> None:
         with self._lock:
             servers = self._servers
-        left = self.stop_servers(servers, time.monotonic() + self._graceful_timeout) if servers else 0
-        warn_requests_left(self._graceful_timeout, left)
+        deadline = time.monotonic() + self._graceful_timeout
+        self._join_by = deadline + STOP_MARGIN
+        if servers:
+            left = stop_within(lambda: self.stop_servers(servers, deadline), deadline, f"anyserve-{self.name}-stop")
+            warn_requests_left(self._graceful_timeout, left)
         self._stopped.set()
 
 

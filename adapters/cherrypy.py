@@ -11,13 +11,14 @@ keys apply. A plain WSGI app is grafted onto ``cherrypy.tree``. This is the
 from __future__ import annotations
 
 import threading
+import time
 
 from anyserve.cherrypy_bridge import is_cherrypy_app
 from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp, wait_for
+from .base import Adapter, Capabilities, WSGIApp, stop_within, wait_for, warn_requests_left
 from .cheroot import adopt_listener, use_tls
 
 
@@ -85,7 +86,18 @@ class CherryPyAdapter(Adapter):
             stop_ticks = lifecycle.start_tick_thread()
             wait_for(self._stopped)
             stop_ticks()
-            lifecycle.stopping()  # engine.exit() stops them, letting requests finish
+            # engine.exit() would stop the HTTP servers too, but wait for every
+            # request however long it runs: stopped here first, up to the timeout.
+            deadline = time.monotonic() + config.graceful_timeout
+
+            def stop_servers() -> int:
+                for plugin in plugins:
+                    plugin.httpserver.shutdown_timeout = max(0.0, deadline - time.monotonic())
+                    plugin.httpserver.stop()
+                return 0
+
+            warn_requests_left(config.graceful_timeout, stop_within(stop_servers, deadline, "anyserve-cherrypy-stop"))
+            lifecycle.stopping()
         finally:
             for plugin in plugins:
                 plugin.unsubscribe()

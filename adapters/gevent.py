@@ -20,7 +20,7 @@ from anyserve.config import Config, to_bool, to_positive_int
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp, monkey_patch_first
+from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp, monkey_patch_first, warn_requests_left
 
 log = logging.getLogger("anyserve.gevent")
 
@@ -193,8 +193,12 @@ class GeventServing:
         for server in self._servers:
             server.close()  # stop accepting everywhere first
         self.connections.drain()
+        left = 0
         for server in self._servers:
-            server.stop(timeout=max(0.0, deadline - time.monotonic()))
+            server.pool.join(timeout=max(0.0, deadline - time.monotonic()))
+            left += len(server.pool)  # handlers still running: stop() kills them
+            server.stop(timeout=0)
+        warn_requests_left(self.config.graceful_timeout, left)
         if self._ticker is not None:
             self._ticker.kill()
         self.lifecycle.stopping()

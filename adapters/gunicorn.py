@@ -31,7 +31,7 @@ from anyserve.notify import notify
 from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp
+from .base import Adapter, Capabilities, Option, WSGIApp, warn_requests_left
 
 #: gunicorn's arbiter halts, rather than replacing the worker, when one exits with this code.
 BOOT_ERROR = 3
@@ -161,11 +161,18 @@ class GunicornAdapter(Adapter):
                     os._exit(BOOT_ERROR)  # the arbiter halts on this code
 
         class NotifyingArbiter(Arbiter):  # type: ignore[misc]
-            """Tells the service manager it stops (gunicorn tells it READY=1 itself)."""
+            """Tells the service manager it stops (gunicorn tells it READY=1 itself), and says
+            when the graceful timeout cut requests short."""
 
             def stop(self, graceful: bool = True) -> None:
                 notify("STOPPING=1")
                 super().stop(graceful)
+
+            def kill_workers(self, sig: int) -> None:
+                # stop() kills the workers still serving at the graceful timeout, silently.
+                if sig == signal.SIGKILL and self.WORKERS:
+                    warn_requests_left(config.graceful_timeout, None)
+                super().kill_workers(sig)
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2

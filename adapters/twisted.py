@@ -63,7 +63,7 @@ class TwistedAdapter(Adapter):
         self._reactor = reactor
         if self._stop_requested:
             return
-        serving = TwistedServing(app, listeners, config, lifecycle, reactor)
+        serving = TwistedServing(app, listeners, config, lifecycle, reactor, owns_reactor=True)
         reactor.callWhenRunning(serving.start)
         reactor.addSystemEventTrigger("before", "shutdown", serving.stop)
         reactor.run(installSignalHandlers=False)  # anyserve owns the signals
@@ -108,9 +108,17 @@ class TwistedServing:
     (up to the graceful timeout) and the ``stopping`` moment ran."""
 
     def __init__(
-        self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle, reactor: Any
+        self,
+        app: WSGIApp,
+        listeners: list[Listener],
+        config: Config,
+        lifecycle: Lifecycle,
+        reactor: Any,
+        *,
+        owns_reactor: bool = False,
     ) -> None:
         self.app = app
+        self.owns_reactor = owns_reactor
         self.listeners = listeners
         self.config = config
         self.lifecycle = lifecycle
@@ -203,11 +211,22 @@ class TwistedServing:
             while (self.in_flight or self._receiving(fresh_until)) and time.monotonic() < deadline:
                 yield task.deferLater(self.reactor, 0.02, lambda: None)
             warn_requests_left(self.config.graceful_timeout, self.in_flight)
+            if self.in_flight and self.owns_reactor:
+                self._leave_thread_pool()
             if self._ticker is not None and self._ticker.running:
                 self._ticker.stop()
             self.lifecycle.stopping()
 
         return drain()
+
+    def _leave_thread_pool(self) -> None:
+        """The reactor's shutdown joins its thread pool, whose threads still in
+        the app wait for the reactor (to write): it would never end. The process
+        exits without them (``leave_cut_requests``)."""
+        trigger = getattr(self.reactor, "threadpoolShutdownID", None)
+        if trigger is not None:
+            self.reactor.removeSystemEventTrigger(trigger)
+            self.reactor.threadpoolShutdownID = None
 
 
 def _tls_factory(listener: Listener, site: Any) -> Any:

@@ -42,7 +42,7 @@ from anyserve.loader import DeferredApp
 from anyserve.notify import notify
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, Option, WSGIApp
+from .base import STOP_MARGIN, Adapter, Capabilities, Option, WSGIApp, warn_requests_left
 
 log = logging.getLogger("anyserve.uwsgi")
 #: uWSGI's master FIFO, in the run's scratch directory.
@@ -152,6 +152,7 @@ class UwsgiAdapter(Adapter):
         self._stopping = False
         self._restarting = threading.Lock()
         self._workers = 1
+        self._graceful_timeout = 30.0
 
     def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
         settings = self.check(config, listeners)
@@ -161,6 +162,7 @@ class UwsgiAdapter(Adapter):
             raise ServerError("uwsgi runs the hooks in a process of its own: give them as module:function strings")
         scratch = self._scratch = tempfile.mkdtemp(prefix="anyserve-uwsgi-")
         self._workers = config.workers
+        self._graceful_timeout = config.graceful_timeout
         fds = [listener.socket.fileno() for listener in listeners]
         for fd in fds:
             os.set_inheritable(fd, True)
@@ -276,9 +278,19 @@ class UwsgiAdapter(Adapter):
             if len(self._serving_workers()) >= self._workers:
                 break
             time.sleep(0.05)
-        if self._process is not None and self._process.poll() is None and not self._command(b"q"):
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGINT)
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        if self._command(b"q"):
+            # uWSGI's reload mercy lets a worker in a long request run well past
+            # it: at the graceful timeout, its brutal shutdown (INT).
+            try:
+                process.wait(self._graceful_timeout + STOP_MARGIN)
+                return
+            except subprocess.TimeoutExpired:
+                warn_requests_left(self._graceful_timeout, None)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
 
     def reopen_logs(self) -> None:
         # uWSGI keeps the workers' signals for itself: each worker watches this file.

@@ -156,7 +156,7 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon: Any) -> int:
     from .logs import configure_logging
     from .process import drop_privileges, give_files
-    from .runner import Server, serve_in_process
+    from .runner import Server, leave_cut_requests, serve_in_process
 
     configure_logging(
         config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
@@ -189,6 +189,7 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
     finally:
         if pid_file is not None:
             pid_file.remove()
+    leave_cut_requests(EXIT_OK)
     return EXIT_OK
 
 

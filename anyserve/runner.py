@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -262,6 +264,24 @@ def serve_until_signalled(server: Server, *, worker: bool = False) -> None:
             signal.signal(sig, handler)
     if not worker:
         log.info("Stopped")
+
+
+def leave_cut_requests(code: int) -> None:
+    """End a process anyserve owns, once it stopped serving, without waiting for
+    the requests the graceful timeout cut short.
+
+    A thread still in the app (a server's worker thread, a thread pool's) would
+    hold up the interpreter's exit for as long as the app runs: when the graceful
+    timeout cut requests short, the exit handlers run and the process exits
+    with *code* at once."""
+    from anyserve.adapters.base import requests_were_cut
+
+    if not requests_were_cut():
+        return
+    atexit._run_exitfuncs()  # logging's flush among them
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def serve_in_process(

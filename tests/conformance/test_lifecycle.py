@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,17 @@ import pytest
 from anyserve.registry import adapters
 
 from .app import pattern
-from .conftest import APP, Response, fetch, is_closed, raw_connection, read_response, start_anyserve, wait_for_file
+from .conftest import (
+    APP,
+    Response,
+    address,
+    fetch,
+    is_closed,
+    raw_connection,
+    read_response,
+    start_anyserve,
+    wait_for_file,
+)
 
 SERVERS = list(adapters())
 BODY_SIZE = 256 * 1024  # sent over several writes, so a cut-off response shows
@@ -68,3 +79,43 @@ def test_an_idle_keep_alive_connection_does_not_hold_up_shutdown(server: str) ->
             assert is_closed(reader)
     finally:
         running.stop()
+
+
+#: A request running past --graceful-timeout: each server with its defaults, and
+#: those that serve in their accepting thread with --threads 1.
+CUT_CASES = [(server, ()) for server in SERVERS] + [
+    (server, ("--threads", "1")) for server in ("wsgiref", "werkzeug") if server in SERVERS
+]
+
+
+@pytest.mark.parametrize(("server", "args"), CUT_CASES, ids=[" ".join((s, *a)) for s, a in CUT_CASES])
+def test_a_request_past_the_graceful_timeout_is_cut_short(server: str, args: tuple[str, ...], tmp_path: Path) -> None:
+    """--graceful-timeout bounds the stop: anyserve exits soon after it, with a
+    warning, however long the app still runs (a supervisor counts on it)."""
+    running = start_anyserve(server, APP, "--graceful-timeout", "1", *args)
+    mark = tmp_path / "started"
+    result: dict[str, Response | BaseException] = {}
+
+    def slow() -> None:
+        try:
+            result["answer"] = fetch(running.url, f"/slow?s=12&mark={mark}", timeout=30)
+        except BaseException as exc:  # the expected outcome: the connection is cut
+            result["error"] = exc
+
+    client = threading.Thread(target=slow)
+    try:
+        client.start()
+        wait_for_file(mark, what="the slow request never reached the app")
+        started = time.monotonic()
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(timeout=30) == 0, running.stderr_text()
+        elapsed = time.monotonic() - started
+        client.join(timeout=30)
+    finally:
+        running.stop()
+    assert elapsed < 5, f"{server} took {elapsed:.1f} s to exit with --graceful-timeout 1"
+    assert "graceful timeout (1.0s) reached" in running.stderr_text(), running.stderr_text()[-2000:]
+    answer = result.get("answer")
+    assert answer is None or answer.body != b"slept", "the request was not cut short"
+    with pytest.raises(ConnectionRefusedError):  # nothing of the server outlives anyserve
+        socket.create_connection(address(running.url), timeout=5).close()
