@@ -1,7 +1,7 @@
 """``anyserve bench`` against each server started by hand, measured the same way in the same run.
 
     python benchmarks/bench_vs_raw.py [--duration 5] [--repeat 3] [--concurrency 32] [--only cheroot,waitress]
-                                      [--json FILE]
+                                      [--no-ceiling | --ceiling-only] [--json FILE]
 
 For every installed server of raw_servers.py, interleaved across repeats
 (anyserve A, by hand A, anyserve B, by hand B, ...): the hello scenario through
@@ -16,7 +16,9 @@ than a different configuration; those servers are also measured as their docs
 start them against anyserve's defaults, in a table of their own.
 
 Then the ceiling of the built-in load generator: the fastest server (by the
-anyserve median) measured with wrk and with the built-in generator, interleaved.
+anyserve median) measured with wrk and with the built-in generator, interleaved;
+if that server closes every connection, the fastest that keeps them alive too.
+``--ceiling-only --only NAME`` measures just that, against NAME.
 """
 
 from __future__ import annotations
@@ -122,8 +124,52 @@ def ratio_of(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}" if ours and theirs else "-"
 
 
+def ceiling_servers(
+    names: list[str], results: dict[str, dict[str, list[float | None]]], only: bool
+) -> list[tuple[str, str]]:
+    """Which servers to measure the load generators against, and why: the fastest
+    through anyserve, and if it closes every connection, the fastest that keeps
+    them alive too (the built-in generator pays far more for a new connection)."""
+    if only:
+        return [(name, "chosen") for name in names]
+    by_speed = sorted(names, key=lambda n: median(results[n]["anyserve"]) or 0, reverse=True)
+    chosen = [(by_speed[0], "the fastest above")]
+    if not get_adapter(by_speed[0]).capabilities.keep_alive:
+        alive = [name for name in by_speed if get_adapter(name).capabilities.keep_alive]
+        if alive:
+            chosen.append((alive[0], "the fastest above that keeps connections alive"))
+    return chosen
+
+
 def cells(values: list[float | None]) -> str:
     return ", ".join("failed" if v is None else f"{v:.0f}" for v in values)
+
+
+def print_comparison(names: list[str], results: dict[str, dict[str, list[float | None]]], concurrency: int) -> None:
+    print(f"\n### hello, c={concurrency}: anyserve bench against each server started by hand\n")
+    print("| server | version | same settings | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
+    print("|---|---|---|---:|---|---:|---|---:|")
+    for name in names:
+        ours, theirs = median(results[name]["anyserve"]), median(results[name]["raw"])
+        same = SAME_SETTINGS.get(name)
+        options = " ".join([*same.anyserve, "--backlog", same.raw[1]] if same else [])
+        print(
+            f"| {name} | {get_adapter(name).version()} | {options} | {ours or 0:.0f} "
+            f"| {cells(results[name]['anyserve'])} | {theirs or 0:.0f} | {cells(results[name]['raw'])} "
+            f"| {ratio_of(ours, theirs)} |"
+        )
+    differing = [name for name in names if name in SAME_SETTINGS]
+    if differing:
+        print(f"\n### hello, c={concurrency}: the same servers with anyserve's own defaults\n")
+        print("| server | why the settings differ | anyserve req/s | runs | by hand req/s | runs | ratio |")
+        print("|---|---|---:|---|---:|---|---:|")
+        for name in differing:
+            defaults = results[name].get("anyserve-defaults", results[name]["anyserve"])
+            ours, theirs = median(defaults), median(results[name]["raw-defaults"])
+            print(
+                f"| {name} | {SAME_SETTINGS[name].why} | {ours or 0:.0f} | {cells(defaults)} "
+                f"| {theirs or 0:.0f} | {cells(results[name]['raw-defaults'])} | {ratio_of(ours, theirs)} |"
+            )
 
 
 def main() -> int:
@@ -134,10 +180,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--only", default="", help="comma-separated servers (default: every installed one)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the built-in generator's ceiling")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the ceiling, against the servers of --only")
     parser.add_argument("--retry-noisy", type=int, default=2, help="re-measure a run on a busy machine (default 2)")
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args()
 
+    machine = describe_machine()  # its load average before the run
     names = [n for n in (args.only.split(",") if args.only else RAW) if get_adapter(n).is_installed()]
     cpus = available_cpus()
     server_cpus, client_cpus = (cpus[:-1], cpus[-1:]) if len(cpus) >= 2 else (None, None)
@@ -165,7 +213,7 @@ def main() -> int:
     results: dict[str, dict[str, list[float | None]]] = {n: {kind: [] for kind in kinds[n]} for n in names}
     runs: list[dict] = []
     for repeat in range(1, args.repeat + 1):
-        for name in names:
+        for name in names if not args.ceiling_only else []:
             for kind, command in kinds[name].items():
                 run = measure_quietly(args.retry_noisy, name, scenario, args.concurrency, repeat, plan, command=command)
                 results[name][kind].append(rps(run))
@@ -176,63 +224,44 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
-    print(f"\n### hello, c={args.concurrency}: anyserve bench against each server started by hand\n")
-    print("| server | version | same settings | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
-    print("|---|---|---|---:|---|---:|---|---:|")
-    for name in names:
-        ours, theirs = median(results[name]["anyserve"]), median(results[name]["raw"])
-        same = SAME_SETTINGS.get(name)
-        options = " ".join([*same.anyserve, "--backlog", same.raw[1]] if same else [])
-        print(
-            f"| {name} | {get_adapter(name).version()} | {options} | {ours or 0:.0f} "
-            f"| {cells(results[name]['anyserve'])} | {theirs or 0:.0f} | {cells(results[name]['raw'])} "
-            f"| {ratio_of(ours, theirs)} |"
-        )
-    differing = [name for name in names if name in SAME_SETTINGS]
-    if differing:
-        print(f"\n### hello, c={args.concurrency}: the same servers with anyserve's own defaults\n")
-        print("| server | why the settings differ | anyserve req/s | runs | by hand req/s | runs | ratio |")
-        print("|---|---|---:|---|---:|---|---:|")
-        for name in differing:
-            defaults = results[name].get("anyserve-defaults", results[name]["anyserve"])
-            ours, theirs = median(defaults), median(results[name]["raw-defaults"])
-            print(
-                f"| {name} | {SAME_SETTINGS[name].why} | {ours or 0:.0f} | {cells(defaults)} "
-                f"| {theirs or 0:.0f} | {cells(results[name]['raw-defaults'])} | {ratio_of(ours, theirs)} |"
-            )
+    if not args.ceiling_only:
+        print_comparison(names, results, args.concurrency)
 
-    ceiling: dict[str, list[float | None]] = {}
-    fastest = max(names, key=lambda n: median(results[n]["anyserve"]) or 0)
+    ceilings: dict[str, dict[str, list[float | None]]] = {}
     if not args.no_ceiling and isinstance(generator, Wrk):
         builtin = BuiltinGenerator(cpus=client_cpus)
-        ceiling = {"wrk": [], "builtin": []}
-        for repeat in range(1, args.repeat + 1):
-            for kind, gen in (("wrk", generator), ("builtin", builtin)):
-                run = measure_quietly(
-                    args.retry_noisy, fastest, scenario, args.concurrency, repeat, plan, generator=gen
-                )
-                ceiling[kind].append(rps(run))
-                share = run.load.client_cpu_share if run.load else 0
-                runs.append({"kind": f"ceiling-{kind}", **run.as_dict()})
-                print(
-                    f"  ceiling {kind:<8} repeat {repeat}: {cells([rps(run)])}, client CPU {share:.0%}", file=sys.stderr
-                )
-        print(f"\n### load generator ceiling: {fastest} (fastest above), hello, c={args.concurrency}\n")
-        print("| generator | req/s | runs |\n|---|---:|---|")
-        print(f"| wrk {generator.version()} (1 thread) | {median(ceiling['wrk']) or 0:.0f} | {cells(ceiling['wrk'])} |")
-        print(
-            f"| built-in ({builtin.version()}) | {median(ceiling['builtin']) or 0:.0f} | {cells(ceiling['builtin'])} |"
-        )
+        for server, why in ceiling_servers(names, results, args.ceiling_only):
+            ceiling = ceilings[server] = {"wrk": [], "builtin": []}
+            for repeat in range(1, args.repeat + 1):
+                for kind, gen in (("wrk", generator), ("builtin", builtin)):
+                    run = measure_quietly(
+                        args.retry_noisy, server, scenario, args.concurrency, repeat, plan, generator=gen
+                    )
+                    ceiling[kind].append(rps(run))
+                    share = run.load.client_cpu_share if run.load else 0
+                    runs.append({"kind": f"ceiling-{kind}", **run.as_dict()})
+                    print(
+                        f"  ceiling {server:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])}, client CPU {share:.0%}",
+                        file=sys.stderr,
+                    )
+            print(f"\n### load generator ceiling: {server} ({why}), hello, c={args.concurrency}\n")
+            print("| generator | req/s | runs |\n|---|---:|---|")
+            wrk_rps = median(ceiling["wrk"]) or 0
+            print(f"| wrk {generator.version()} (1 thread) | {wrk_rps:.0f} | {cells(ceiling['wrk'])} |")
+            print(
+                f"| built-in ({builtin.version()}) | {median(ceiling['builtin']) or 0:.0f} "
+                f"| {cells(ceiling['builtin'])} |"
+            )
 
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(
                 {
-                    "machine": describe_machine(),
+                    "machine": machine,
                     "generator": {"name": generator.name, "version": generator.version()},
                     "settings": vars(args),
                     "results": results,
-                    "ceiling": {"server": fastest, **ceiling},
+                    "ceiling": ceilings,
                     "runs": runs,
                 },
                 fh,
