@@ -99,6 +99,13 @@ class Adapter(ABC):
             return None
 
     @classmethod
+    def environ_flags(cls, config: Config) -> dict[str, Any]:
+        """WSGI environ values anyserve sets on every request where the server's own
+        would be wrong: ``wsgi.multiprocess`` when several processes serve the app
+        (anyserve's supervisor forks workers the server knows nothing of)."""
+        return {"wsgi.multiprocess": True} if config.workers > 1 else {}
+
+    @classmethod
     def install_hint(cls) -> str:
         return f"pip install 'anyserve[{cls.extra or cls.name}]'"
 

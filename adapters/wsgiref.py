@@ -41,6 +41,13 @@ class WsgirefAdapter(SocketServerAdapter):
     def version(cls) -> str | None:
         return f"python {platform.python_version()}"
 
+    @classmethod
+    def environ_flags(cls, config: Config) -> dict[str, Any]:
+        flags = super().environ_flags(config)
+        if (config.threads or DEFAULT_THREADS) > 1:
+            flags["wsgi.multithread"] = True  # wsgiref.simple_server always says False
+        return flags
+
     def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
         from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 

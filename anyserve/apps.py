@@ -13,7 +13,7 @@ from .config import Config
 from .errors import AnyserveError, ConfigError
 from .loader import load_app
 from .logs import ACCESS_LOGGER
-from .middleware import AccessLog, HeadWithoutBody, Mounts, Profiler, ProxyHeaders, RootPath, VirtualHosts
+from .middleware import AccessLog, EnvironFlags, HeadWithoutBody, Mounts, Profiler, ProxyHeaders, RootPath, VirtualHosts
 
 WSGIApp = Callable[..., Any]
 
@@ -67,11 +67,13 @@ def load_site(config: Config, target: Any) -> Site:
     return Site(default, loaded)
 
 
-def wrap(app: WSGIApp, config: Config, *, head_without_body: bool) -> WSGIApp:
-    """The middleware the options ask for, outermost first: the access log (it
-    sees the request as it came and the client after the proxy headers), the
-    proxy headers, HEAD without a body (for servers that would send one), the
-    profiler, the root path."""
+def wrap(
+    app: WSGIApp, config: Config, *, head_without_body: bool, environ_flags: dict[str, Any] | None = None
+) -> WSGIApp:
+    """The middleware the options ask for, outermost first: the WSGI flags the
+    server gets wrong, the access log (it sees the request as it came and the
+    client after the proxy headers), the proxy headers, HEAD without a body (for
+    servers that would send one), the profiler, the root path."""
     if config.root_path:
         app = RootPath(app, config.root_path)
     if config.profile is not None:
@@ -86,4 +88,6 @@ def wrap(app: WSGIApp, config: Config, *, head_without_body: bool) -> WSGIApp:
         app = ProxyHeaders(app, config.forwarded_allow_ips.split(","))
     if config.access_log is not None:
         app = AccessLog(app, config.access_log_format, logging.getLogger(ACCESS_LOGGER))
+    if environ_flags:
+        app = EnvironFlags(app, environ_flags)
     return app

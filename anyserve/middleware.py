@@ -33,6 +33,19 @@ class RootPath:
         return self.app(environ, start_response)
 
 
+class EnvironFlags:
+    """Set environ values on every request before the app sees it (the WSGI flags
+    a server gets wrong under anyserve, see ``Adapter.environ_flags``)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], values: dict[str, Any]) -> None:
+        self.app = app
+        self.values = values
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ.update(self.values)
+        return self.app(environ, start_response)
+
+
 class HeadWithoutBody:
     """For servers that would send the app's body after a HEAD response (RFC 9112
     section 6.3 forbids it; a keep-alive client then misreads the next response):

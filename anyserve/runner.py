@@ -86,7 +86,12 @@ class Server:
                     )
                 else:
                     self.config = config = config.replace(host=address[0], port=address[1])
-        self._loaded = wrap(site.app, config, head_without_body=self.adapter_class.capabilities.head_without_body)
+        self._loaded = wrap(
+            site.app,
+            config,
+            head_without_body=self.adapter_class.capabilities.head_without_body,
+            environ_flags=self.adapter_class.environ_flags(config),
+        )
         # Subscribed first, the engine starts before the user's start hooks and
         # exits after their stop hooks.
         if self.bridge is not None:

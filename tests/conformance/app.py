@@ -65,6 +65,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "sha256": hashlib.sha256(body).hexdigest(),
             "pid": os.getpid(),
             "url_scheme": environ.get("wsgi.url_scheme"),
+            "multithread": environ.get("wsgi.multithread"),
+            "multiprocess": environ.get("wsgi.multiprocess"),
         }
         return respond(start_response, json.dumps(report).encode(), "application/json")
     if path == "/big":

@@ -79,6 +79,14 @@ def test_get(served: Running) -> None:
     assert (report["method"], report["length"]) == ("GET", 0)
 
 
+def test_wsgi_flags_say_how_the_app_is_run(served: Running) -> None:
+    report = echo(served.url)
+    assert report["multiprocess"] is bool(suite_args(served.server)), report  # -w 2 for pre-fork servers
+    caps = capabilities(served.server)
+    if caps.concurrent and caps.threads:  # requests run side by side on threads
+        assert report["multithread"] is True, report
+
+
 def test_head_has_the_headers_and_no_body(served: Running) -> None:
     answer = exchange(served.url, request_bytes("HEAD", "/echo", "Connection: close"))
     head, _, rest = answer.partition(b"\r\n\r\n")

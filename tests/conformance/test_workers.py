@@ -115,6 +115,17 @@ class Stream:
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_the_app_is_told_it_runs_in_several_processes(server: str) -> None:
+    running = start(server)
+    try:
+        response = fetch(running.url, "/echo")
+        assert response.status == 200, response
+        assert json.loads(response.body)["multiprocess"] is True
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_a_killed_worker_is_replaced(server: str) -> None:
     running = start(server)
     try:
