@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anyserve.bench import runner
 from anyserve.bench.command import choose_generator
 from anyserve.bench.loadgen import BuiltinGenerator
 from anyserve.bench.results import describe_machine
-from anyserve.bench.runner import Plan, Run, available_cpus, measure, server_command
+from anyserve.bench.runner import Plan, Run, available_cpus, server_command
 from anyserve.bench.scenarios import SCENARIOS
 from anyserve.bench.wrk import Wrk
 from anyserve.registry import get_adapter
@@ -101,13 +102,10 @@ def commands(name: str, plan: Plan) -> dict[str, Callable[[int], list[str]]]:
 
 
 def measure_quietly(retries: int, *args: Any, **kwargs: Any) -> Run:
-    """measure(), again up to *retries* times while other processes were busy during the run."""
-    run = measure(*args, **kwargs)
-    for _ in range(retries):
-        if not run.noisy:
-            break
-        print(f"  (busy machine: {run.other_cpu_s:.2f} CPU s of other work; measuring again)", file=sys.stderr)
-        run = measure(*args, **kwargs)
+    """The run kept by runner.measure_quietly, saying which runs the busy machine cost."""
+    *busy, run = runner.measure_quietly(retries, *args, **kwargs)
+    for discarded in busy:
+        print(f"  (busy machine: {discarded.other_cpu_s:.2f} CPU s of other work; measuring again)", file=sys.stderr)
     return run
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import re
 import sys
@@ -152,8 +153,6 @@ def choose_scenarios(args: argparse.Namespace) -> list[Scenario]:
             raise ConfigError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}, all")
         scenario = SCENARIOS[name]
         if scenario.requires:
-            import importlib.util
-
             if importlib.util.find_spec(scenario.requires) is None:
                 raise ConfigError(f"scenario {name!r} needs {scenario.requires}: pip install {scenario.requires}")
         chosen.append(scenario)
@@ -247,15 +246,9 @@ def check_app(args: argparse.Namespace) -> None:
 
 
 def _require_libraries() -> None:
-    missing = [name for name in ("rich", "psutil") if _find(name) is None]
+    missing = [name for name in ("rich", "psutil") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"anyserve bench needs {' and '.join(missing)}: pip install 'anyserve[bench]'")
-
-
-def _find(name: str) -> Any:
-    import importlib.util
-
-    return importlib.util.find_spec(name)
 
 
 # -- running -----------------------------------------------------------------------------

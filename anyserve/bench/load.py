@@ -15,6 +15,13 @@ from .scenarios import Scenario
 
 #: Above this share of one core, the client is likely the bottleneck and the numbers measure it.
 CLIENT_CPU_WARNING = 0.8
+#: The kinds of socket errors every generator counts, as wrk reports them.
+SOCKET_ERROR_KINDS = ("connect", "read", "write", "timeout")
+
+
+def no_socket_errors() -> dict[str, int]:
+    """A zero count of each kind of socket error."""
+    return dict.fromkeys(SOCKET_ERROR_KINDS, 0)
 
 
 @dataclass
@@ -27,7 +34,7 @@ class LoadResult:
     #: p50, p90, p99 and max, in milliseconds; empty when no request completed.
     latency_ms: dict[str, float]
     non_2xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=lambda: dict(connect=0, read=0, write=0, timeout=0))
+    socket_errors: dict[str, int] = field(default_factory=no_socket_errors)
     client_cpu_s: float = 0.0
     #: How many cores the client could use: its threads, capped by the CPUs it is pinned to.
     client_cores: int = 1

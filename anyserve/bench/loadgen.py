@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from .load import Generator, LoadError, LoadResult, run_measured
+from .load import Generator, LoadError, LoadResult, no_socket_errors, run_measured
 from .scenarios import Scenario
 from .stats import Reservoir
 
@@ -32,7 +32,7 @@ class Counters:
     def __init__(self) -> None:
         self.latencies = Reservoir()
         self.non_2xx = 0
-        self.errors = dict(connect=0, read=0, write=0, timeout=0)
+        self.errors = no_socket_errors()
         self.in_flight: dict[int, float] = {}
 
 

@@ -44,7 +44,8 @@ class Summary:
         return [run.load.requests_per_s for run in self.measured if run.load]
 
     def as_dict(self) -> dict[str, Any]:
-        rps = spread(self.rps())
+        each = self.rps()
+        rps = spread(each)
         measured = self.measured
 
         def median_of(values: list[float]) -> float | None:
@@ -66,7 +67,7 @@ class Summary:
                 "min": round(rps.low, 1),
                 "max": round(rps.high, 1),
                 "spread": round(rps.relative, 4),
-                "each": [round(value, 1) for value in self.rps()],
+                "each": [round(value, 1) for value in each],
             }
             if rps
             else None,
@@ -79,6 +80,14 @@ class Summary:
             "startup_s": median_of([run.startup_s for run in measured if run.startup_s is not None]),
             "client_cpu_share": median_of([run.load.client_cpu_share for run in measured if run.load]),
         }
+
+
+def overall_status(statuses: Sequence[str]) -> str:
+    """Of several runs or summaries: failed when every one failed, errors when any
+    did not go cleanly, else ok (also for none)."""
+    if statuses and all(status == "failed" for status in statuses):
+        return "failed"
+    return "errors" if any(status != "ok" for status in statuses) else "ok"
 
 
 def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
@@ -94,14 +103,10 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
                 ]
                 if not mine:
                     continue
+                status = overall_status([r.status for r in mine])
                 failed = [r for r in mine if r.status == "failed"]
                 with_errors = [r for r in mine if r.status == "errors"]
-                if len(failed) == len(mine):
-                    status, error = "failed", failed[0].error
-                elif failed or with_errors:
-                    status, error = "errors", (failed or with_errors)[0].error
-                else:
-                    status, error = "ok", None
+                error = (failed or with_errors)[0].error if status != "ok" else None
                 summaries.append(Summary(server, scenario.name, concurrency, status, error, mine))
     return summaries
 
@@ -178,13 +183,9 @@ def build_report(
     server_status = {}
     for server in plan.servers:
         mine = [s for s in summaries if s.server == server]
-        failed = [s for s in mine if s.status == "failed"]
-        status = "failed" if mine and len(failed) == len(mine) else "errors" if failed else "ok"
-        if any(s.status == "errors" for s in mine) and status == "ok":
-            status = "errors"
         server_status[server] = {
             "version": versions.get(server),
-            "status": status,
+            "status": overall_status([s.status for s in mine]),
             "error": next((s.error for s in mine if s.error), None),
         }
     return {

@@ -345,6 +345,16 @@ def measure(
     return run
 
 
+def measure_quietly(retries: int, *args: Any, **kwargs: Any) -> list[Run]:
+    """measure(), again up to *retries* times while the machine was busy during the
+    run: every run taken, the busy ones first (marked discarded), the one kept last."""
+    runs = [measure(*args, **kwargs)]
+    while runs[-1].noisy and len(runs) <= retries:
+        runs[-1].discarded = True
+        runs.append(measure(*args, **kwargs))
+    return runs
+
+
 def _describe_errors(load: LoadResult) -> str:
     parts = [f"{load.non_2xx} non-2xx/3xx"] if load.non_2xx else []
     parts += [f"{count} {kind}" for kind, count in load.socket_errors.items() if count]
@@ -372,13 +382,8 @@ def run_plan(
             continue
         if on_start:
             on_start(server, scenario, concurrency, repeat)
-        run = measure(server, scenario, concurrency, repeat, plan)
-        for _ in range(plan.retry_noisy):
-            if not run.noisy:
-                break
-            run.discarded = True
-            runs.append(run)
-            run = measure(server, scenario, concurrency, repeat, plan)
+        *discarded, run = measure_quietly(plan.retry_noisy, server, scenario, concurrency, repeat, plan)
+        runs += discarded
         if run.status == "failed":
             failed.add(key)
         runs.append(run)

@@ -14,8 +14,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .load import Generator, LoadError, LoadResult, run_measured
+from .load import SOCKET_ERROR_KINDS, Generator, LoadError, LoadResult, no_socket_errors, run_measured
 from .scenarios import Scenario
+from .stats import PERCENTILES
 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # to milliseconds
 _METRIC = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -60,7 +61,7 @@ class WrkOutput:
     #: The "Latency Distribution" lines: {50.0: ms, 75.0: ms, 90.0: ms, 99.0: ms}.
     distribution_ms: dict[float, float]
     non_2xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=lambda: dict(connect=0, read=0, write=0, timeout=0))
+    socket_errors: dict[str, int] = field(default_factory=no_socket_errors)
 
 
 _LATENCY_ROW = re.compile(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.MULTILINE)
@@ -95,9 +96,9 @@ def parse_output(text: str) -> WrkOutput:
         distribution_ms=distribution,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=(
-            dict(zip(("connect", "read", "write", "timeout"), map(int, socket_errors.groups()), strict=True))
+            dict(zip(SOCKET_ERROR_KINDS, map(int, socket_errors.groups()), strict=True))
             if socket_errors
-            else dict(connect=0, read=0, write=0, timeout=0)
+            else no_socket_errors()
         ),
     )
 
@@ -135,8 +136,12 @@ class Wrk(Generator):
         match = re.search(r"^wrk (\S+)", result.stdout + result.stderr, re.MULTILINE)
         return match.group(1) if match else "unknown"
 
+    def threads_for(self, concurrency: int) -> int:
+        """wrk's threads for *concurrency* connections: it needs a connection per thread."""
+        return max(1, min(self.threads, concurrency))
+
     def command(self, url: str, concurrency: int, duration: float, script: str | None) -> list[str]:
-        threads = max(1, min(self.threads, concurrency))
+        threads = self.threads_for(concurrency)
         # wrk takes whole seconds.
         command = [self.path, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s"]
         command += ["--timeout", "10s", "--latency"]
@@ -163,12 +168,10 @@ class Wrk(Generator):
             parsed = parse_output(out)
         except ValueError as exc:
             raise LoadError(f"{exc}:\n{out}{err}") from None
-        latency = {
-            f"p{pct:g}": parsed.distribution_ms[pct] for pct in (50.0, 90.0, 99.0) if pct in parsed.distribution_ms
-        }
+        latency = {f"p{pct:g}": parsed.distribution_ms[pct] for pct in PERCENTILES if pct in parsed.distribution_ms}
         if latency:
             latency["max"] = parsed.latency_max_ms
-        threads = max(1, min(self.threads, concurrency))
+        threads = self.threads_for(concurrency)
         return LoadResult(
             requests=parsed.requests,
             duration_s=parsed.duration_s,
