@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.config import to_bool, to_int, to_str
 from anyserve.sockets import Listener
+from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, ThreadedAdapter, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
+from .draining import Drain
+from .threaded import ThreadedAdapter
 
 DEFAULT_THREADS = 10
 
@@ -63,8 +65,7 @@ def use_tls(server: Any, listener: Listener) -> None:
                 except OSError as exc:
                     if isinstance(exc, ssl.SSLError) and "http request" in str(exc):
                         self._answer_plain_http()
-                    reason = getattr(exc, "reason", None) or exc.strerror or exc
-                    self.server.error_log(f"TLS handshake with {self.remote_addr} failed: {reason}", level=30)
+                    self.server.error_log(handshake_failure(self.remote_addr, exc), level=30)
                     return False
                 self.handshaken = True
                 self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
@@ -97,10 +98,10 @@ class CherootAdapter(ThreadedAdapter):
         unix=True,
         tls=True,
         tls_mixed=True,
-        # cheroot joins only the headers it knows to be lists (Accept, ...); of
-        # any other repeated header the app sees the last value.
-        repeated_headers=False,
     )
+    # cheroot joins only the headers it knows to be lists (Accept, ...); of
+    # any other repeated header the app sees the last value.
+    deviations = Deviations(last_repeated_header=True)
     options = {
         "max_threads": Option(to_int, "grow the pool up to this many threads under load (-1: no limit)"),
         "timeout": Option(to_int, "seconds a connection may stay idle (default 10)"),
@@ -112,10 +113,10 @@ class CherootAdapter(ThreadedAdapter):
         "peercreds": Option(to_bool, "put the unix socket peer's pid/uid/gid in the environ"),
     }
 
-    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+    def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from cheroot import wsgi
 
-        settings = self.check(config)
+        config, settings = self.config, self.settings
         server_class = adopt_listener(wsgi.Server)
         servers = []
         for listener in listeners:
@@ -145,11 +146,11 @@ class CherootAdapter(ThreadedAdapter):
     def run_server(self, server: Any) -> None:
         server.serve()
 
-    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+    def stop_servers(self, servers: list[Any], drain: Drain) -> int:
         for server in servers:
             # stop() closes idle connections at once and joins the pool for up to
             # shutdown_timeout, so in-flight requests finish; at the deadline cheroot
             # shuts down the connections still running itself.
-            server.shutdown_timeout = max(0.0, deadline - time.monotonic())
+            server.shutdown_timeout = drain.remaining()
             server.stop()
         return 0

@@ -11,15 +11,15 @@ keys apply. A plain WSGI app is grafted onto ``cherrypy.tree``. This is the
 from __future__ import annotations
 
 import threading
-import time
+from typing import Any
 
 from anyserve.cherrypy_bridge import is_cherrypy_app
-from anyserve.config import Config
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, Capabilities, WSGIApp, stop_within, wait_for, warn_requests_left
+from .base import Adapter, Capabilities, Deviations, WSGIApp
 from .cheroot import adopt_listener, use_tls
+from .draining import Drain, stop_within, wait_for
 
 
 class CherryPyAdapter(Adapter):
@@ -33,16 +33,17 @@ class CherryPyAdapter(Adapter):
         unix=True,
         tls=True,
         tls_mixed=True,
-        # cheroot joins only the headers it knows to be lists (Accept, ...); of
-        # any other repeated header the app sees the last value.
-        repeated_headers=False,
     )
+    # cheroot joins only the headers it knows to be lists (Accept, ...); of
+    # any other repeated header the app sees the last value.
+    deviations = Deviations(last_repeated_header=True)
     note = "CherryPy's own server and engine, as cherrypy.quickstart runs them"
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._stopped = threading.Event()
 
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
         import cherrypy
         from cherrypy._cpwsgi_server import CPWSGIServer
         from cherrypy.process.servers import ServerAdapter
@@ -52,6 +53,7 @@ class CherryPyAdapter(Adapter):
         else:
             cherrypy.tree.graft(app, "")
             wsgi_app = cherrypy.tree
+        config = self.config
         settings = cherrypy.server  # where CherryPy keeps its server.* config
         if config.threads:
             settings.thread_pool = config.threads
@@ -88,15 +90,15 @@ class CherryPyAdapter(Adapter):
             stop_ticks()
             # engine.exit() would stop the HTTP servers too, but wait for every
             # request however long it runs: stopped here first, up to the timeout.
-            deadline = time.monotonic() + config.graceful_timeout
+            drain = Drain(config.graceful_timeout)
 
             def stop_servers() -> int:
                 for plugin in plugins:
-                    plugin.httpserver.shutdown_timeout = max(0.0, deadline - time.monotonic())
+                    plugin.httpserver.shutdown_timeout = drain.remaining()
                     plugin.httpserver.stop()
                 return 0
 
-            warn_requests_left(config.graceful_timeout, stop_within(stop_servers, deadline, "anyserve-cherrypy-stop"))
+            drain.end(lifecycle, stop_within(stop_servers, drain.deadline, "anyserve-cherrypy-stop"))
             lifecycle.stopping()
         finally:
             for plugin in plugins:

@@ -3,9 +3,9 @@
 eventlet is in maintenance mode upstream: its maintainers advise new projects
 to choose something else. anyserve supports it for the apps that already run on
 it. As with gevent, the standard library is monkey-patched first thing in the
-process (``-o patch=false`` to opt out). On shutdown eventlet's own server stops
-accepting, closes idle connections and waits for the busy ones; anyserve bounds
-that wait by --graceful-timeout.
+process (``-o patch=false`` to opt out). On a stop eventlet's own server stops
+accepting, closes the connections between two requests and has each busy one
+close after its request; anyserve bounds that wait by --graceful-timeout.
 """
 
 from __future__ import annotations
@@ -13,26 +13,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
+from anyserve.tls import handshake_failure
 
-from .base import (
-    FIRST_REQUEST_GRACE,
-    Adapter,
-    Capabilities,
-    Option,
-    WSGIApp,
-    monkey_patch_first,
-    warn_requests_left,
-)
+from .base import Capabilities, Option, WSGIApp
+from .draining import Drain
+from .eventloop import Cancel, EventLoopAdapter, LoopServing
+from .patching import monkey_patch_first
 
 DEFAULT_POOL = 1024  # eventlet's own default
 
 
-class EventletAdapter(Adapter):
+class EventletAdapter(EventLoopAdapter):
     name = "eventlet"
     requires = ("eventlet",)
     module = "eventlet"
@@ -52,32 +51,83 @@ class EventletAdapter(Adapter):
     note = "maintenance mode upstream: supported for existing apps, not advised for new ones"
 
     @classmethod
-    def prepare_process(cls, config: Config) -> None:
-        if cls.check(config).get("patch", True):
+    def prepare_process(cls, config: Config, settings: Mapping[str, Any]) -> None:
+        if settings.get("patch", True):
             monkey_patch_first("eventlet", "eventlet", "monkey_patch")
 
-    def __init__(self) -> None:
-        self._wakeup_fd: int | None = None
-        self._stop_requested = False
+    def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
+        return EventletServing(self, app, listeners, lifecycle)
 
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    def run_loop(self, main: Callable[[], None]) -> None:
+        import eventlet
+        from eventlet.event import Event
+        from eventlet.hubs import trampoline
+
+        self._done = Event()
+        self._calls: deque[Callable[[], object]] = deque()
+        # call_threadsafe() may come from a signal handler or another thread: it
+        # only writes to this pipe, and a green thread here does the rest.
+        read_fd, self._wakeup_fd = os.pipe()
+
+        def run_calls() -> None:
+            while True:
+                trampoline(read_fd, read=True)
+                os.read(read_fd, 4096)
+                while self._calls:
+                    eventlet.spawn(self._calls.popleft())
+
+        waker = eventlet.spawn(run_calls)
+        try:
+            main()
+            self._done.wait()
+        finally:
+            waker.kill()
+            os.close(read_fd)
+            os.close(self._wakeup_fd)
+
+    def stop_loop(self) -> None:
+        if not self._done.ready():
+            self._done.send()
+
+    def call_threadsafe(self, function: Callable[[], object]) -> None:
+        from eventlet.patcher import original
+
+        self._calls.append(function)
+        with contextlib.suppress(OSError):  # already closed: the loop is over
+            # The unpatched write: a green one would switch inside a signal handler.
+            original("os").write(self._wakeup_fd, b"x")
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Cancel:
+        import eventlet
+
+        return eventlet.spawn_after(delay, function).cancel
+
+    def embedded(self, serving: LoopServing) -> Any:
+        raise AssertionError("eventlet declares no embed capability")
+
+
+class EventletServing(LoopServing):
+    """The app served by eventlet's server, one green thread per listener."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        import eventlet
+
+        self.pool = eventlet.GreenPool(self.adapter.settings.get("pool_size", DEFAULT_POOL))
+        self._servers: list[Any] = []
+        self.fresh_until: float | None = None  # set when the stop begins
+        self._serve = self._make_servers()
+
+    def _make_servers(self) -> list[tuple[Any, WSGIApp, dict[str, Any]]]:
+        """What eventlet.wsgi.server takes, for each listener: its socket, the app, the settings."""
         import ssl
 
         import eventlet
         import eventlet.wsgi
         from eventlet.green.ssl import GreenSSLContext
         from eventlet.greenio import GreenSocket
-        from eventlet.hubs import trampoline
 
-        settings = self.check(config)
-        # shutdown() may come from a signal handler or another thread: it only
-        # writes to this pipe, and a green thread here does the rest.
-        read_fd, self._wakeup_fd = os.pipe()
-        if self._stop_requested:
-            os.close(read_fd)
-            return
-
-        stopping = False
+        serving = self
 
         class Socket(GreenSocket):  # type: ignore[misc]
             """The listener's class, and so its accepted connections' (eventlet's
@@ -95,8 +145,8 @@ class EventletAdapter(Adapter):
                 # requests, a fresh one too, whose request may be on its way: it
                 # was accepted (by a worker about to stop, say) and the client
                 # would see it closed unanswered. Give that one a moment.
-                if self.fresh and stopping:
-                    eventlet.spawn_after(FIRST_REQUEST_GRACE, self._late_shutdown, how)
+                if self.fresh and serving.fresh_until is not None:
+                    eventlet.spawn_after(max(0.0, serving.fresh_until - time.monotonic()), self._late_shutdown, how)
                     return
                 self._shutdown_now(how)
 
@@ -106,25 +156,19 @@ class EventletAdapter(Adapter):
                         self._shutdown_now(how)
 
         class Protocol(eventlet.wsgi.HttpProtocol):
-            def _read_request_line(self) -> Any:
-                line = super()._read_request_line()
-                self.connection.fresh = False
-                return line
-
             # Without it, an unparsable request line is answered HTTP/0.9 style:
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
 
             def _read_request_line(self) -> Any:
                 try:
-                    return super()._read_request_line()
+                    line = super()._read_request_line()
                 except ssl.SSLError as exc:  # a failed handshake: one line, not a green thread's traceback
-                    peer = self.client_address[0] if isinstance(self.client_address, tuple) else "a peer"
-                    logging.getLogger("anyserve.eventlet").warning(
-                        "TLS handshake with %s failed: %s", peer, exc.reason or exc
-                    )
+                    logging.getLogger("anyserve.eventlet").warning("%s", handshake_failure(self.client_address, exc))
                     self.close_connection = True
                     return ""
+                self.connection.fresh = False
+                return line
 
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)
@@ -136,75 +180,51 @@ class EventletAdapter(Adapter):
                 environ["wsgi.input_terminated"] = True
                 return environ
 
-        pool = eventlet.GreenPool(settings.get("pool_size", DEFAULT_POOL))
-        access_log = logging.getLogger("eventlet.wsgi")
-        lifecycle.started()
-
         def green(listener: Listener) -> Any:
-            sock = Socket(listener.socket.fd if isinstance(listener.socket, GreenSocket) else listener.socket)
+            # A duplicate: eventlet closes it when it stops, and TLS takes over the
+            # socket it wraps; anyserve's listener stays whole until it closes it.
+            sock = Socket(listener.socket.dup())
             if listener.tls is None:
                 return sock
             # Each accepted connection does its handshake in its own green thread, on first read.
             return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
 
-        servers = [
-            eventlet.spawn(
-                eventlet.wsgi.server,
-                green(listener),
-                app,
-                log=access_log,
-                # eventlet formats each access line before logging it: skip the
-                # work when the line would be dropped anyway.
-                # With --access-log, anyserve's access log has the line.
-                log_output=access_log.isEnabledFor(logging.INFO) and config.access_log is None,
-                custom_pool=pool,
-                protocol=Protocol,
-                # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks
-                # that each block the app yields be sent without delay.
-                minimum_chunk_size=0,
-                keepalive=settings.get("keepalive", True),
-                socket_timeout=settings.get("socket_timeout"),
-                debug=False,  # no tracebacks to clients
-                environ={"wsgi.multiprocess": config.workers > 1},
-            )
-            for listener in listeners
-        ]
-        ticker = eventlet.spawn(self._tick, lifecycle, config.main_interval) if lifecycle.wants_ticks else None
-        try:
-            trampoline(read_fd, read=True)  # until shutdown()
-            stopping = True
-            for server in servers:
-                server.kill(SystemExit)  # eventlet's server then closes idle connections and waits for the rest
-            try:
-                with eventlet.Timeout(config.graceful_timeout):
-                    for server in servers:
-                        server.wait()
-            except eventlet.Timeout:
-                warn_requests_left(config.graceful_timeout, pool.running())
-                for green in list(pool.coroutines_running):
-                    green.kill()
-        finally:
-            if ticker is not None:
-                ticker.kill()
-            os.close(read_fd)
-            os.close(self._wakeup_fd)
-            lifecycle.stopping()
+        access_log = logging.getLogger("eventlet.wsgi")
+        settings = {
+            "log": access_log,
+            # eventlet formats each access line before logging it: skip the
+            # work when the line would be dropped anyway.
+            "log_output": self.adapter.logs_access(access_log),
+            "custom_pool": self.pool,
+            "protocol": Protocol,
+            # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks
+            # that each block the app yields be sent without delay.
+            "minimum_chunk_size": 0,
+            "keepalive": self.adapter.settings.get("keepalive", True),
+            "socket_timeout": self.adapter.settings.get("socket_timeout"),
+            "debug": False,  # no tracebacks to clients
+        }
+        return [(green(listener), self.app, settings) for listener in self.listeners]
 
-    @staticmethod
-    def _tick(lifecycle: Lifecycle, interval: float) -> None:
+    def listen(self) -> None:
         import eventlet
+        import eventlet.wsgi
 
-        while True:
-            eventlet.sleep(interval)
-            lifecycle.tick()
+        self._servers = [
+            eventlet.spawn(eventlet.wsgi.server, sock, app, **settings) for sock, app, settings in self._serve
+        ]
 
-    def shutdown(self) -> None:
-        self._stop_requested = True
-        if self._wakeup_fd is not None:
-            from eventlet.patcher import original
+    def stop_accepting(self, drain: Drain) -> None:
+        self.fresh_until = drain.fresh_until
+        for server in self._servers:
+            server.kill(SystemExit)  # eventlet's server then closes the idle connections
 
-            try:
-                # The unpatched write: a green one would switch inside a signal handler.
-                original("os").write(self._wakeup_fd, b"x")
-            except OSError:
-                pass  # already closed: the server has stopped
+    def pending(self, drain: Drain) -> int:
+        return self.pool.running()  # a green thread per connection, ending as it closes
+
+    def running(self) -> int:
+        return self.pool.running()
+
+    def abort(self) -> None:
+        for green in list(self.pool.coroutines_running):
+            green.kill()

@@ -2,11 +2,11 @@
 
 The listeners anyserve bound already carry TCP_NODELAY (without it a keep-alive
 client waits ~40 ms a request). Requests run in a pool of greenlets (unbounded,
-or ``-o pool_size=N``); the Lifecycle ticks from a greenlet. When anyserve owns
-the process it monkey-patches the standard library first thing, before the app
-is imported (as gunicorn's gevent worker does), and warns about modules that
-were imported before it; ``-o patch=false`` leaves the standard library alone,
-and then a blocking call in the app blocks every request.
+or ``-o pool_size=N``). When anyserve owns the process it monkey-patches the
+standard library first thing, before the app is imported (as gunicorn's
+gevent worker does), and warns about modules that were imported before it;
+``-o patch=false`` leaves the standard library alone, and then a blocking call
+in the app blocks every request.
 """
 
 from __future__ import annotations
@@ -14,18 +14,24 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from anyserve.config import Config, to_bool, to_positive_int
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
+from anyserve.tls import handshake_failure
 
-from .base import Adapter, Capabilities, ConnectionTracker, Option, WSGIApp, monkey_patch_first, warn_requests_left
+from .base import Capabilities, Option, WSGIApp
+from .draining import ConnectionTracker, Drain
+from .eventloop import Cancel, EventLoopAdapter, LoopServing
+from .patching import monkey_patch_first
 
 log = logging.getLogger("anyserve.gevent")
 
 
-class GeventAdapter(Adapter):
+class GeventAdapter(EventLoopAdapter):
     name = "gevent"
     requires = ("gevent",)
     module = "gevent"
@@ -42,79 +48,95 @@ class GeventAdapter(Adapter):
     }
 
     @classmethod
-    def prepare_process(cls, config: Config) -> None:
-        if cls.check(config).get("patch", True):
+    def prepare_process(cls, config: Config, settings: Mapping[str, Any]) -> None:
+        if settings.get("patch", True):
             monkey_patch_first("gevent", "gevent.monkey", "patch_all")
 
-    def __init__(self) -> None:
-        self._wakeup: Any = None
-        self._stop_requested = False
+    def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
+        return GeventServing(self, app, listeners, lifecycle)
 
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    def run_loop(self, main: Callable[[], None]) -> None:
         import gevent
         from gevent.event import Event
 
-        stop = Event()
-        # shutdown() may come from another thread: an async watcher is the
-        # thread-safe way to wake the hub.
+        self._done = Event()
+        self._calls: deque[Callable[[], object]] = deque()
+        # The thread-safe way into the hub: an async watcher, sent from anywhere.
         self._wakeup = gevent.get_hub().loop.async_()
-        self._wakeup.start(stop.set)
-        if self._stop_requested:
-            return
-        serving = GeventServing(app, listeners, config, lifecycle)
-        serving.start()
+        self._wakeup.start(self._run_calls)
         # Python runs a signal handler only once the main thread runs Python code,
         # and libev's loop retries an interrupted wait inside C: a TERM could wait
         # for the next request. libev's own signal watchers call the handlers
         # anyserve installed, from the hub, at once.
-        watchers = [
-            gevent.signal_handler(signum, handler, signum, None)
+        handlers = {
+            signum: handler
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
             if callable(handler := signal.getsignal(signum)) and threading.current_thread() is threading.main_thread()
-        ]
+        }
+        watchers = [gevent.signal_handler(signum, handler, signum, None) for signum, handler in handlers.items()]
         try:
-            stop.wait()
+            main()
+            self._done.wait()
         finally:
             for watcher in watchers:
                 watcher.cancel()
-            serving.stop()
+            # libev leaves a signal it stops watching at its default action, which
+            # for TERM ends the process: a second TERM (its supervisor's, after the
+            # one the whole group got) would cut the stop short.
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             self._wakeup.close()
 
-    def shutdown(self) -> None:
-        self._stop_requested = True
-        if self._wakeup is not None:
-            self._wakeup.send()
-
-    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
-        serving = GeventServing(app, listeners, config, lifecycle)
-        serving.start()  # stop() blocks the calling greenlet until done
-        return serving
-
-
-class GeventServing:
-    """The app served in the current gevent hub, which someone else may run.
-
-    ``start()`` starts the servers and returns; ``stop()`` (from a greenlet)
-    stops accepting, closes idle connections, waits for the requests in flight
-    (up to the graceful timeout) and runs the ``stopping`` moment."""
-
-    def __init__(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
-        self.app = app
-        self.listeners = listeners
-        self.config = config
-        self.lifecycle = lifecycle
-        self.connections = ConnectionTracker()
-        self._servers: list[Any] = []
-        self._ticker: Any = None
-
-    def start(self) -> None:
+    def _run_calls(self) -> None:
         import gevent
+
+        while self._calls:
+            gevent.spawn(self._calls.popleft())  # a watcher's callback must not block the hub
+
+    def stop_loop(self) -> None:
+        self._done.set()
+
+    def call_threadsafe(self, function: Callable[[], object]) -> None:
+        self._calls.append(function)
+        self._wakeup.send()
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Cancel:
+        import gevent
+
+        greenlet = gevent.spawn_later(delay, function)
+        return lambda: greenlet.kill(block=False)
+
+    def embedded(self, serving: LoopServing) -> Any:
+        return _Embedded(serving)
+
+
+class _Embedded:
+    def __init__(self, serving: LoopServing) -> None:
+        self.serving = serving
+
+    def stop(self) -> None:
+        """The graceful stop; blocks the calling greenlet until it is over."""
+        from gevent.event import Event
+
+        done = Event()
+        self.serving.stop(done.set)
+        done.wait()
+
+
+class GeventServing(LoopServing):
+    """The app served in the current gevent hub, which someone else may run."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections = ConnectionTracker()
+        self._servers = self._make_servers()
+
+    def _make_servers(self) -> list[Any]:
         from gevent.pool import Pool
         from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
         from gevent.ssl import SSLContext
 
         connections = self.connections
-        pool_size = GeventAdapter.check(self.config).get("pool_size")
 
         class Handler(WSGIHandler):
             """Knows when its connection waits for a request, so a drain can close it."""
@@ -145,7 +167,7 @@ class GeventServing:
                 try:
                     tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
                 except OSError as exc:
-                    log.warning("TLS handshake with %s failed: %s", _peer(address), _reason(exc))
+                    log.warning("%s", handshake_failure(address, exc))
                     return None
                 try:
                     return self.handle(tls_socket, address)
@@ -153,7 +175,7 @@ class GeventServing:
                     tls_socket.close()
 
         access_log = logging.getLogger("gevent.access")
-        self.lifecycle.started()
+        servers = []
         for listener in self.listeners:
             listener.socket.setblocking(False)
             # gevent's context class: its sockets yield to the hub, patched or not.
@@ -161,52 +183,34 @@ class GeventServing:
             server = Server(
                 listener.socket,
                 self.app,
-                spawn=Pool(pool_size),  # a pool, so stop() can wait for the handlers
+                spawn=Pool(self.adapter.settings.get("pool_size")),  # a pool, so the stop can count the handlers
                 handler_class=Handler,
                 # pywsgi formats each access line before writing it: no log at all
                 # when the line would be dropped anyway.
-                # With --access-log, anyserve's access log has the line.
-                log=LoggingLogAdapter(access_log)
-                if access_log.isEnabledFor(logging.INFO) and self.config.access_log is None
-                else None,
+                log=LoggingLogAdapter(access_log) if self.adapter.logs_access(access_log) else None,
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
                 **tls,
             )
-            if self.config.workers > 1:
-                server.environ = {**server.get_environ(), "wsgi.multiprocess": True}
+            servers.append(server)
+        return servers
+
+    def listen(self) -> None:
+        for server in self._servers:
             server.start()
-            self._servers.append(server)
-        if self.lifecycle.wants_ticks:
-            self._ticker = gevent.spawn(self._tick)
 
-    def _tick(self) -> None:
-        import gevent
-
-        while True:
-            gevent.sleep(self.config.main_interval)
-            self.lifecycle.tick()
-
-    def stop(self) -> None:
-        import time
-
-        deadline = time.monotonic() + self.config.graceful_timeout
+    def stop_accepting(self, drain: Drain) -> None:
         for server in self._servers:
-            server.close()  # stop accepting everywhere first
-        self.connections.drain()
-        left = 0
+            server.close()
+        self.connections.drain(drain)
+
+    def pending(self, drain: Drain) -> int:
+        # A handler greenlet per connection: the tracker closes each once it is
+        # idle (or still fresh at drain.fresh_until), and its greenlet ends.
+        return sum(len(server.pool) for server in self._servers)
+
+    def running(self) -> int:
+        return self.connections.count("busy")
+
+    def abort(self) -> None:
         for server in self._servers:
-            server.pool.join(timeout=max(0.0, deadline - time.monotonic()))
-            left += len(server.pool)  # handlers still running: stop() kills them
-            server.stop(timeout=0)
-        warn_requests_left(self.config.graceful_timeout, left)
-        if self._ticker is not None:
-            self._ticker.kill()
-        self.lifecycle.stopping()
-
-
-def _peer(address: Any) -> str:
-    return address[0] if isinstance(address, tuple) and address else "a unix socket peer"
-
-
-def _reason(exc: OSError) -> str:
-    return getattr(exc, "reason", None) or exc.strerror or str(exc)
+            server.stop(timeout=0)  # kills the handlers still running

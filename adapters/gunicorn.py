@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
-import tempfile
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_int, to_str
-from anyserve.errors import EXIT_APP, AnyserveError, Reported, report
+from anyserve.config import to_bool, to_int, to_str
+from anyserve.errors import AnyserveError, Reported
 from anyserve.lifecycle import Lifecycle
 from anyserve.loader import DeferredApp
 from anyserve.logs import reopen_log_files
 from anyserve.notify import notify
 from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
+from anyserve.workers import BootReports
 
-from .base import Adapter, Capabilities, Option, WSGIApp, warn_requests_left
+from .base import Adapter, Capabilities, Deviations, Option, WSGIApp
 
 #: gunicorn's arbiter halts, rather than replacing the worker, when one exits with this code.
 BOOT_ERROR = 3
@@ -45,16 +44,15 @@ class GunicornAdapter(Adapter):
         head_without_body=True,
         concurrency="pre-fork workers (--workers), each one request at a time (sync worker), "
         "or a pool of --threads when above 1 (gthread worker)",
-        # With the defaults (one sync worker) requests run one at a time and
-        # every connection closes after its response.
-        concurrent=False,
-        keep_alive=False,
         threads=True,
         workers=True,
         unix=True,
         tls=True,  # on all listeners or none: tls_mixed is false
         background=False,  # the arbiter forks and owns the signals of its process
     )
+    # With the defaults (one sync worker) requests run one at a time and every
+    # connection closes after its response.
+    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True)
     options = {
         "worker_class": Option(to_str, "gunicorn worker class: sync, gthread, gevent, eventlet, tornado or a path"),
         "timeout": Option(to_int, "seconds a silent worker is given before it is killed and replaced"),
@@ -69,13 +67,15 @@ class GunicornAdapter(Adapter):
         "control_socket_disable": Option(to_bool, "do not open gunicorn's control socket (gunicorn 27 and later)"),
     }
 
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
+        from gunicorn import util
         from gunicorn.app.base import BaseApplication
         from gunicorn.arbiter import Arbiter
         from gunicorn.errors import HaltServer
 
         # gunicorn takes over the descriptors it is given (and closes them):
         # it gets duplicates, so anyserve's listeners stay its own.
+        config = self.config
         fds = [os.dup(listener.socket.fileno()) for listener in listeners]
         settings = {
             "bind": [f"fd://{fd}" for fd in fds],
@@ -93,7 +93,7 @@ class GunicornAdapter(Adapter):
             # gunicorn's own (X-Forwarded-Proto from 127.0.0.1 by default) stay off.
             "secure_scheme_headers": {},
             "forwarder_headers": "",
-            **self.check(config),
+            **self.settings,
         }
         identity = resolve_identity(config) if config.user is not None or config.group is not None else None
         if identity is not None:
@@ -127,7 +127,12 @@ class GunicornAdapter(Adapter):
                 drop_privileges(identity)
 
         def post_worker_init(worker: Any) -> None:
+            # INT that reaches the worker (Ctrl-C, or systemd signalling the whole
+            # group) stops it gracefully, as TERM does: it is anyserve's one stop.
+            signal.signal(signal.SIGINT, worker.handle_exit)
+            util.close_graceful = _lingering_close(worker)
             lifecycle.started()  # in the worker, after the fork
+            reports.served()
             worker_ticks[os.getpid()] = lifecycle.start_tick_thread()
 
         def worker_exit(server: Any, worker: Any) -> None:
@@ -153,16 +158,16 @@ class GunicornAdapter(Adapter):
                 try:
                     return app.load()
                 except AnyserveError as exc:
-                    try:  # the workers boot together: only the first to fail says why
-                        os.close(os.open(reported, os.O_CREAT | os.O_EXCL))
-                        report(exc)
-                    except FileExistsError:
-                        pass
+                    reports.failed(exc)
                     os._exit(BOOT_ERROR)  # the arbiter halts on this code
 
         class NotifyingArbiter(Arbiter):  # type: ignore[misc]
-            """Tells the service manager it stops (gunicorn tells it READY=1 itself), and says
-            when the graceful timeout cut requests short."""
+            """Tells the service manager it stops (gunicorn tells it READY=1 itself), says
+            when the graceful timeout cut requests short, and stops gracefully on INT as
+            on TERM (a second INT during the stop is gunicorn's quick shutdown)."""
+
+            def handle_int(self) -> None:
+                raise StopIteration  # as handle_term: the arbiter's graceful halt
 
             def stop(self, graceful: bool = True) -> None:
                 notify("STOPPING=1")
@@ -171,13 +176,12 @@ class GunicornAdapter(Adapter):
             def kill_workers(self, sig: int) -> None:
                 # stop() kills the workers still serving at the graceful timeout, silently.
                 if sig == signal.SIGKILL and self.WORKERS:
-                    warn_requests_left(config.graceful_timeout, None)
+                    lifecycle.cut(config.graceful_timeout, None)
                 super().kill_workers(sig)
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
-        scratch = tempfile.mkdtemp(prefix="anyserve-gunicorn-")
-        reported = os.path.join(scratch, "reported")
+        reports = BootReports()
         arbiter = NotifyingArbiter(Application())
         try:
             arbiter.run()
@@ -192,14 +196,52 @@ class GunicornAdapter(Adapter):
             arbiter.kill_workers(signal.SIGKILL)
             code = exc.exit_status
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if code == BOOT_ERROR:
-            raise Reported(EXIT_APP)  # a worker said why
+            reported = reports.reported()
+            reports.close()
+        if code == BOOT_ERROR and reported is not None:
+            raise Reported(reported)  # a worker said why
         if code not in (0, None):
             raise SystemExit(code)
 
     def shutdown(self) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's own graceful stop
+
+
+def _lingering_close(worker: Any) -> Any:
+    """gunicorn's lingering close (RFC 9112 section 9.6: FIN, then read what the
+    client still sends for up to 2 s so that the kernel sends no RST over the
+    response), looking at the worker between reads: once it stops, only what
+    has already arrived is read, and a client that keeps its end open no
+    longer holds up the stop."""
+    import socket
+    import time
+
+    def close_graceful(sock: Any, timeout: float = 2.0, max_drain: int = 65536) -> None:
+        try:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+            deadline = time.monotonic() + timeout
+            drained = 0
+            while drained < max_drain and (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    sock.settimeout(min(remaining, 0.1) if worker.alive else 0.0)
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:  # nothing more to read now, the worker stopping
+                    break
+                if not data:
+                    break
+                drained += len(data)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    return close_graceful
 
 
 def _logger_class() -> type:

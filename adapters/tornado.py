@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_int, to_seconds
+from anyserve.config import to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import FIRST_REQUEST_GRACE, Adapter, Capabilities, Option, WSGIApp, warn_requests_left
+from .base import Capabilities, Option, WSGIApp
+from .draining import Drain
+from .eventloop import AsyncioLoop, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
 log = logging.getLogger("anyserve.tornado")
 
 
-class TornadoAdapter(Adapter):
+class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
     name = "tornado"
     requires = ("tornado",)
     module = "tornado"
@@ -52,113 +52,83 @@ class TornadoAdapter(Adapter):
         "no_keep_alive": Option(to_bool, "close the connection after each response"),
     }
 
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._stop_requested = False
-
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
-        asyncio.run(self._main(app, listeners, config, lifecycle))
-
-    async def _main(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        if self._stop_requested:
-            return
-        serving = TornadoServing(app, listeners, config, lifecycle)
-        serving.start()
-        await self._stop.wait()
-        await serving.stop()
-
-    def shutdown(self) -> None:
-        self._stop_requested = True
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-
-    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
-        serving = TornadoServing(app, listeners, config, lifecycle)
-        serving.start()
-        return _Embedded(serving)
+    def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
+        return TornadoServing(self, app, listeners, lifecycle)
 
 
-class _Embedded:
-    def __init__(self, serving: TornadoServing) -> None:
-        self.serving = serving
+class TornadoServing(LoopServing):
+    """The app served on Tornado in the running IOLoop, which someone else may own.
 
-    def stop(self) -> asyncio.Future[None]:
-        """Begin the graceful stop; await the result to wait for its end."""
-        return asyncio.ensure_future(self.serving.stop())
+    Each connection is fresh until its first request begins, busy while a
+    request is under way, idle between requests."""
 
-
-class TornadoServing:
-    """The app served on Tornado in the current IOLoop, which someone else may own.
-
-    ``start()`` adds the listeners to the running loop and returns; ``await
-    stop()`` stops accepting, waits for requests in flight (up to the graceful
-    timeout) and runs the ``stopping`` moment. The loop keeps running."""
-
-    def __init__(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         from concurrent.futures import ThreadPoolExecutor
 
-        self.app = app
-        self.listeners = listeners
-        self.config = config
-        self.lifecycle = lifecycle
         from tornado.wsgi import WSGIContainer
 
-        self.executor = ThreadPoolExecutor(config.threads or DEFAULT_THREADS, thread_name_prefix="anyserve-tornado")
+        self.executor = ThreadPoolExecutor(
+            self.config.threads or DEFAULT_THREADS, thread_name_prefix="anyserve-tornado"
+        )
         # Tornado's container is used for its environ() only; the app runs through _respond.
-        self._container = WSGIContainer(app, executor=self.executor)
+        self._container = WSGIContainer(self.app, executor=self.executor)
         self.in_flight = 0
-        # Connections whose first request has not reached the app yet.
-        self.fresh: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._servers: list[Any] = []
-        self._ticker: Any = None
+        self.streams: dict[Any, str] = {}  # IOStream -> fresh, busy or idle
+        self._servers = self._make_servers()
 
-    def start(self) -> None:
+    def _make_servers(self) -> list[tuple[Any, list[Any]]]:
         from tornado.httpserver import HTTPServer
-        from tornado.ioloop import PeriodicCallback
 
-        settings = TornadoAdapter.parse_options(self.config.options)
-        self.lifecycle.started()
-        # One HTTPServer for the plain listeners, one per TLS context.
-        fresh = self.fresh
+        streams = self.streams
 
         class Server(HTTPServer):  # type: ignore[misc]
             def handle_stream(self, stream: Any, address: Any) -> None:
-                fresh.add(stream)
+                streams[stream] = "fresh"
                 super().handle_stream(stream, address)
 
+            def start_request(self, server_conn: Any, request_conn: Any) -> Any:
+                streams[request_conn.stream] = "busy"  # the request has begun to arrive
+                return super().start_request(server_conn, request_conn)
+
+        # One HTTPServer for the plain listeners, one per TLS context.
+        servers = []
         for tls in dict.fromkeys(listener.tls for listener in self.listeners):
-            server = Server(self.handle, ssl_options=tls.context() if tls else None, **settings)
-            sockets = [listener.socket for listener in self.listeners if listener.tls == tls]
+            server = Server(self.handle, ssl_options=tls.context() if tls else None, **self.adapter.settings)
+            servers.append((server, [listener.socket for listener in self.listeners if listener.tls == tls]))
+        return servers
+
+    def listen(self) -> None:
+        for server, sockets in self._servers:
             for sock in sockets:
                 sock.setblocking(False)  # Tornado accepts until EAGAIN
             server.add_sockets(sockets)
-            self._servers.append(server)
-        if self.lifecycle.wants_ticks:
-            self._ticker = PeriodicCallback(self.lifecycle.tick, self.config.main_interval * 1000)
-            self._ticker.start()
 
-    async def stop(self) -> None:
-        for server in self._servers:
-            server.stop()  # stop accepting
-        deadline = time.monotonic() + self.config.graceful_timeout
-        fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
-        while (self.in_flight or self._awaiting_first(fresh_until)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        warn_requests_left(self.config.graceful_timeout, self.in_flight)
-        for server in self._servers:
-            await server.close_all_connections()
-        if self._ticker is not None:
-            self._ticker.stop()
+    def stop_accepting(self, drain: Drain) -> None:
+        for server, _ in self._servers:
+            server.stop()
+
+    def pending(self, drain: Drain) -> int:
+        waited = 0
+        for stream, state in list(self.streams.items()):
+            if stream.closed():
+                del self.streams[stream]
+            elif state == "busy" or stream.writing() or (state == "fresh" and drain.awaits_fresh()):
+                waited += 1
+            else:
+                stream.close()
+                del self.streams[stream]
+        # And the requests still in the gateway, whose client may have gone already.
+        return waited + self.in_flight
+
+    def running(self) -> int:
+        return self.in_flight
+
+    def abort(self) -> None:
+        for stream in list(self.streams):
+            stream.close()
+        self.streams.clear()
         self.executor.shutdown(wait=False)
-        self.lifecycle.stopping()
-
-    def _awaiting_first(self, fresh_until: float) -> bool:
-        """A connection accepted just before the stop still waits for its first
-        request to reach the app (until *fresh_until*)."""
-        return time.monotonic() < fresh_until and any(not stream.closed() for stream in list(self.fresh))
 
     # -- the WSGI gateway --------------------------------------------------------
 
@@ -166,9 +136,6 @@ class TornadoServing:
         """HTTPServer's request callback: respond from a task on the IOLoop."""
         from tornado.ioloop import IOLoop
 
-        stream = getattr(request.connection, "stream", None)
-        if stream is not None:
-            self.fresh.discard(stream)
         self.in_flight += 1
         IOLoop.current().spawn_callback(self._respond, request)
 
@@ -178,7 +145,8 @@ class TornadoServing:
         result: Any = None
         try:
             environ = self._container.environ(request)
-            environ["wsgi.multiprocess"] = self.config.workers > 1
+            # Tornado's container says True; anyserve's EnvironFlags says so when several processes serve.
+            environ["wsgi.multiprocess"] = False
             environ["wsgi.input_terminated"] = True  # Tornado has read the whole body
             result, chunk = await loop.run_in_executor(self.executor, _call_app, self.app, environ, response)
             if isinstance(result, (list, tuple)):
@@ -198,7 +166,10 @@ class TornadoServing:
                 except Exception:
                     log.exception("error closing the WSGI app's response")
             self.in_flight -= 1
-            if self.config.access_log is None:  # else anyserve's --access-log has the line
+            stream = getattr(request.connection, "stream", None)
+            if self.streams.get(stream) == "busy":
+                self.streams[stream] = "idle"
+            if self.adapter.logs_access(logging.getLogger("tornado.access")):
                 _access_log(request, response.status)
 
 

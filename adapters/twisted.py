@@ -1,22 +1,21 @@
 """twisted: twisted.web's WSGIResource on the reactor's thread pool.
 
 The listeners are adopted by the reactor (``adoptStreamPort``); the app runs on
-the reactor's thread pool, sized by --threads. The Lifecycle starts after the
-reactor's startup (``callWhenRunning``), ticks from a ``LoopingCall`` and stops
-in a ``before shutdown`` trigger that first waits for the requests in flight.
-Twisted's own log goes to Python logging under ``twisted``. A TLS listener
-wraps the site in ``TLSMemoryBIOFactory`` with a pyOpenSSL context made from the
-same settings (``twisted[tls]``). A reactor runs once
-per process, so this server cannot be restarted in one process; to serve from a
-reactor you already run, use :class:`TwistedServing`.
+the reactor's thread pool, sized by --threads. Serving begins once the reactor
+runs (``callWhenRunning``); a reactor stopped by someone else still drains
+first (a ``before shutdown`` trigger). Twisted's own log goes to Python logging
+under ``twisted``. A TLS listener wraps the site in ``TLSMemoryBIOFactory``
+with a pyOpenSSL context made from the same settings (``twisted[tls]``). A
+reactor runs once per process, so this server cannot be restarted in one
+process; to serve from a reactor you already run, use ``anyserve.embed``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import socket
-import time
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 from anyserve.config import Config
@@ -24,12 +23,14 @@ from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import FIRST_REQUEST_GRACE, Adapter, Capabilities, WSGIApp, warn_requests_left
+from .base import Capabilities, WSGIApp
+from .draining import Drain
+from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
 
 
-class TwistedAdapter(Adapter):
+class TwistedAdapter(EventLoopAdapter):
     name = "twisted"
     requires = ("twisted",)
     module = "twisted"
@@ -45,45 +46,69 @@ class TwistedAdapter(Adapter):
     )
 
     @classmethod
-    def check_tls(cls, config: Config, listeners: list[Listener] | None = None) -> None:
-        super().check_tls(config, listeners)
-        if importlib.util.find_spec("OpenSSL") is None:
+    def refuse(cls, config: Config) -> None:
+        super().refuse(config)
+        if config.tls and importlib.util.find_spec("OpenSSL") is None:
             raise ServerError(
                 "twisted serves TLS through pyOpenSSL, which is not installed: pip install 'twisted[tls]'"
             )
 
-    def __init__(self) -> None:
-        self._reactor: Any = None
-        self._stop_requested = False
+    #: Whether the reactor is this adapter's own (serve), not the caller's (embed).
+    owns_reactor = False
 
-    def serve(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> None:
+    @property
+    def reactor(self) -> Any:
         from twisted.internet import reactor
 
+        return reactor
+
+    def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
         route_twisted_logging()
-        self._reactor = reactor
-        if self._stop_requested:
-            return
-        serving = TwistedServing(app, listeners, config, lifecycle, reactor, owns_reactor=True)
-        reactor.callWhenRunning(serving.start)
-        reactor.addSystemEventTrigger("before", "shutdown", serving.stop)
+        return TwistedServing(self, app, listeners, lifecycle)
+
+    def run_loop(self, main: Callable[[], None]) -> None:
+        reactor = self.reactor
+        self.owns_reactor = True
+        reactor.callWhenRunning(main)
+        reactor.addSystemEventTrigger("before", "shutdown", self._drain_first)
         reactor.run(installSignalHandlers=False)  # anyserve owns the signals
 
-    def shutdown(self) -> None:
-        self._stop_requested = True
-        if self._reactor is not None:
-            self._reactor.callFromThread(self._stop_reactor)
+    def _drain_first(self) -> Any:
+        """Whoever stops the reactor: the requests in flight finish first."""
+        from twisted.internet import defer
 
-    def embed(self, app: WSGIApp, listeners: list[Listener], config: Config, lifecycle: Lifecycle) -> Any:
-        from twisted.internet import reactor
+        if self._serving is None:
+            return None
+        drained = defer.Deferred()
+        self._serving.stop(lambda: drained.called or drained.callback(None))
+        return drained
 
-        route_twisted_logging()
-        serving = TwistedServing(app, listeners, config, lifecycle, reactor)
-        serving.start()  # stop() returns a Deferred
-        return serving
+    def stop_loop(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
-    def _stop_reactor(self) -> None:
-        if self._reactor.running:
-            self._reactor.stop()
+    def call_threadsafe(self, function: Callable[[], object]) -> None:
+        self.reactor.callFromThread(function)
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Cancel:
+        call = self.reactor.callLater(delay, function)
+        return lambda: call.active() and call.cancel()
+
+    def embedded(self, serving: LoopServing) -> Any:
+        return _Embedded(serving)
+
+
+class _Embedded:
+    def __init__(self, serving: LoopServing) -> None:
+        self.serving = serving
+
+    def stop(self) -> Any:
+        """Begin the graceful stop; the Deferred returned fires at its end."""
+        from twisted.internet import defer
+
+        done = defer.Deferred()
+        self.serving.stop(lambda: done.called or done.callback(None))
+        return done
 
 
 _logging_routed = False
@@ -100,36 +125,23 @@ def route_twisted_logging() -> None:
     _logging_routed = True
 
 
-class TwistedServing:
-    """The app served by a running reactor, which someone else may own.
+class TwistedServing(LoopServing):
+    """The app served by a running reactor, which someone else may own."""
 
-    Call ``start()`` from the reactor thread once it runs; ``stop()`` returns a
-    Deferred that fires once listening stopped, the requests in flight finished
-    (up to the graceful timeout) and the ``stopping`` moment ran."""
+    adapter: TwistedAdapter
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        listeners: list[Listener],
-        config: Config,
-        lifecycle: Lifecycle,
-        reactor: Any,
-        *,
-        owns_reactor: bool = False,
-    ) -> None:
-        self.app = app
-        self.owns_reactor = owns_reactor
-        self.listeners = listeners
-        self.config = config
-        self.lifecycle = lifecycle
-        self.reactor = reactor
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reactor = self.adapter.reactor
         self.in_flight = 0
-        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The open connections' protocols (each an HTTPChannel, or Site's wrapper of one).
+        self.channels: set[Any] = set()
         self._ports: list[Any] = []
-        self._ticker: Any = None
+        self._closing: list[Any] = []  # the ports' stopListening() Deferreds
+        site = self._make_site()
+        self._factories = [_tls_factory(listener, site) if listener.tls else site for listener in self.listeners]
 
-    def start(self) -> None:
-        from twisted.internet.task import LoopingCall
+    def _make_site(self) -> Any:
         from twisted.web.server import NOT_DONE_YET, Site
         from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
@@ -147,20 +159,25 @@ class TwistedServing:
 
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
         resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
-
-        own_access_log = self.config.access_log is None
+        access = logging.getLogger("twisted")
 
         class CountingSite(Site):
-            """Counts the requests in flight, and knows the connections, so stop()
-            can wait for both."""
+            """Counts the requests in flight, and knows the open connections."""
 
             def buildProtocol(self, addr: Any) -> Any:
                 channel = super().buildProtocol(addr)
                 serving.channels.add(channel)
+                lost = channel.connectionLost
+
+                def connection_lost(reason: Any) -> Any:
+                    serving.channels.discard(channel)
+                    return lost(reason)
+
+                channel.connectionLost = connection_lost
                 return channel
 
             def log(self, request: Any) -> None:
-                if own_access_log:  # else anyserve's --access-log has the line
+                if serving.adapter.logs_access(access):
                     super().log(request)
 
             def getResourceFor(self, request: Any) -> Any:
@@ -169,64 +186,59 @@ class TwistedServing:
                 request.notifyFinish().addBoth(serving._finished)
                 return super().getResourceFor(request)
 
-        site = CountingSite(resource)
-        self.lifecycle.started()
-        for listener in self.listeners:
+        return CountingSite(resource)
+
+    def listen(self) -> None:
+        for listener, factory in zip(self.listeners, self._factories, strict=True):
             family = socket.AF_UNIX if listener.is_unix else listener.socket.family
             listener.socket.setblocking(False)  # the reactor accepts until EAGAIN
-            factory = site if listener.tls is None else _tls_factory(listener, site)
             # The reactor listens on a duplicate; anyserve closes its own copy
             # once the serving stopped (Server.close).
             self._ports.append(self.reactor.adoptStreamPort(listener.socket.fileno(), family, factory))
-        if self.lifecycle.wants_ticks:
-            self._ticker = LoopingCall(self.lifecycle.tick)
-            self._ticker.clock = self.reactor
-            self._ticker.start(self.config.main_interval, now=False)
 
     def _finished(self, result: Any) -> None:
         self.in_flight -= 1
 
-    def _receiving(self, fresh_until: float) -> bool:
-        """A request is on its way: being received, or not begun on a connection
-        accepted just before the stop (until *fresh_until*)."""
+    def stop_accepting(self, drain: Drain) -> None:
+        from twisted.internet import defer
+
+        self._closing = [defer.maybeDeferred(port.stopListening) for port in self._ports]
+
+    def pending(self, drain: Drain) -> int:
         for protocol in list(self.channels):
-            channel = getattr(protocol, "_channel", protocol)  # Site wraps its HTTPChannel
-            if getattr(channel.transport, "disconnected", True):
+            channel = _channel(protocol)
+            if channel.requests or (not getattr(channel, "anyserve_answered", False) and drain.awaits_fresh()):
                 continue
-            if channel.requests:
-                return True
-            if not getattr(channel, "anyserve_answered", False) and time.monotonic() < fresh_until:
-                return True
-        return False
+            # Its own loseConnection: the transport sends what is left, then closes;
+            # it lets go of the channel as a producer first, or a transport that
+            # once paused it would wait for it forever.
+            channel.loseConnection()
+        # Each connection closes once all of its responses are sent; each port once
+        # the reactor let go of it.
+        return len(self.channels) + sum(not closing.called for closing in self._closing)
 
-    def stop(self) -> Any:
-        """Begin the graceful stop; the Deferred returned fires at its end."""
-        from twisted.internet import defer, task
+    def running(self) -> int:
+        return self.in_flight
 
-        @defer.inlineCallbacks
-        def drain() -> Any:
-            yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self._ports])
-            deadline = time.monotonic() + self.config.graceful_timeout
-            fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
-            while (self.in_flight or self._receiving(fresh_until)) and time.monotonic() < deadline:
-                yield task.deferLater(self.reactor, 0.02, lambda: None)
-            warn_requests_left(self.config.graceful_timeout, self.in_flight)
-            if self.in_flight and self.owns_reactor:
-                self._leave_thread_pool()
-            if self._ticker is not None and self._ticker.running:
-                self._ticker.stop()
-            self.lifecycle.stopping()
-
-        return drain()
+    def abort(self) -> None:
+        if self.in_flight and self.adapter.owns_reactor:
+            self._leave_thread_pool()
+        for protocol in list(self.channels):
+            _channel(protocol).transport.abortConnection()
 
     def _leave_thread_pool(self) -> None:
         """The reactor's shutdown joins its thread pool, whose threads still in
         the app wait for the reactor (to write): it would never end. The process
-        exits without them (``leave_cut_requests``)."""
+        exits without them (requests cut short end the ``anyserve`` command)."""
         trigger = getattr(self.reactor, "threadpoolShutdownID", None)
         if trigger is not None:
             self.reactor.removeSystemEventTrigger(trigger)
             self.reactor.threadpoolShutdownID = None
+
+
+def _channel(protocol: Any) -> Any:
+    """The HTTPChannel of a connection (Site wraps it in a protocol of its own)."""
+    return getattr(protocol, "_channel", protocol)
 
 
 def _tls_factory(listener: Listener, site: Any) -> Any:

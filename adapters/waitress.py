@@ -11,10 +11,12 @@ import threading
 import time
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_int, to_str
+from anyserve.config import to_bool, to_int, to_str
 from anyserve.sockets import Listener
 
-from .base import FIRST_REQUEST_GRACE, Capabilities, Option, ThreadedAdapter, WSGIApp
+from .base import Capabilities, Option, WSGIApp
+from .draining import POLL, Drain
+from .threaded import ThreadedAdapter
 
 DEFAULT_THREADS = 4
 
@@ -42,7 +44,7 @@ class WaitressAdapter(ThreadedAdapter):
         "inbuf_overflow": Option(to_int, "bytes of request buffered in memory before spilling to a file"),
     }
 
-    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+    def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from waitress.channel import HTTPChannel
         from waitress.server import BaseWSGIServer, create_server
 
@@ -61,12 +63,12 @@ class WaitressAdapter(ThreadedAdapter):
             app,
             map=self._map,
             sockets=[listener.socket for listener in listeners],
-            threads=config.threads or DEFAULT_THREADS,
-            backlog=config.backlog,
+            threads=self.config.threads or DEFAULT_THREADS,
+            backlog=self.config.backlog,
             # waitress drops X-Forwarded-* and Forwarded from peers it does not
             # trust; with --proxy-headers anyserve decides which peers it trusts.
-            **({"clear_untrusted_proxy_headers": False} if config.proxy_headers else {}),
-            **self.check(config),
+            **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
+            **self.settings,
         )
         for obj in self._map.values():
             if isinstance(obj, BaseWSGIServer):
@@ -76,7 +78,7 @@ class WaitressAdapter(ThreadedAdapter):
     def run_server(self, server: Any) -> None:
         server.run()
 
-    def stop_servers(self, servers: list[Any], deadline: float) -> int:
+    def stop_servers(self, servers: list[Any], drain: Drain) -> int:
         from waitress.channel import HTTPChannel
         from waitress.server import BaseWSGIServer
         from waitress.wasyncore import close_all, dispatcher
@@ -93,23 +95,21 @@ class WaitressAdapter(ThreadedAdapter):
 
         trigger.pull_trigger(stop_accepting)
         # In the loop's thread: until then a connection it accepts is not counted below.
-        stopped_accepting.wait(max(0.0, deadline - time.monotonic()))
+        stopped_accepting.wait(drain.remaining())
         task_dispatcher = listening[0].task_dispatcher
-
-        fresh_until = time.monotonic() + FIRST_REQUEST_GRACE
 
         def busy() -> int:
             channels = [obj for obj in tuple(self._map.values()) if isinstance(obj, HTTPChannel)]
             running = sum(1 for ch in channels if ch.requests or ch.request is not None or ch.total_outbufs_len)
-            if time.monotonic() < fresh_until:
+            if drain.awaits_fresh():
                 running += sum(1 for ch in channels if getattr(ch, "fresh", False))
             return running + len(task_dispatcher.queue)
 
-        while (left := busy()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while (left := busy()) and not drain.expired():
+            time.sleep(POLL)
         try:
             trigger.pull_trigger(lambda: close_all(self._map))
         except OSError:  # waitress closed its trigger (a listener's error handler closes it too)
             close_all(self._map)
-        task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
+        task_dispatcher.shutdown(cancel_pending=True, timeout=drain.remaining())
         return left

@@ -16,7 +16,8 @@ from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.sockets import Listener
 
-from .base import Capabilities, DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp
+from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 
 class WerkzeugAdapter(SocketServerAdapter):
@@ -29,36 +30,35 @@ class WerkzeugAdapter(SocketServerAdapter):
         unix=True,
         tls=True,
         tls_mixed=True,
-        keep_alive=False,
     )
+    deviations = Deviations(no_keep_alive=True)
     note = "development server"
 
     @classmethod
-    def check(cls, config: Config, listeners: list[Listener] | None = None) -> dict[str, Any]:
+    def refuse(cls, config: Config) -> None:
         if config.threads is not None and config.threads > 1:
             raise ServerError(
                 f"werkzeug cannot cap its threads, so it cannot honour --threads {config.threads}; "
                 "drop --threads (a thread per connection) or use --threads 1"
             )
-        return super().check(config, listeners)
+        super().refuse(config)
 
-    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+    def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
-        threaded = config.threads != 1
+        threaded = self.config.threads != 1
+        logs_access = self.logs_access
+        access = logging.getLogger("werkzeug")
 
         class Server(DrainingServerMixIn, BaseWSGIServer):
             multithread = threaded
-
-        own_access_log = config.access_log is None
-        access = logging.getLogger("werkzeug")
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
                 # werkzeug sets its logger to INFO when nothing set a level: ask anyserve's.
-                if (own_access_log and logging.getLogger().isEnabledFor(logging.INFO)) or access.level:
+                if logs_access(logging.getLogger()) or access.level:
                     super().log_request(code, size)
 
         servers = []

@@ -16,7 +16,8 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.sockets import Listener
 
-from .base import Capabilities, DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp
+from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 DEFAULT_THREADS = 10
 
@@ -28,9 +29,8 @@ class WsgirefAdapter(SocketServerAdapter):
         concurrency=f"thread per connection, at most N (--threads, default {DEFAULT_THREADS}; 1: none)",
         threads=True,
         unix=True,
-        keep_alive=False,
-        chunked_request=False,
     )
+    deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
 
     @classmethod
@@ -48,22 +48,21 @@ class WsgirefAdapter(SocketServerAdapter):
             flags["wsgi.multithread"] = True  # wsgiref.simple_server always says False
         return flags
 
-    def make_servers(self, app: WSGIApp, listeners: list[Listener], config: Config) -> list[Any]:
+    def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-        threads = config.threads or DEFAULT_THREADS
+        threads = self.config.threads or DEFAULT_THREADS
+        logs_access = self.logs_access
 
         class Server(DrainingServerMixIn, WSGIServer):
             pass
-
-        own_access_log = config.access_log is None
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             def address_string(self) -> str:
                 return self.client_address[0] or "unix"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                if own_access_log and access.isEnabledFor(logging.INFO):  # else anyserve's --access-log has it
+                if logs_access(access):
                     super().log_request(code, size)
 
             def log_message(self, format: str, *args: Any) -> None:

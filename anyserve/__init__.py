@@ -29,13 +29,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .runner import Embedded, Server, embed, run, serving
+    from .api import Embedded, embed, run, serving
+    from .server import Server
 
 
 def __getattr__(name: str) -> Any:
-    # The runner pulls in the registry; keep `import anyserve` (and --help) light.
-    if name in ("Embedded", "Server", "embed", "run", "serving"):
-        from . import runner
+    # The API pulls in the registry; keep `import anyserve` (and --help) light.
+    if name == "Server":
+        from .server import Server
 
-        return getattr(runner, name)
+        return Server
+    if name in ("Embedded", "embed", "run", "serving"):
+        from . import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'anyserve' has no attribute {name!r}")

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .cherrypy_bridge import is_cherrypy_app
+from .cherrypy_bridge import CherryPyBridge, bridge_for, is_cherrypy_app
 from .config import Config
 from .errors import AnyserveError, ConfigError
 from .loader import load_app
@@ -19,13 +19,18 @@ WSGIApp = Callable[..., Any]
 
 
 class Site:
-    """The loaded apps and the one WSGI callable that dispatches to them."""
+    """The loaded apps and the one WSGI callable that dispatches to them; once
+    built (:func:`build_site`), the middleware around it and the CherryPy bridge."""
 
     def __init__(self, app: WSGIApp, loaded: list[WSGIApp]) -> None:
-        #: What the server calls (before the middleware of :func:`wrap`).
+        #: The dispatch to the apps (before the middleware of :func:`wrap`).
         self.app = app
         #: Every app loaded, the default one first when there is one.
         self.loaded = loaded
+        #: What the server calls: the app with the middleware the options ask for.
+        self.served: WSGIApp = app
+        #: The CherryPy bridge, prepared, when the CherryPy engine is involved.
+        self.bridge: CherryPyBridge | None = None
 
     def main_app(self) -> WSGIApp:
         """The app the CherryPy bridge looks at: the first CherryPy app (several
@@ -65,6 +70,22 @@ def load_site(config: Config, target: Any) -> Site:
         default = VirtualHosts(hosts, default)
     assert default is not None
     return Site(default, loaded)
+
+
+def build_site(config: Config, target: Any, adapter: Any) -> Site:
+    """Import the apps, prepare CherryPy when one of them is a CherryPy app, and
+    wrap them in the middleware the options and *adapter* (the server) ask for."""
+    site = load_site(config, target)
+    site.bridge = bridge_for(site.main_app(), config, native=adapter.runs_cherrypy_engine)
+    if site.bridge is not None:
+        site.bridge.prepare()
+    site.served = wrap(
+        site.app,
+        config,
+        head_without_body=adapter.capabilities.head_without_body,
+        environ_flags=adapter.environ_flags(config),
+    )
+    return site
 
 
 def wrap(

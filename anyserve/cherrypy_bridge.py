@@ -18,6 +18,7 @@ is active, and only here and in the cherrypy adapter.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import Any
@@ -206,8 +207,6 @@ def bridge_for(app: Any, config: Config, *, native: bool = False) -> CherryPyBri
         if config.cherrypy_config:
             raise ConfigError("--cherrypy-config was given but the app is not a CherryPy app; add --cherrypy to force")
         return None
-    try:
-        import cherrypy  # noqa: F401
-    except ImportError:
-        raise ConfigError("--cherrypy needs CherryPy: pip install cherrypy") from None
+    if importlib.util.find_spec("cherrypy") is None:
+        raise ConfigError("--cherrypy needs CherryPy: pip install cherrypy")
     return CherryPyBridge(app, config)

@@ -154,9 +154,10 @@ def cmd_serve(config: Config, argv: list[str]) -> int:
 
 
 def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon: Any) -> int:
+    from .entry import leave_cut_requests, serve_in_process
     from .logs import configure_logging
     from .process import drop_privileges, give_files
-    from .runner import Server, leave_cut_requests, serve_in_process
+    from .server import Server
 
     configure_logging(
         config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
@@ -176,7 +177,7 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
         if daemon is not None:
             daemon.ready()
 
-    def prepare(server: Server) -> None:  # in each process that serves
+    def serving(server: Server) -> None:  # in each process that serves
         if identity is not None:
             # Once the server is set up (in each worker: gunicorn's, the
             # supervisor's; a master stays as it started, as gunicorn's own
@@ -185,11 +186,12 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
             server.lifecycle.subscribe("started", lambda: drop_privileges(identity))
 
     try:
-        serve_in_process(config, bound=bound, prepare=prepare)
+        cut = serve_in_process(config, bound=bound, serving=serving)
     finally:
         if pid_file is not None:
             pid_file.remove()
-    leave_cut_requests(EXIT_OK)
+    if cut:
+        leave_cut_requests(EXIT_OK)
     return EXIT_OK
 
 
@@ -202,7 +204,7 @@ def cmd_check(config: Config) -> int:
     if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
     add_app_dir(config.app_dir)
-    adapter = choose_adapter(config)
+    adapter, _ = choose_adapter(config)
     tls = load_tls(config, serving=False)
     resolve_identity(config)
     lines = []
@@ -265,6 +267,8 @@ def cmd_list(argv: list[str]) -> int:
         print(f"{indent}concurrency: {cls.capabilities.concurrency}")
         if cls.note:
             print(f"{indent}note: {cls.note}")
+        if cls.deviations.names():
+            print(f"{indent}deviations: {', '.join(cls.deviations.names())}")
         if cls.options:
             print(f"{indent}-o options: {', '.join(cls.options)}")
         if not cls.is_installed():

@@ -108,11 +108,19 @@ def to_octal(value: Any) -> int:
     return number
 
 
-def to_log_level(value: Any) -> str:
-    text = to_str(value).strip().lower()
-    if text not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
-    return text
+def to_choice(*choices: str) -> Callable[[Any], str]:
+    """A converter that accepts one of *choices*, in any case."""
+
+    def convert(value: Any) -> str:
+        text = to_str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+to_log_level = to_choice(*LOG_LEVELS)
 
 
 def to_root_path(value: Any) -> str:
@@ -177,11 +185,7 @@ def to_hooks(value: Any) -> list[Any]:
 CERT_REQS = ("none", "optional", "required")
 
 
-def to_cert_reqs(value: Any) -> str:
-    text = to_str(value).strip().lower()
-    if text not in CERT_REQS:
-        raise ValueError(f"expected one of {', '.join(CERT_REQS)}")
-    return text
+to_cert_reqs = to_choice(*CERT_REQS)
 
 
 COMBINED_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'

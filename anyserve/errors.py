@@ -31,6 +31,16 @@ class ServerError(AnyserveError):
     exit_code = EXIT_USAGE
 
 
+class Unsupported(ServerError):
+    """The chosen server lacks a capability the options need (a unix socket, TLS ...).
+
+    The registry adds which servers have it to the message."""
+
+    def __init__(self, message: str, capability: str) -> None:
+        super().__init__(message)
+        self.capability = capability
+
+
 class AppLoadError(AnyserveError):
     """The APP string is malformed or does not name a WSGI application."""
 

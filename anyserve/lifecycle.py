@@ -32,6 +32,8 @@ class Lifecycle:
         self._stopped = False
         #: Set once ``started()`` has run: the server accepts requests.
         self.ready = threading.Event()
+        #: Whether the graceful stop ended with requests still running (see :meth:`cut`).
+        self.requests_cut = False
 
     def subscribe(self, moment: str, hook: Hook, *, last: bool = False) -> None:
         """Call *hook* at *moment* (one of started, tick, stopping).
@@ -76,6 +78,20 @@ class Lifecycle:
                 hook()
             except Exception:
                 log.exception("lifecycle stopping hook %r failed", hook)
+
+    def cut(self, graceful_timeout: float, left: int | None) -> None:
+        """The graceful stop is over with *left* requests still running (None: some,
+        the server does not say how many): they are cut short. Say so."""
+        if left == 0:
+            return
+        self.requests_cut = True
+        stopped = logging.getLogger("anyserve")
+        if left is None:
+            stopped.warning(
+                "graceful timeout (%ss) reached with requests still running; they are cut short", graceful_timeout
+            )
+        else:
+            stopped.warning("graceful timeout (%ss) reached with %d request(s) still running", graceful_timeout, left)
 
     def start_tick_thread(self) -> Callable[[], None]:
         """For threaded servers: call ``tick()`` from a thread of its own.

@@ -12,13 +12,14 @@ import difflib
 import importlib
 import importlib.metadata
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from anyserve.adapters.base import Adapter
 
 from .config import Config
-from .errors import ServerError
-
-if TYPE_CHECKING:
-    from anyserve.adapters.base import Adapter
+from .errors import ServerError, Unsupported
 
 ENTRY_POINT_GROUP = "anyserve.adapters"
 
@@ -73,33 +74,49 @@ def servers_with(capability: str) -> list[str]:
     return [name for name, cls in adapters().items() if getattr(cls.capabilities, capability, False)]
 
 
-def choose_adapter(config: Config) -> type[Adapter]:
-    """The adapter for ``config.server``: checked installed and able to honour the config."""
+def choose_adapter(config: Config) -> tuple[type[Adapter], dict[str, Any]]:
+    """The adapter for ``config.server``, checked installed and able to honour the
+    config, and its ``-o`` options parsed: where a server is chosen, once."""
     if config.server == "auto":
         return _auto(config)
     cls = get_adapter(config.server)
     if not cls.is_installed():
         raise ServerError(f"server {cls.name!r} is not installed; install it with: {cls.install_hint()}")
-    cls.check(config)
-    return cls
+    return cls, _checked(cls, config)
 
 
-def _auto(config: Config) -> type[Adapter]:
+def _checked(cls: type[Adapter], config: Config) -> dict[str, Any]:
+    with suggesting_others(cls.name):
+        cls.refuse(config)
+    return cls.parse_options(config.options)
+
+
+def _auto(config: Config) -> tuple[type[Adapter], dict[str, Any]]:
     refusals = []
     for name in server_names():
         cls = get_adapter(name)
         if not cls.is_installed():
             continue
         try:
-            cls.check(config)
+            return cls, _checked(cls, config)
         except ServerError as exc:
             refusals.append(str(exc))
-            continue
-        return cls
     raise ServerError(
         "no installed server can honour these options"
         + (f": {refusals[-1]}" if refusals else "; install one, e.g. pip install 'anyserve[cheroot]'")
     )
+
+
+@contextmanager
+def suggesting_others(name: str) -> Iterator[None]:
+    """Turn a server's refusal for want of a capability into one that names the
+    servers that have it."""
+    try:
+        yield
+    except Unsupported as exc:
+        others = [other for other in servers_with(exc.capability) if other != name]
+        instead = ", ".join(f"-s {other}" for other in others) if others else "another server"
+        raise ServerError(f"{exc}; use {instead}") from None
 
 
 _MODULE_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
@@ -125,8 +142,6 @@ def _import_adapter(spec: str) -> type[Adapter]:
 
 
 def _check_adapter(obj: object, spec: str) -> type[Adapter]:
-    from anyserve.adapters.base import Adapter
-
     if not (isinstance(obj, type) and issubclass(obj, Adapter)):
         raise ServerError(f"-s {spec} is not an adapter: {obj!r} is not a subclass of anyserve.adapters.base.Adapter")
     return obj

@@ -84,20 +84,22 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
 
 
 def _serve_child(config: Config) -> int:
-    from .runner import Server, serve_until_signalled
+    from .entry import serve_in_process
+    from .server import Server
 
-    server = Server(config, owns_process=True)
     changed = threading.Event()
     stop_watching = threading.Event()
 
-    def watch() -> None:
+    def watch(server: Server) -> None:
         if _wait_for_change(lambda: [*_module_files(), *_files_in(config.reload_dirs)], stop_watching):
             changed.set()
             server.stop()
 
-    threading.Thread(target=watch, name="anyserve-reload", daemon=True).start()
+    def serving(server: Server) -> None:
+        threading.Thread(target=watch, args=(server,), name="anyserve-reload", daemon=True).start()
+
     try:
-        serve_until_signalled(server)
+        serve_in_process(config, serving=serving)
     finally:
         stop_watching.set()
     return RELOAD_EXIT if changed.is_set() else EXIT_OK

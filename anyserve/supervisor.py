@@ -17,15 +17,14 @@ them. The parent serves nothing. It
   restart and the old workers go on;
 - on TTIN adds a worker, on TTOU removes one (never the last).
 
-A worker reports over a pipe: one byte when it serves, or why it failed to
-boot. If no worker ever served, a boot failure ends anyserve with the worker's
-own error line and exit code.
+A worker says over a pipe when it serves. If no worker ever served, a boot
+failure ends anyserve with the first failing worker's own error line and exit
+code (:class:`anyserve.workers.BootReports`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -36,21 +35,20 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from .config import Config
-from .errors import EXIT_FAILURE, AnyserveError, Reported, report
+from .errors import EXIT_FAILURE, AnyserveError, Reported
 from .logs import reopen_log_files_soon
 from .notify import notify
-from .registry import choose_adapter
-from .runner import Server, log_listening, serve_until_signalled
-from .sockets import Listener, bind_listeners
-from .tls import mark_tls, settings_for_workers
+from .plan import Plan
+from .server import Server, log_listening
+from .signals import serve_until_signalled
+from .sockets import Listener
+from .workers import BootReports, die_with_parent, process_title, set_process_title
 
 log = logging.getLogger("anyserve.supervisor")
 
 READY = b"R"
-FAILED = b"E"
 #: A worker that lived this long before dying is replaced at once.
 HEALTHY_AFTER = 5.0
 MAX_PAUSE = 10.0
@@ -71,81 +69,62 @@ PARENT_SIGNALS = (
 class Worker:
     number: int
     pid: int
-    pipe: int  # read end: READY, or FAILED + a JSON report
+    pipe: int  # read end: READY once it serves
     born: float = field(default_factory=time.monotonic)
     ready: bool = False
     retiring: bool = False  # asked to stop by the supervisor
-    report: bytes = b""
     replaces: int | None = None  # pid of the worker it takes over from (HUP)
 
 
 class Supervisor:
-    """Bind, fork ``config.workers`` workers, keep them alive, stop them gracefully."""
+    """Fork ``--workers`` workers on the bound listeners, keep them alive, stop them gracefully."""
 
     def __init__(
-        self,
-        config: Config,
-        app: Any = None,
-        *,
-        bound: Callable[[], object] | None = None,
-        prepare: Callable[[Server], object] | None = None,
+        self, plan: Plan, listeners: list[Listener], *, serving: Callable[[Server], object] | None = None
     ) -> None:
-        self.config = config
-        self.app = app
-        self.bound = bound  # in the parent, once the listeners are bound
-        self.prepare = prepare  # in each worker, with its Server
-        self.adapter_class = choose_adapter(config)
-        self.target = config.workers
-        self.listeners: list[Listener] = []
+        self.plan = plan
+        self.config = plan.config
+        self.listeners = listeners
+        self.serving = serving  # in each worker, with its Server
+        self.target = self.config.workers
         self.workers: dict[int, Worker] = {}
-        self.preloaded: Server | None = None
         self.signals: deque[int] = deque()
+        self.interrupts = 0
         self.ever_served = False
         self.announced = False
         self.pause = 0.0
         self.respawn_at = 0.0
         self.hup_queue: list[int] = []  # old workers still to be replaced
-        self.hup_started = 0.0
         self._wake_r = self._wake_w = -1
+        self.reports = BootReports()
+        self.pid = os.getpid()
+        self.described = plan.adapter.described()
 
     # -- the parent ------------------------------------------------------------------
 
     def run(self) -> None:
-        if self.config.preload:
-            self.preloaded = Server(self.config, self.app, owns_process=True)
-            self.config = self.preloaded.config  # with the address a CherryPy config gives
-        # Building an SSL context here would import ssl before gevent or eventlet
-        # patch it in the workers: each worker checks the TLS settings.
-        self.config, tls = settings_for_workers(self.config)
-        config = self.config
-        self.listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
+        set_process_title(process_title(self.plan.adapter.name, self.config.app, "master"))
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in PARENT_SIGNALS}
         try:
-            mark_tls(self.listeners, config, tls)
-            self.adapter_class.check(config, self.listeners)
-            if self.preloaded is not None:
-                self.preloaded.listeners = self.listeners
-            if self.bound is not None:
-                self.bound()
-            set_title(self.adapter_class.name, config.app, "master")
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_w, False)
-            previous = {sig: signal.signal(sig, self._on_signal) for sig in PARENT_SIGNALS}
-            try:
-                for number in range(1, self.target + 1):
-                    self.spawn(number)
-                self.loop()
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+            for number in range(1, self.target + 1):
+                self.spawn(number)
+            self.loop()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             for listener in self.listeners:
                 listener.close()
+            self.reports.close()
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and signal.SIGINT in self.signals:
-            self.kill_all(signal.SIGKILL)
-            log.warning("Second interrupt: workers killed without waiting for their requests")
-            os._exit(1)
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                self.kill_all(signal.SIGKILL)
+                log.warning("Second interrupt: workers killed without waiting for their requests")
+                os._exit(1)
         self.signals.append(signum)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b".")
@@ -201,21 +180,17 @@ class Supervisor:
             os.close(worker.pipe)
             worker.pipe = -1
             return
-        if data.startswith(READY) and not worker.ready and not worker.report:
+        if data.startswith(READY) and not worker.ready:
             worker.ready = True
             self.ever_served = True
             self.pause = 0.0
             log.info("Worker %d (pid %d) serving", worker.number, worker.pid)
-            data = data[1:]
             if worker.replaces is not None and worker.replaces in self.workers:
                 self.retire(self.workers[worker.replaces], "replaced after SIGHUP")
             if not self.announced and sum(w.ready for w in self.workers.values()) >= self.target:
                 self.announced = True
-                name, version = self.adapter_class.name, self.adapter_class.version()
-                described = f"{name} {version}" if version else name
-                log_listening([listener.url() for listener in self.listeners], described, self.target)
+                log_listening([listener.url() for listener in self.listeners], self.described, self.target)
                 notify("READY=1")
-        worker.report += data
 
     def reap(self) -> None:
         while True:
@@ -229,14 +204,7 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            if worker.pipe >= 0:  # what it wrote before exiting
-                while True:
-                    with contextlib.suppress(OSError):
-                        data = os.read(worker.pipe, 65536)
-                        if data:
-                            worker.report += data
-                            continue
-                    break
+            if worker.pipe >= 0:
                 os.close(worker.pipe)
                 worker.pipe = -1
             self.ended(worker, status)
@@ -248,27 +216,23 @@ class Supervisor:
             quiet = code in (0, -signal.SIGTERM)
             (log.info if quiet else log.warning)("Worker %d (pid %d) stopped (%s)", worker.number, worker.pid, how)
             return
-        failure = self.boot_failure(worker)
         if not worker.ready and not self.ever_served:
             # The first workers cannot boot: the others would fail alike.
             for other in self.workers.values():
                 other.retiring = True
             self.kill_all(signal.SIGTERM)
             self.wait_all(self.config.graceful_timeout)
-            if failure is not None:
-                message, exit_code = failure
-                sys.stderr.write(message)
-                sys.stderr.flush()
-                raise Reported(exit_code)
+            reported = self.reports.reported()
+            if reported is not None:
+                raise Reported(reported)  # the worker said why, above
             raise AnyserveError(f"worker {worker.number} exited before serving ({how}); see the lines above")
         if not worker.ready and worker.replaces is not None:
             log.error(
                 "Worker %d (pid %d) failed to boot during the SIGHUP restart (%s): the restart is given up and the "
-                "old workers go on serving%s",
+                "old workers go on serving",
                 worker.number,
                 worker.pid,
                 how,
-                f"\n{failure[0].rstrip()}" if failure else "",
             )
             self.hup_queue.clear()
             return
@@ -276,24 +240,13 @@ class Supervisor:
         self.pause = 0.0 if lived >= HEALTHY_AFTER else min(max(self.pause * 2, 0.5), MAX_PAUSE)
         self.respawn_at = time.monotonic() + self.pause
         log.error(
-            "Worker %d (pid %d) died after %.1f s (%s); %s%s",
+            "Worker %d (pid %d) died after %.1f s (%s); %s",
             worker.number,
             worker.pid,
             lived,
             how,
             f"starting another in {self.pause:.1f} s" if self.pause else "starting another",
-            f"\n{failure[0].rstrip()}" if failure else "",
         )
-
-    @staticmethod
-    def boot_failure(worker: Worker) -> tuple[str, int] | None:
-        if not worker.report.startswith(FAILED):
-            return None
-        try:
-            data = json.loads(worker.report[1:].decode("utf-8", "replace"))
-            return str(data["text"]), int(data["code"])
-        except (ValueError, KeyError, TypeError):
-            return None
 
     def keep_count(self) -> None:
         """Start a worker for each number from 1 to the target that none has."""
@@ -325,12 +278,11 @@ class Supervisor:
         if self.hup_queue:
             log.info("SIGHUP: a restart is already under way")
             return
-        if self.preloaded is not None:
+        if self.plan.site is not None:
             log.info("SIGHUP: restarting the workers one at a time (with --preload they keep the code loaded at start)")
         else:
             log.info("SIGHUP: restarting the workers one at a time")
         self.hup_queue = sorted((w.pid for w in self.workers.values() if not w.retiring), reverse=True)
-        self.hup_started = 0.0
 
     def advance_restart(self) -> None:
         if not self.hup_queue:
@@ -397,27 +349,20 @@ class Supervisor:
             for worker in self.workers.values():
                 if worker.pipe >= 0:
                     os.close(worker.pipe)
-            die_with_parent()
-            set_title(self.adapter_class.name, self.config.app, f"worker {number}")
-            server = self.preloaded or Server(self.config, self.app, owns_process=True)
-            mark_tls(self.listeners, server.config, server.tls)
-            self.adapter_class.check(server.config, self.listeners)
-            server.listeners = self.listeners
+            die_with_parent(signal.SIGTERM, parent=self.pid)
+            set_process_title(process_title(self.plan.adapter.name, self.config.app, f"worker {number}"))
+            server = Server.in_worker(self.plan, self.listeners)
 
             def ready() -> None:
+                self.reports.served()
                 os.write(pipe, READY)
 
             server.lifecycle.subscribe("started", ready, last=True)
-            if self.prepare is not None:
-                self.prepare(server)
+            if self.serving is not None:
+                self.serving(server)
             serve_until_signalled(server, worker=True)
         except AnyserveError as exc:
-            import io
-
-            text = io.StringIO()
-            code = report(exc, text)
-            with contextlib.suppress(OSError):
-                os.write(pipe, FAILED + json.dumps({"code": code, "text": text.getvalue()}).encode())
+            code = self.reports.failed(exc)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
         except BaseException:
@@ -428,31 +373,3 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
         os._exit(code)
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in a worker
-    """Have the kernel send TERM to this worker if the supervisor dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    except (OSError, AttributeError) as exc:
-        log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def set_title(server: str, app: Any, role: str) -> None:
-    """``anyserve: worker 2 [tornado app:wsgi]`` in ps and top, when setproctitle is installed."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    shown = app if isinstance(app, str) else getattr(app, "__qualname__", type(app).__qualname__)
-    setproctitle(f"anyserve: {role} [{server} {shown}]")

@@ -110,7 +110,7 @@ def load_tls(config: Config, *, serving: bool = True) -> TLS | None:
     else:
         assert config.certfile is not None
         tls = TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
-    check(tls)
+    check_tls(tls)
     return tls
 
 
@@ -131,7 +131,7 @@ def settings_for_workers(config: Config) -> tuple[Config, TLS | None]:
     return config, TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
 
 
-def check(tls: TLS) -> None:
+def check_tls(tls: TLS) -> None:
     """Refuse, in one line each, what would make every TLS handshake fail."""
     import ssl
 
@@ -189,6 +189,15 @@ def mark_tls(listeners: list[Listener], config: Config, tls: TLS | None) -> None
             raise ConfigError(f"--tls-bind {spec} names none of the listeners ({where})")
         for listener in chosen:
             listener.tls = tls
+
+
+def handshake_failure(peer: Any, exc: BaseException) -> str:
+    """The one line a failed TLS handshake is worth (a client speaking plain HTTP,
+    one that does not trust the certificate ...): no traceback."""
+    if isinstance(peer, tuple) and peer:
+        peer = peer[0]
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+    return f"TLS handshake with {peer or 'a unix socket peer'} failed: {reason}"
 
 
 def make_adhoc_certificate(directory: str | None = None) -> tuple[str, str]:

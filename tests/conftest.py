@@ -1,20 +1,15 @@
-"""Shared helpers: run the real ``anyserve`` command."""
+"""Fixtures for the whole suite; the harness itself is tests/harness.py."""
 
 from __future__ import annotations
 
-import subprocess
+import socket
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ANYSERVE = str(Path(sys.executable).parent / "anyserve")
-
-
-def run_anyserve(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``anyserve ARGS`` to completion and capture its output."""
-    return subprocess.run([ANYSERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -35,3 +30,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from .pki import make_pki
 
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[str, socket.socket]]:
+    """A datagram socket in the abstract namespace, as systemd's NOTIFY_SOCKET names it: @name."""
+    name = f"anyserve-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(20)
+        yield "@" + name, sock

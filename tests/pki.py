@@ -31,6 +31,10 @@ class Pki:
     client_key: Path
     other_key: Path  # a key that does not belong to the server certificate
 
+    def certificate_args(self) -> list[str]:
+        """The options that serve the server certificate: --certfile and --keyfile."""
+        return ["--certfile", str(self.cert), "--keyfile", str(self.key)]
+
     def client_context(self, with_certificate: bool = False) -> ssl.SSLContext:
         """A client context that verifies the server against the test CA."""
         context = ssl.create_default_context(cafile=str(self.ca))

@@ -23,7 +23,7 @@ from anyserve.bench.stats import Reservoir, percentile, spread
 from anyserve.bench.wrk import lua_script, parse_bytes, parse_metric, parse_output, parse_time_ms
 from anyserve.errors import EXIT_APP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError
 
-from .conftest import run_anyserve
+from .harness import run_anyserve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,7 +295,7 @@ def test_smoke_two_servers_to_json(tmp_path: Path) -> None:
 
 def test_a_failing_server_is_reported_and_the_others_run(tmp_path: Path) -> None:
     out, html = tmp_path / "out.json", tmp_path / "out.html"
-    servers = "tests.bench_servers:CannotStart,wsgiref,tests.bench_servers:Answers500"
+    servers = "tests.apps.failing_servers:CannotStart,wsgiref,tests.apps.failing_servers:Answers500"
     result = run_anyserve(
         "bench", "-s", servers, "--duration", "0.5s", "--warmup", "0", "--repeat", "2", "--generator", "builtin",
         "--json", str(out), "--html", str(html), cwd=REPO_ROOT,
@@ -305,13 +305,13 @@ def test_a_failing_server_is_reported_and_the_others_run(tmp_path: Path) -> None
     assert report["generator"]["name"] == "anyserve-builtin"
     statuses = {name: info["status"] for name, info in report["servers"].items()}
     assert statuses == {
-        "tests.bench_servers:CannotStart": "failed",
+        "tests.apps.failing_servers:CannotStart": "failed",
         "wsgiref": "ok",
-        "tests.bench_servers:Answers500": "failed",
+        "tests.apps.failing_servers:Answers500": "failed",
     }
     errors = {name: info["error"] for name, info in report["servers"].items()}
-    assert "RuntimeError: this server cannot start" in errors["tests.bench_servers:CannotStart"]
-    assert errors["tests.bench_servers:Answers500"] == "answered 500 Internal Server Error to GET /"
+    assert "RuntimeError: this server cannot start" in errors["tests.apps.failing_servers:CannotStart"]
+    assert errors["tests.apps.failing_servers:Answers500"] == "answered 500 Internal Server Error to GET /"
     # Each failing server is tried once; wsgiref runs both repeats, after them and between them.
     assert [(run["server"].rsplit(":", 1)[-1], run["status"]) for run in report["runs"]] == [
         ("CannotStart", "failed"),
@@ -323,7 +323,7 @@ def test_a_failing_server_is_reported_and_the_others_run(tmp_path: Path) -> None
     table_lines = [line for line in result.stdout.splitlines() if "│" in line or "|" in line]
     assert any("CannotStart" in line and "failed" in line for line in table_lines), result.stdout
     assert any("Answers500" in line and "failed: answered 500" in line for line in table_lines), result.stdout
-    assert "failed: tests.bench_servers:Answers500: answered 500" in result.stdout
+    assert "failed: tests.apps.failing_servers:Answers500: answered 500" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert "failed" in html.read_text()
 

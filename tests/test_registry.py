@@ -106,7 +106,7 @@ def test_server_names_follow_the_auto_order_then_the_alphabet() -> None:
 
 def test_servers_with_a_capability() -> None:
     assert {"cheroot", "waitress", "wsgiref"} <= set(servers_with("unix"))
-    assert "wsgiref" not in servers_with("keep_alive")
+    assert "waitress" not in servers_with("tls")
 
 
 # -- -s module:Class --------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_module_class_from_a_module_of_its_own(plugin_dir: Path) -> None:
     importlib.invalidate_caches()
     cls = get_adapter("my_plugin_q:MyAdapter")
     assert cls.name == "mine" and issubclass(cls, Adapter)
-    assert choose_adapter(load(server="my_plugin_q:MyAdapter")) is cls
+    assert choose_adapter(load(server="my_plugin_q:MyAdapter")) == (cls, {})
 
 
 @pytest.mark.parametrize(
@@ -190,20 +190,24 @@ def test_unknown_server_gives_the_install_hint_for_missing_ones(monkeypatch: pyt
 # -- choosing ---------------------------------------------------------------------------------------
 
 
+def chosen(config: Config) -> str:
+    return choose_adapter(config)[0].name
+
+
 def test_auto_picks_cheroot_here() -> None:
-    assert choose_adapter(load()).name == "cheroot"
-    assert choose_adapter(load(server="auto", threads=1)).name == "cheroot"
-    assert choose_adapter(load(bind=["unix:/tmp/auto.sock"])).name == "cheroot"
+    assert chosen(load()) == "cheroot"
+    assert chosen(load(server="auto", threads=1)) == "cheroot"
+    assert chosen(load(bind=["unix:/tmp/auto.sock"])) == "cheroot"
 
 
 def test_auto_passes_over_a_server_that_cannot_honour_the_options() -> None:
     # cheroot does not know waitress's connection_limit; waitress, next in order, does.
-    assert choose_adapter(load(options={"connection_limit": "5"})).name == "waitress"
+    assert chosen(load(options={"connection_limit": "5"})) == "waitress"
 
 
 def test_auto_passes_over_servers_that_are_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     not_installed(monkeypatch, "cheroot")
-    assert choose_adapter(load()).name == "waitress"
+    assert chosen(load()) == "waitress"
 
 
 def test_auto_when_no_server_can_honour_the_options() -> None:
@@ -234,14 +238,14 @@ def test_refusals(server: str, options: dict[str, object], message: str) -> None
 
 
 def test_what_a_server_can_honour_is_accepted() -> None:
-    assert choose_adapter(load(server="werkzeug", threads=1)).name == "werkzeug"
-    assert choose_adapter(load(server="wsgiref", threads=4)).name == "wsgiref"
-    assert choose_adapter(load(server="cheroot", threads=16)).name == "cheroot"
+    assert chosen(load(server="werkzeug", threads=1)) == "werkzeug"
+    assert chosen(load(server="wsgiref", threads=4)) == "wsgiref"
+    assert chosen(load(server="cheroot", threads=16)) == "cheroot"
 
 
 def test_options_are_converted_and_dashes_accepted() -> None:
     config = load(server="waitress", options={"connection-limit": "7", "ident": "x"})
-    assert choose_adapter(config).check(config) == {"connection_limit": 7, "ident": "x"}
+    assert choose_adapter(config)[1] == {"connection_limit": 7, "ident": "x"}
 
 
 def test_an_adapter_that_cannot_serve_a_unix_socket(plugin_dir: Path) -> None:

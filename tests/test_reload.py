@@ -8,7 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .conformance.conftest import Running
+from .harness import Running
 
 APP = """
 def app(environ, start_response):

@@ -24,10 +24,9 @@ import pytest
 
 from anyserve.registry import adapters
 
-from .conftest import REPO_ROOT, Running, free_port, start_anyserve, suite_args, wait_for_port
+from ..harness import REPO_ROOT, Running, free_port, start_anyserve, suite_args, wait_for_port
 
-CPAPP = "tests.conformance.cpapp:application"
-SERVERS = list(adapters())
+CPAPP = "tests.apps.cpapp:application"
 #: Headers a server sets for itself, not the app: left out of comparisons.
 SERVER_HEADERS = {"date", "server", "via", "connection", "keep-alive", "transfer-encoding"}
 HOST = "conformance.test"
@@ -63,7 +62,7 @@ def native() -> Iterator[str]:
     """The app on CherryPy's own server, with no anyserve involved."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("cp_native.py")), str(port)],
+        [sys.executable, str(REPO_ROOT / "tests" / "apps" / "cp_native.py"), str(port)],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.DEVNULL,
@@ -77,10 +76,10 @@ def native() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module", params=SERVERS)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+@pytest.fixture(scope="module")
+def served(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     events = tmp_path_factory.mktemp("events") / "events.txt"
-    running = start_anyserve(request.param, CPAPP, *suite_args(request.param), env={"CP_EVENTS_FILE": str(events)})
+    running = start_anyserve(server, CPAPP, *suite_args(server), env={"CP_EVENTS_FILE": str(events)})
     try:
         yield running
     finally:
@@ -190,7 +189,6 @@ def test_sessions_answer_as_cherrypy_own_server(served: Running, native: str) ->
         assert request(url, "/counter", headers={"Cookie": cookie})[2] == b"3"
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_runs_stop_and_exit_listeners(server: str, tmp_path: Path) -> None:
     events = tmp_path / "events.txt"
     running = start_anyserve(server, CPAPP, env={"CP_EVENTS_FILE": str(events)})
@@ -221,7 +219,6 @@ tools.response_headers.headers = [("X-Only-Other", "yes")]
 """
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_cherrypy_config_file(server: str, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "site.conf"
@@ -245,9 +242,8 @@ def test_cherrypy_config_file(server: str, tmp_path: Path) -> None:
         running.stop()
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_several_apps_at_several_prefixes(server: str) -> None:
-    running = start_anyserve(server, "tests.conformance.cpmulti:tree")
+    running = start_anyserve(server, "tests.apps.cpmulti:tree")
     try:
         for name in ("app0", "app1"):
             status, headers, body = request(running.url, f"/{name}/")
@@ -258,7 +254,6 @@ def test_several_apps_at_several_prefixes(server: str) -> None:
         running.stop()
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_cherrypy_log_files(server: str, tmp_path: Path) -> None:
     access, error = tmp_path / "access.log", tmp_path / "error.log"
     config = tmp_path / "logs.conf"
@@ -280,7 +275,6 @@ def test_cherrypy_log_files(server: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
-@pytest.mark.parametrize("server", SERVERS)
 def test_each_worker_runs_its_own_engine(server: str, preload: bool, tmp_path: Path) -> None:
     """-w 2 on every server (its own workers, or anyserve's supervisor); with
     --preload the app is imported once in the parent, the engine still started in

@@ -13,11 +13,11 @@ import pytest
 
 from anyserve.registry import adapters
 
-from .conftest import POLL, REPO_ROOT, Running, fetch, start_anyserve
+from ..harness import POLL, REPO_ROOT, Running, fetch, start_anyserve
 
 ALL = sorted(adapters())
 FOUR = ("cheroot", "gunicorn", "tornado", "waitress")
-OPS = "tests.conformance.opsapp"
+OPS = "tests.apps.opsapp"
 # The combined format without the time, so lines compare exactly.
 FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
@@ -42,12 +42,9 @@ def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> list[str]:
 # -- access log --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", ALL)
 def test_the_access_log_has_the_same_lines_on_every_server(server: str, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
-    running = start_anyserve(
-        server, "tests.conformance.app:app", "--access-log", str(log), "--access-log-format", FORMAT
-    )
+    running = start_anyserve(server, "tests.apps.app:app", "--access-log", str(log), "--access-log-format", FORMAT)
     try:
         url = running.url
         fetch(url, "/echo?x=1", headers={"Referer": "http://ref.example/", "User-Agent": "tester/1.0"})
@@ -79,7 +76,7 @@ def test_the_access_log_has_the_same_lines_on_every_server(server: str, tmp_path
 
 def test_the_default_format_is_apache_combined(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
-    running = start_anyserve("cheroot", "tests.conformance.app:app", "--access-log", str(log))
+    running = start_anyserve("cheroot", "tests.apps.app:app", "--access-log", str(log))
     try:
         fetch(running.url, "/big?size=10", headers={"User-Agent": "ua"})
         line = wait_for_lines(log, 1)[0]
@@ -92,7 +89,6 @@ def test_the_default_format_is_apache_combined(tmp_path: Path) -> None:
     ), line
 
 
-@pytest.mark.parametrize("server", ALL)
 def test_usr1_reopens_the_log_files(server: str, tmp_path: Path) -> None:
     access, errors = tmp_path / "access.log", tmp_path / "error.log"
     running = Running(
@@ -100,7 +96,7 @@ def test_usr1_reopens_the_log_files(server: str, tmp_path: Path) -> None:
         [
             *("-b", "127.0.0.1:0", "--app-dir", str(REPO_ROOT)),
             *("--access-log", str(access), "--error-log", str(errors), "--access-log-format", "%(r)s"),
-            "tests.conformance.app:app",
+            "tests.apps.app:app",
         ],
     )
     try:
@@ -145,7 +141,7 @@ def test_log_config_reaches_anyserve_and_the_server_loggers(tmp_path: Path) -> N
     assert "MINE gunicorn.error Booting worker" in text  # gunicorn's own messages, through the same handlers
 
 
-APP = "tests.conformance.app:app"
+APP = "tests.apps.app:app"
 
 
 # -- behind a proxy ----------------------------------------------------------------------
@@ -193,12 +189,12 @@ def test_proxy_headers_from_an_untrusted_peer_change_nothing(server: str) -> Non
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn"])
 def test_a_cherrypy_app_sees_with_proxy_headers_what_tools_proxy_shows(server: str) -> None:
     headers = {"X-Forwarded-For": "198.51.100.4", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
-    tool = start_anyserve(server, "tests.conformance.cpproxy:proxied")
+    tool = start_anyserve(server, "tests.apps.cpproxy:proxied")
     try:
         with_tool = json.loads(fetch(tool.url, "/base", headers=headers).body)
     finally:
         tool.stop()
-    ours = start_anyserve(server, "tests.conformance.cpproxy:plain", "--proxy-headers")
+    ours = start_anyserve(server, "tests.apps.cpproxy:plain", "--proxy-headers")
     try:
         with_option = json.loads(fetch(ours.url, "/base", headers=headers).body)
     finally:
@@ -275,7 +271,7 @@ def test_without_a_default_app_other_paths_and_hosts_get_404() -> None:
 
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn"])
 def test_cherrypy_apps_among_the_mounts_get_the_engine(server: str) -> None:
-    mounts = ["--mount", "/cp=tests.conformance.cpapp:root", "--mount", "/cpa=tests.conformance.cpapp:application"]
+    mounts = ["--mount", "/cp=tests.apps.cpapp:root", "--mount", "/cpa=tests.apps.cpapp:application"]
     running = start_anyserve(server, f"{OPS}:default", *mounts)
     try:
         state = json.loads(fetch(running.url, "/cp/state").body)
@@ -296,7 +292,7 @@ def test_cherrypy_apps_among_the_mounts_get_the_engine(server: str) -> None:
 @pytest.mark.parametrize("server", FOUR)
 def test_one_profile_per_request(server: str, tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
-    running = start_anyserve(server, "tests.conformance.app:app", "-P", str(profiles))
+    running = start_anyserve(server, "tests.apps.app:app", "-P", str(profiles))
     try:
         assert fetch(running.url, "/echo").status == 200
         assert fetch(running.url, "/big?size=100000").body[:3] == bytes(range(3))
@@ -309,7 +305,7 @@ def test_one_profile_per_request(server: str, tmp_path: Path) -> None:
 
 
 def test_no_profile_by_default(tmp_path: Path) -> None:
-    running = start_anyserve("cheroot", "tests.conformance.app:app")
+    running = start_anyserve("cheroot", "tests.apps.app:app")
     try:
         fetch(running.url, "/echo")
     finally:
@@ -318,7 +314,7 @@ def test_no_profile_by_default(tmp_path: Path) -> None:
 
 
 def test_cherrypy_roots_for_several_hosts_and_prefixes() -> None:
-    sites = "tests.conformance.cpsites"
+    sites = "tests.apps.cpsites"
     running = start_anyserve(
         "cheroot",
         f"{sites}:third",

@@ -21,12 +21,13 @@ import pytest
 
 from anyserve.registry import adapters
 
-from .app import pattern
-from .conftest import (
+from ..apps.app import pattern
+from ..harness import (
     APP,
     Running,
     capabilities,
     connect,
+    deviations,
     exchange,
     fetch,
     is_closed,
@@ -36,7 +37,6 @@ from .conftest import (
     suite_args,
 )
 
-SERVERS = list(adapters())
 MiB = 1024 * 1024
 SLOW = 0.5  # seconds each request of the concurrency case sleeps in the app
 CONCURRENT = 20
@@ -47,9 +47,9 @@ def test_every_registered_server_is_installed() -> None:
         assert cls.is_installed(), f"{name} is registered but not installed: {cls.install_hint()}"
 
 
-@pytest.fixture(scope="module", params=SERVERS)
-def served(request: pytest.FixtureRequest) -> Iterator[Running]:
-    running = start_anyserve(request.param, APP, *suite_args(request.param))
+@pytest.fixture(scope="module")
+def served(server: str) -> Iterator[Running]:
+    running = start_anyserve(server, APP, *suite_args(server))
     try:
         yield running
     finally:
@@ -82,8 +82,8 @@ def test_get(served: Running) -> None:
 def test_wsgi_flags_say_how_the_app_is_run(served: Running) -> None:
     report = echo(served.url)
     assert report["multiprocess"] is bool(suite_args(served.server)), report  # -w 2 for pre-fork servers
-    caps = capabilities(served.server)
-    if caps.concurrent and caps.threads:  # requests run side by side on threads
+    # Requests run side by side on threads.
+    if capabilities(served.server).threads and not deviations(served.server).one_request_at_a_time:
         assert report["multithread"] is True, report
 
 
@@ -106,9 +106,9 @@ def test_post_body_integrity(served: Running, size: int) -> None:
 
 
 def test_chunked_request_body(served: Running) -> None:
-    caps = capabilities(served.server)
+    devs = deviations(served.server)
     parts = [b"a", b"hello chunked world\n" * 100, b"z" * 4097]
-    if caps.chunked_request:
+    if not devs.no_chunked_request:
         parts.insert(2, b"".join(pattern(MiB + 7)))
     # else a small body: a server that does not read it must not block the upload
     whole = b"".join(parts)
@@ -117,11 +117,11 @@ def test_chunked_request_body(served: Running) -> None:
     with raw_connection(served.url) as (sock, reader):
         sock.sendall(upload)
         response = read_response(reader)
-        if caps.chunked_request:
+        if not devs.no_chunked_request:
             assert response.status == 200, response
             report = json.loads(response.body)
             assert (report["length"], report["sha256"]) == digest(whole)
-            if caps.keep_alive:  # the whole upload was consumed: the next request on the connection is answered
+            if not devs.no_keep_alive:  # the whole upload was consumed: the next request on the connection is answered
                 sock.sendall(request_bytes("GET", "/echo?after-chunked"))
                 after = read_response(reader)
                 assert json.loads(after.body)["query_string"] == "after-chunked"
@@ -176,7 +176,7 @@ def test_keep_alive(served: Running) -> None:
         sock.sendall(request_bytes("GET", "/echo?first"))
         first = read_response(reader)
         assert first.status == 200, first
-        if capabilities(served.server).keep_alive:
+        if not deviations(served.server).no_keep_alive:
             assert "close" not in first.header("connection").lower(), first.head
             sock.sendall(request_bytes("GET", "/echo?second"))
             second = read_response(reader)  # on the very same socket
@@ -196,7 +196,7 @@ def test_keep_alive(served: Running) -> None:
 )
 def test_bad_request_is_a_4xx_and_the_server_keeps_serving(served: Running, garbage: bytes) -> None:
     answer = exchange(served.url, garbage)
-    if b"HTTX" in garbage and not capabilities(served.server).checks_http_version:
+    if b"HTTX" in garbage and deviations(served.server).any_http_version:
         # Declared limitation: the request is served, its status line echoing the version it named.
         assert answer.startswith(b"HTTX/1.1 200 "), answer[:200]
     else:
@@ -221,7 +221,7 @@ def test_query_string_is_raw(served: Running) -> None:
 def test_repeated_headers(served: Running) -> None:
     answer = exchange(served.url, request_bytes("GET", "/echo", "X-Dup: a", "X-Dup: b", "Connection: close"))
     report = json.loads(answer.partition(b"\r\n\r\n")[2])
-    if capabilities(served.server).repeated_headers:
+    if not deviations(served.server).last_repeated_header:
         # One comma-separated value, in order (RFC 9110 5.3, RFC 3875 4.1.18).
         assert [part.strip() for part in report["x_dup"].split(",")] == ["a", "b"]
     else:
@@ -267,8 +267,7 @@ def assert_concurrent(url: str, server: str) -> None:
 
 
 def test_concurrent_slow_requests(served: Running) -> None:
-    caps = capabilities(served.server)
-    if caps.concurrent:
+    if not deviations(served.server).one_request_at_a_time:
         # With its defaults: at least 4 requests at a time (waitress's 4 threads
         # take 2.5 s; a thread per connection or a greenlet each take 0.5 s).
         assert_concurrent(served.url, served.server)
@@ -277,7 +276,7 @@ def test_concurrent_slow_requests(served: Running) -> None:
     workers = 2 if suite_args(served.server) else 1
     elapsed = run_slow_requests(served.url, 3)
     assert elapsed >= math.ceil(3 / workers) * SLOW, f"3 requests of {SLOW} s took {elapsed:.2f} s on {workers} workers"
-    if caps.threads:  # ...but --threads makes it concurrent
+    if capabilities(served.server).threads:  # ...but --threads makes it concurrent
         running = start_anyserve(served.server, APP, "--threads", str(CONCURRENT))
         try:
             assert_concurrent(running.url, f"{served.server} --threads {CONCURRENT}")
@@ -285,10 +284,7 @@ def test_concurrent_slow_requests(served: Running) -> None:
             running.stop()
 
 
-THREADED = [name for name, cls in adapters().items() if cls.capabilities.threads]
-
-
-@pytest.mark.parametrize("server", THREADED)
+@pytest.mark.servers(has="threads")
 def test_one_thread_serves_one_request_at_a_time(server: str) -> None:
     running = start_anyserve(server, APP, "--threads", "1")
     try:
@@ -324,9 +320,9 @@ def test_close_is_called(served: Running) -> None:
 # -- SCRIPT_NAME -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=SERVERS)
-def rooted(request: pytest.FixtureRequest) -> Iterator[Running]:
-    running = start_anyserve(request.param, APP, "--root-path", "/prefix")
+@pytest.fixture(scope="module")
+def rooted(server: str) -> Iterator[Running]:
+    running = start_anyserve(server, APP, "--root-path", "/prefix")
     try:
         yield running
     finally:

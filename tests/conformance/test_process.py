@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANYSERVE, APP, POLL, REPO_ROOT, Running, fetch, free_port
+from ..harness import ANYSERVE, APP, POLL, REPO_ROOT, Running, fetch, free_port
 
 FOUR = ("cheroot", "gunicorn", "tornado", "waitress")
 IS_ROOT = os.geteuid() == 0
@@ -110,7 +110,7 @@ def test_daemon_with_a_pid_file(server: str, tmp_path: Path, daemons: list[int])
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (["tests.conformance.app:nothing"], 3, "has no attribute 'nothing'"),
+        (["tests.apps.app:nothing"], 3, "has no attribute 'nothing'"),
         (["--access-log", "/nonexistent/dir/a.log", APP], 2, "--access-log: cannot open /nonexistent/dir/a.log"),
     ],
 )
@@ -190,6 +190,8 @@ def privileged_port() -> int:
     raise AssertionError("no free port below 1024")
 
 
+# One xdist worker for all: each picks a free port below 1024, which another could pick at once.
+@pytest.mark.xdist_group("privileged-ports")
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn", "tornado", "waitress", "twisted", "gevent"])
 def test_user_nobody_after_binding_a_privileged_port(server: str) -> None:
     if not IS_ROOT:

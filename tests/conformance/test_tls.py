@@ -24,24 +24,34 @@ from typing import Any
 import pytest
 
 from anyserve.errors import EXIT_USAGE
-from anyserve.registry import adapters, servers_with
+from anyserve.registry import servers_with
 
+from ..apps.app import pattern
+from ..harness import (
+    ANYSERVE,
+    APP,
+    REPO_ROOT,
+    Running,
+    address,
+    capabilities,
+    deviations,
+    fetch,
+    free_port,
+    https_fetch,
+    servers,
+    start_anyserve,
+)
 from ..pki import KEY_PASSWORD, Pki
-from .app import pattern
-from .conftest import ANYSERVE, APP, REPO_ROOT, Running, address, capabilities, fetch, free_port, start_anyserve
 
-SERVERS = list(adapters())
-TLS_SERVERS = [name for name in SERVERS if capabilities(name).tls]
-NO_TLS = [name for name in SERVERS if not capabilities(name).tls]
-NO_MIX = [name for name in TLS_SERVERS if not capabilities(name).tls_mixed]
 MiB = 1024 * 1024
 
 
 def test_tls_servers() -> None:
     """What the adapters declare, checked against what the docs promise."""
-    assert set(TLS_SERVERS) >= {"cheroot", "gunicorn", "tornado", "twisted", "gevent", "eventlet", "werkzeug"}
-    assert {"waitress", "wsgiref"} <= set(NO_TLS)
-    assert "gunicorn" in NO_MIX and not {"cheroot", "tornado", "twisted", "gevent", "werkzeug"} & set(NO_MIX)
+    assert set(servers(has="tls")) >= {"cheroot", "gunicorn", "tornado", "twisted", "gevent", "eventlet", "werkzeug"}
+    assert {"waitress", "wsgiref"} <= set(servers(lacks="tls"))
+    unmixed = set(servers(has="tls", lacks="tls_mixed"))
+    assert "gunicorn" in unmixed and not {"cheroot", "tornado", "twisted", "gevent", "werkzeug"} & unmixed
 
 
 @dataclass
@@ -51,11 +61,11 @@ class Served:
     http: str | None  # the plain listener of the same process, where the server can mix them
 
 
-@pytest.fixture(scope="module", params=TLS_SERVERS)
+@pytest.fixture(scope="module", params=servers(has="tls"))
 def served(request: pytest.FixtureRequest, pki: Pki) -> Iterator[Served]:
     server = request.param
     tls_bind = f"127.0.0.1:{free_port()}"
-    args = [*certificate_args(pki), "--ca-certs", str(pki.ca), "--cert-reqs", "required"]
+    args = [*pki.certificate_args(), "--ca-certs", str(pki.ca), "--cert-reqs", "required"]
     mixed = capabilities(server).tls_mixed
     if mixed:
         args += ["--tls-bind", tls_bind]
@@ -68,27 +78,6 @@ def served(request: pytest.FixtureRequest, pki: Pki) -> Iterator[Served]:
         yield Served(running, https[0], plain[0] if mixed else None)
     finally:
         running.stop()
-
-
-def certificate_args(pki: Pki) -> list[str]:
-    return ["--certfile", str(pki.cert), "--keyfile", str(pki.key)]
-
-
-def https_fetch(
-    url: str,
-    path: str,
-    context: ssl.SSLContext,
-    method: str = "GET",
-    body: bytes | None = None,
-    timeout: float = 30,
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPSConnection(*address(url), context=context, timeout=timeout)
-    try:
-        conn.request(method, path, body=body)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def echo(url: str, pki: Pki, **kwargs: Any) -> dict[str, Any]:
@@ -139,7 +128,7 @@ def test_client_certificate_required(served: Served, pki: Pki) -> None:
 
 def test_a_silent_client_does_not_hold_up_the_others(served: Served, pki: Pki) -> None:
     """A connection that never starts its handshake must not stall the handshakes of others."""
-    if not capabilities(served.running.server).concurrent:  # declared: one connection at a time
+    if deviations(served.running.server).one_request_at_a_time:  # declared: one connection at a time
         return
     with socket.create_connection(address(served.https)):
         status, _ = https_fetch(served.https, "/echo", pki.client_context(with_certificate=True), timeout=5)
@@ -169,7 +158,7 @@ def test_http_and_https_listeners_in_one_process(served: Served, pki: Pki) -> No
 # -- started once per case -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", TLS_SERVERS)
+@pytest.mark.servers(has="tls")
 def test_ssl_adhoc(server: str) -> None:
     """A self-signed certificate for localhost, made at start, said to be for development."""
     running = start_anyserve(server, APP, "--ssl-adhoc")
@@ -195,10 +184,10 @@ def test_ssl_adhoc(server: str) -> None:
         running.stop()
 
 
-@pytest.mark.parametrize("server", TLS_SERVERS)
+@pytest.mark.servers(has="tls")
 def test_cherrypy_app_sees_https(server: str, pki: Pki) -> None:
     """A CherryPy app, unchanged, builds https:// URLs from its request (request.base)."""
-    running = start_anyserve(server, "tests.conformance.cpapp:application", *certificate_args(pki))
+    running = start_anyserve(server, "tests.apps.cpapp:application", *pki.certificate_args())
     try:
         conn = http.client.HTTPSConnection(*address(running.url), context=pki.client_context(), timeout=15)
         try:
@@ -255,14 +244,14 @@ def refused(server: str, *args: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("server", NO_TLS)
+@pytest.mark.servers(lacks="tls")
 def test_servers_without_tls_refuse_it(server: str, pki: Pki) -> None:
-    line = refused(server, *certificate_args(pki))
+    line = refused(server, *pki.certificate_args())
     able = ", ".join(f"-s {name}" for name in servers_with("tls"))
     assert line == f"anyserve: error: {server} cannot serve TLS; use {able}"
 
 
-@pytest.mark.parametrize("server", NO_MIX)
+@pytest.mark.servers(has="tls", lacks="tls_mixed")
 def test_servers_that_cannot_mix_http_and_https_refuse_the_mix(server: str, pki: Pki) -> None:
-    line = refused(server, *certificate_args(pki), "--tls-bind", f"127.0.0.1:{free_port()}")
+    line = refused(server, *pki.certificate_args(), "--tls-bind", f"127.0.0.1:{free_port()}")
     assert f"{server} serves TLS on all its listeners or on none, so it cannot mix HTTP and HTTPS" in line

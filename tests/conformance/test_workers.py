@@ -20,9 +20,8 @@ import pytest
 from anyserve.errors import EXIT_APP
 from anyserve.registry import adapters
 
-from .conftest import APP, REPO_ROOT, Running, fetch, start_anyserve, wait_for_file
+from ..harness import APP, REPO_ROOT, Running, fetch, start_anyserve, wait_for_file
 
-SERVERS = list(adapters())
 WORKERS = 3
 #: Extra options so that ten requests can be in flight at once on three workers.
 CONCURRENCY = {"gunicorn": ["-t", "4"]}
@@ -114,7 +113,6 @@ class Stream:
             thread.join(timeout=30)
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_the_app_is_told_it_runs_in_several_processes(server: str) -> None:
     running = start(server)
     try:
@@ -125,7 +123,6 @@ def test_the_app_is_told_it_runs_in_several_processes(server: str) -> None:
         running.stop()
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_a_killed_worker_is_replaced(server: str) -> None:
     running = start(server)
     try:
@@ -157,7 +154,6 @@ def test_a_killed_worker_is_replaced(server: str) -> None:
         running.stop()
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_lets_ten_requests_in_flight_finish(server: str, tmp_path: Path) -> None:
     running = start(server)
     marks = [tmp_path / f"started-{n}" for n in range(10)]
@@ -186,7 +182,6 @@ def test_sigterm_lets_ten_requests_in_flight_finish(server: str, tmp_path: Path)
     assert not workers(running), "workers outlived anyserve"
 
 
-@pytest.mark.parametrize("server", SERVERS)
 def test_sighup_replaces_the_workers_and_refuses_no_request(server: str) -> None:
     running = start(server)
     try:
@@ -228,7 +223,7 @@ def test_ttin_adds_a_worker_and_ttou_removes_one() -> None:
         running.stop()
 
 
-BAD_APP = "tests.conformance.app:no_such_app"
+BAD_APP = "tests.apps.app:no_such_app"
 
 
 @pytest.mark.parametrize("server", ["cheroot", "tornado", "gunicorn", "uwsgi"])
@@ -240,7 +235,7 @@ def test_workers_that_cannot_load_the_app_end_the_start_with_one_error_line(serv
         running.stop()
     errors = [line for line in running.stderr_text().splitlines() if line.startswith("anyserve: error:")]
     assert len(errors) == 1, running.stderr_text()
-    assert "has no attribute 'no_such_app' (APP 'tests.conformance.app:no_such_app')" in errors[0]
+    assert "has no attribute 'no_such_app' (APP 'tests.apps.app:no_such_app')" in errors[0]
     assert "Traceback" not in running.stderr_text()
     assert not children(running.proc.pid)
 

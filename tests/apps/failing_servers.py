@@ -1,4 +1,4 @@
-"""Adapters that fail on purpose, for the bench's failing-server test (``-s tests.bench_servers:Class``)."""
+"""Adapters that fail on purpose, for the bench's failing-server test (``-s tests.apps.failing_servers:Class``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class CannotStart(WsgirefAdapter):
 
     name = "cannot-start"
 
-    def serve(self, app: Any, listeners: Any, config: Any, lifecycle: Any) -> None:
+    def serve(self, app: Any, listeners: Any, lifecycle: Any) -> None:
         raise RuntimeError("this server cannot start")
 
 
@@ -21,9 +21,9 @@ class Answers500(WsgirefAdapter):
 
     name = "answers-500"
 
-    def serve(self, app: Any, listeners: Any, config: Any, lifecycle: Any) -> None:
+    def serve(self, app: Any, listeners: Any, lifecycle: Any) -> None:
         def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "6")])
             return [b"broken"]
 
-        super().serve(broken, listeners, config, lifecycle)
+        super().serve(broken, listeners, lifecycle)

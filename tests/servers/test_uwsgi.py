@@ -11,7 +11,7 @@ import time
 
 from anyserve.errors import EXIT_USAGE
 
-from .conftest import ANYSERVE, APP, REPO_ROOT, address, start_anyserve
+from ..harness import ANYSERVE, APP, REPO_ROOT, address, start_anyserve
 
 
 def uwsgi_packet(variables: dict[str, str], body: bytes = b"") -> bytes:

@@ -11,7 +11,7 @@ import sys
 
 import cherrypy
 
-from tests.conformance import cpapp
+from tests.apps import cpapp
 
 if __name__ == "__main__":
     cherrypy.config.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import APP, REPO_ROOT, Running, fetch, free_port, start_anyserve, wait_for_port
+from ..harness import APP, REPO_ROOT, Running, fetch, free_port, start_anyserve, wait_for_port
 
 LINE = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] gunicorn\.error: Booting worker with pid: \d+$", re.MULTILINE)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import APP, REPO_ROOT, Response, fetch, free_port, wait_for_file
+from ..harness import APP, REPO_ROOT, Response, fetch, free_port, wait_for_file
 from .recipes import APP_DIR, INSTALLED, recipe
 
 BIN = Path(sys.executable).parent

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import APP, Running, free_port, start_anyserve, wait_for_file, wait_for_port
+from ..harness import APP, Running, free_port, start_anyserve, wait_for_file, wait_for_port
 from .recipes import as_tested, commands, recipe
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -126,9 +126,9 @@ def address_of(running: Running) -> str:
 
 @pytest.mark.parametrize("server", FOUR)
 def test_two_instances_behind_nginx_with_proxy_headers(server: str, tmp_path: Path) -> None:
-    first = start_anyserve(server, "tests.conformance.opsapp:environ", "--proxy-headers")
+    first = start_anyserve(server, "tests.apps.opsapp:environ", "--proxy-headers")
     try:
-        second = start_anyserve(server, "tests.conformance.opsapp:environ", "--proxy-headers")
+        second = start_anyserve(server, "tests.apps.opsapp:environ", "--proxy-headers")
         try:
             upstream = [address_of(first), address_of(second)]
             with nginx(tmp_path, {"anyserve": upstream}, {"/": "http://anyserve", "/shop/": "http://anyserve/"}) as url:
@@ -157,7 +157,7 @@ def test_two_instances_behind_nginx_with_proxy_headers(server: str, tmp_path: Pa
 
 
 def test_without_proxy_headers_the_app_sees_nginx(tmp_path: Path) -> None:
-    running = start_anyserve("cheroot", "tests.conformance.opsapp:environ")
+    running = start_anyserve("cheroot", "tests.apps.opsapp:environ")
     try:
         with nginx(tmp_path, {"one": [address_of(running)]}, {"/": "http://one"}) as url:
             seen = json.loads(get(url, "/x")[1])
@@ -168,9 +168,9 @@ def test_without_proxy_headers_the_app_sees_nginx(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn"])
 def test_cherrypy_behind_nginx_tools_proxy_and_proxy_headers_agree(server: str, tmp_path: Path) -> None:
-    tool = start_anyserve(server, "tests.conformance.cpproxy:proxied")
+    tool = start_anyserve(server, "tests.apps.cpproxy:proxied")
     try:
-        ours = start_anyserve(server, "tests.conformance.cpproxy:plain", "--proxy-headers")
+        ours = start_anyserve(server, "tests.apps.cpproxy:plain", "--proxy-headers")
         try:
             upstreams = {"tool": [address_of(tool)], "ours": [address_of(ours)]}
             with nginx(tmp_path, upstreams, {"/tool/": "http://tool/", "/ours/": "http://ours/"}) as url:
@@ -203,7 +203,7 @@ def test_the_proxy_recipe_as_documented(tmp_path: Path) -> None:
     instances: list[Running] = []
     try:
         for argv, address in zip(commands("nginx-proxy.md"), documented, strict=True):
-            server, args = as_tested(argv, "tests.conformance.opsapp:environ", {address: f"127.0.0.1:{free_port()}"})
+            server, args = as_tested(argv, "tests.apps.opsapp:environ", {address: f"127.0.0.1:{free_port()}"})
             instances.append(Running(server, args))
             instances[-1].wait_listening()
         pairs = zip(documented, instances, strict=True)

@@ -12,7 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
-from .conftest import REPO_ROOT
+from ..harness import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs" / "deployment"
 #: What the recipes say, and what a test puts in its place.

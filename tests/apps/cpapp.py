@@ -147,6 +147,18 @@ class Root:
         }
 
     @cherrypy.expose
+    def slow(self, s: str = "0.5", size: str = "0", mark: str = "") -> bytes:
+        """Creates *mark* once the request reached the app, sleeps, then answers
+        *size* bytes of pattern(): a request in flight when a stop begins."""
+        if mark:
+            with open(mark, "w"):
+                pass
+        time.sleep(float(s))
+        cherrypy.response.headers["Content-Type"] = "application/octet-stream"
+        block = bytes(range(256)) * 256
+        return (block * (int(size) // len(block) + 1))[: int(size)]
+
+    @cherrypy.expose
     def boom(self) -> str:
         raise ValueError("cherrypy-boom-marker")
 

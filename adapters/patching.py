@@ -1,0 +1,26 @@
+"""Monkey-patching the standard library, for the green-thread servers (gevent, eventlet)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+#: Modules whose blocking calls a green-thread server's monkey-patching must
+#: catch; imported before patching, code holding references to them still blocks.
+PATCH_SENSITIVE = ("ssl", "urllib3", "requests", "httpx", "psycopg2", "pymysql", "redis", "grpc", "concurrent.futures")
+
+
+def monkey_patch_first(server: str, module: str, function: str) -> None:
+    """Patch the standard library for a green-thread server (``module.function()``),
+    and warn about the modules imported before, which may still block the whole
+    process. Those the server's own package imports are not counted."""
+    early = [name for name in PATCH_SENSITIVE if name in sys.modules]
+    getattr(importlib.import_module(module), function)()
+    if early:
+        logging.getLogger(f"anyserve.{server}").warning(
+            "modules imported before %s's monkey-patching may still block: %s "
+            "(import them after anyserve starts, e.g. inside the app module)",
+            server,
+            ", ".join(early),
+        )

@@ -1,0 +1,18 @@
+"""Imported by uWSGI's master (``--shared-import``) before it forks the workers.
+
+TERM and INT are blocked in the master, and so in every worker it forks (a
+forked process keeps the signal mask): uWSGI's master would answer them with
+its brutal shutdown, and a worker would exit on the spot, in the middle of its
+requests and without its exit hooks. That is what a service manager or a
+terminal signalling the whole process group does. anyserve stops the master
+itself (QUIT), and each worker turns a TERM or INT that reaches it into its
+graceful stop (see ``worker.py``).
+"""
+
+from __future__ import annotations
+
+import signal
+
+from .worker import STOP_SIGNALS
+
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

@@ -1,0 +1,229 @@
+"""Server: one app on one server in this process, built from a Plan."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .apps import Site, build_site
+from .config import Config
+from .errors import AnyserveError
+from .lifecycle import Lifecycle
+from .loader import DeferredApp, load_callable
+from .notify import notify
+from .plan import Plan, bind, prepare
+from .sockets import Listener
+from .tls import check_tls
+
+if TYPE_CHECKING:
+    from anyserve.adapters.base import Adapter
+
+log = logging.getLogger("anyserve")
+
+#: Set in the serving process to "NAME VERSION" so an app can tell what serves it.
+SERVING_ENV = "ANYSERVE_SERVING"
+
+
+class Server:
+    """One app on one server in this process: bind, serve, stop.
+
+    ``serve()`` blocks; ``start()`` serves from a background thread and returns
+    once the server takes requests; ``stop()`` shuts down gracefully.
+    ``Server(config, app)`` prepares the plan itself; anyserve's own process
+    and its workers build theirs with :meth:`from_plan`."""
+
+    def __init__(self, config: Config, app: Any = None) -> None:
+        self._begin(prepare(config, app))
+
+    @classmethod
+    def from_plan(cls, plan: Plan, listeners: list[Listener] | None = None, *, owns_process: bool = False) -> Server:
+        """A Server for *plan*, on *listeners* already bound (else it binds them itself).
+
+        *owns_process*: this process is anyserve's own; it tells the service
+        manager when it is ready."""
+        server = cls.__new__(cls)
+        server._begin(plan, listeners, owns_process=owns_process)
+        return server
+
+    @classmethod
+    def in_worker(cls, plan: Plan, listeners: list[Listener]) -> Server:
+        """In a worker process anyserve's supervisor forked: what the plan left
+        to each worker (the server's process set-up, the TLS check, the app's
+        import, unless --preload did them) is done here, before it serves."""
+        if plan.site is None:
+            plan.adapter.prepare_process(plan.config, plan.settings)
+            if plan.tls is not None:
+                check_tls(plan.tls)  # now that gevent or eventlet patched ssl
+        server = cls.from_plan(plan, listeners, owns_process=True)
+        server.load()
+        return server
+
+    def _begin(self, plan: Plan, listeners: list[Listener] | None = None, *, owns_process: bool = False) -> None:
+        self.plan = plan
+        self.config = plan.config
+        self.adapter_class: type[Adapter] = plan.adapter
+        self.adapter: Adapter = plan.adapter(plan.config, plan.settings)
+        self.lifecycle = Lifecycle(plan.config.main_interval)
+        self.listeners: list[Listener] = list(listeners or [])
+        self.owns_process = owns_process
+        self._pid = os.getpid()
+        self._served: Any = None
+        self._deferred: DeferredApp | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- the app --------------------------------------------------------------------
+
+    @property
+    def app(self) -> Any:
+        """What the server calls: the app with its middleware, or, while it is not
+        imported yet, a :class:`DeferredApp` that a pre-fork server's workers
+        load after the fork."""
+        if self._served is None and self.plan.site is not None:
+            self.load()  # imported already: its hooks join this process's Lifecycle now
+        if self._served is not None:
+            return self._served
+        if self._deferred is None:
+            self._deferred = DeferredApp(self.load, str(self.plan.target))
+        return self._deferred
+
+    def load(self) -> Any:
+        """Import the app unless the plan did, subscribe the CherryPy engine and the
+        hooks to this process's Lifecycle (once); return what the server calls."""
+        if self._served is not None:
+            return self._served
+        config = self.config
+        site = self.plan.site
+        if site is None:
+            site = build_site(config, self.plan.target, self.adapter_class)
+            self._check_address(site)
+        # Subscribed first, the engine starts before the user's start hooks and
+        # exits after their stop hooks.
+        if site.bridge is not None:
+            site.bridge.subscribe(self.lifecycle)
+        for hook in config.on_start:
+            self.lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
+        for hook in config.on_stop:
+            self.lifecycle.subscribe("stopping", load_callable(hook, "--on-stop hook"))
+        self._served = site.served
+        return self._served
+
+    def _check_address(self, site: Site) -> None:
+        """The app imported after the listeners were bound (in each worker) may ask
+        for an address of its own that the plan could not know."""
+        address = site.bridge.bind_address() if site.bridge is not None else None
+        if address and not any(self.config.is_set(name) for name in ("bind", "host", "port")):
+            if (address[0], address[1]) != (self.config.host, self.config.port):
+                log.warning(
+                    "The CherryPy config asks for %s:%s, but the listeners were bound before the app was "
+                    "imported (in each worker); serving on %s. Give the address with -b, or use --preload",
+                    *address,
+                    ", ".join(self.urls),
+                )
+
+    # -- what it is -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.adapter_class.name
+
+    @property
+    def described(self) -> str:
+        """The server's name and version, e.g. "cheroot 11.1.2"."""
+        return self.adapter_class.described()
+
+    @property
+    def urls(self) -> list[str]:
+        """Where the server listens, with the real port when 0 was asked for."""
+        return [listener.url() for listener in self.listeners]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    # -- serving --------------------------------------------------------------------
+
+    def bind(self) -> None:
+        if not self.listeners:
+            self.listeners = bind(self.plan)
+
+    def serve(self, *, announce: bool = True) -> None:
+        """Serve until :meth:`stop`; then close the listeners.
+
+        *announce*: log the "Listening on" lines once requests are taken (a
+        supervised worker leaves that to its supervisor)."""
+        self.bind()
+        self.announce(log_urls=announce)
+        try:
+            self.adapter.serve(self.app, self.listeners, self.lifecycle)
+        finally:
+            self.close()
+
+    def announce(self, *, log_urls: bool = True) -> None:
+        """Say where it listens, as the last start hook: once printed, requests are answered."""
+        os.environ[SERVING_ENV] = self.described
+        if not log_urls:
+            return
+
+        def listening() -> None:
+            log_listening(self.urls, self.described, self.config.workers)
+            # Once, from the process the service manager started (not from forked workers).
+            if self.owns_process and os.getpid() == self._pid:
+                notify("READY=1")
+
+        # Last, whatever is subscribed later: a deferred app subscribes its
+        # hooks (the CherryPy engine's start) only when a worker loads it.
+        self.lifecycle.subscribe("started", listening, last=True)
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Serve from a background thread; return once requests are taken."""
+        refuse_workers_in_thread(self)
+        if not self.adapter_class.capabilities.background:
+            raise AnyserveError(f"{self.name} cannot serve from a background thread")
+        self.bind()
+
+        def run() -> None:
+            try:
+                self.serve()
+            except BaseException as exc:  # reported by start() or stop()
+                self._error = exc
+                self.lifecycle.ready.set()
+
+        self._thread = threading.Thread(target=run, name=f"anyserve-{self.name}", daemon=True)
+        self._thread.start()
+        if not self.lifecycle.ready.wait(timeout):
+            raise AnyserveError(f"{self.name} did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, and wait for the end."""
+        self.adapter.shutdown()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def log_listening(urls: list[str], described: str, workers: int) -> None:
+    for url in urls:
+        log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+
+
+def refuse_workers_in_thread(server: Server) -> None:
+    if server.config.workers > 1 and not server.adapter_class.capabilities.workers:
+        raise AnyserveError(
+            f"--workers {server.config.workers} needs processes of its own, so it cannot be served from a thread "
+            "or a loop of this program; use the anyserve command or anyserve.run() from the main thread"
+        )
