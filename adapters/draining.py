@@ -57,6 +57,42 @@ class Drain:
         lifecycle.cut(self.graceful_timeout, left)
 
 
+class StopRace:
+    """``shutdown()`` may come from any thread or a signal handler (one that
+    interrupts ``serve()`` itself), before ``serve()`` has anything to stop or
+    after: whichever of the two comes second sets the stop going, once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # reentrant: a signal handler may interrupt its holder
+        self._requested = False
+        self._target: Any = None
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    @property
+    def target(self) -> Any:
+        """What ``serve()`` made ready to stop, if it has."""
+        return self._target
+
+    def ready(self, target: Any) -> bool:
+        """``serve()`` now has *target* to stop; False if a stop was asked for
+        already (and so is serve()'s to do)."""
+        with self._lock:
+            self._target = target
+            return not self._requested
+
+    def request(self) -> tuple[bool, Any]:
+        """``shutdown()``: whether this is the first call, and the target ``serve()``
+        made ready (None: not yet, serve() will see the request)."""
+        with self._lock:
+            if self._requested:
+                return False, None
+            self._requested = True
+            return True, self._target
+
+
 def stop_within(stop: Callable[[], int], deadline: float, name: str) -> int | None:
     """Run *stop* (it returns how many requests it left running) in a thread named
     *name*; return its result, or None if it still runs at *deadline* +

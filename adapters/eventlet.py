@@ -15,10 +15,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_positive_int, to_seconds
+from anyserve.config import to_positive_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
@@ -26,13 +26,14 @@ from anyserve.tls import handshake_failure
 from .base import Capabilities, Option, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
-from .patching import monkey_patch_first
+from .patching import PATCH_OPTION, MonkeyPatching
 
 DEFAULT_POOL = 1024  # eventlet's own default
 
 
-class EventletAdapter(EventLoopAdapter):
+class EventletAdapter(MonkeyPatching, EventLoopAdapter):
     name = "eventlet"
+    patching = ("eventlet", "monkey_patch")
     requires = ("eventlet",)
     module = "eventlet"
     capabilities = Capabilities(
@@ -44,16 +45,11 @@ class EventletAdapter(EventLoopAdapter):
     )
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
-        "patch": Option(to_bool, "monkey-patch the standard library before loading the app (default true)"),
+        "patch": PATCH_OPTION,
         "keepalive": Option(to_seconds, "seconds to wait for the next request on a connection (default: no limit)"),
         "socket_timeout": Option(to_seconds, "timeout of client socket operations (default: none)"),
     }
     note = "maintenance mode upstream: supported for existing apps, not advised for new ones"
-
-    @classmethod
-    def prepare_process(cls, config: Config, settings: Mapping[str, Any]) -> None:
-        if settings.get("patch", True):
-            monkey_patch_first("eventlet", "eventlet", "monkey_patch")
 
     def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
         return EventletServing(self, app, listeners, lifecycle)
@@ -101,9 +97,6 @@ class EventletAdapter(EventLoopAdapter):
         import eventlet
 
         return eventlet.spawn_after(delay, function).cancel
-
-    def embedded(self, serving: LoopServing) -> Any:
-        raise AssertionError("eventlet declares no embed capability")
 
 
 class EventletServing(LoopServing):

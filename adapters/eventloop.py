@@ -21,7 +21,6 @@ is left.
 
 from __future__ import annotations
 
-import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Adapter, WSGIApp
-from .draining import POLL, Drain
+from .draining import POLL, Drain, StopRace
 
 Cancel = Callable[[], object]
 
@@ -125,10 +124,7 @@ class EventLoopAdapter(Adapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Reentrant: shutdown() may run in a signal handler that interrupts serve().
-        self._lock = threading.RLock()
-        self._stop_requested = False
-        self._serving: LoopServing | None = None
+        self._race = StopRace()
 
     # -- the loop's own calls -----------------------------------------------------------
 
@@ -153,48 +149,53 @@ class EventLoopAdapter(Adapter):
     def call_later(self, delay: float, function: Callable[[], object]) -> Cancel:
         """From the loop: call *function* in *delay* seconds; return what cancels it."""
 
-    @abstractmethod
-    def embedded(self, serving: LoopServing) -> Any:
-        """What :func:`anyserve.embed` hands back for a started *serving*: an object
-        whose ``stop()`` begins the stop and returns what the caller's loop waits on."""
+    def stop_embedded(self, serving: LoopServing) -> Any:
+        """From the caller's loop: begin *serving*'s stop, and return what that loop
+        waits on for its end (an asyncio future, a Deferred), or wait for it. A
+        server with the ``embed`` capability says how."""
+        raise NotImplementedError(f"{self.name} declares no embed capability")
 
     # -- the same for every loop -------------------------------------------------------
 
     def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
-        with self._lock:
-            if self._stop_requested:
-                return
+        if self._race.requested:
+            return
         serving = self.make_serving(app, listeners, lifecycle)
 
         def main() -> None:
             serving.start()
-            with self._lock:
-                self._serving = serving
-                stop = self._stop_requested
-            if stop:  # shutdown() came while the loop started
+            if not self._race.ready(serving):  # shutdown() came while the loop started
                 serving.stop(self.stop_loop)
 
         self.run_loop(main)
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._stop_requested:
-                return
-            self._stop_requested = True
-            serving = self._serving
-        if serving is not None:
+        first, serving = self._race.request()
+        if first and serving is not None:
             self.call_threadsafe(lambda: serving.stop(self.stop_loop))
 
     def embed(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> Any:
         serving = self.make_serving(app, listeners, lifecycle)
         serving.start()
-        return self.embedded(serving)
+        return Embedding(self, serving)
+
+
+class Embedding:
+    """A serving in a loop the caller runs, as :func:`anyserve.embed` hands it back."""
+
+    def __init__(self, adapter: EventLoopAdapter, serving: LoopServing) -> None:
+        self.adapter = adapter
+        self.serving = serving
+
+    def stop(self) -> Any:
+        """Begin the graceful stop; see :meth:`EventLoopAdapter.stop_embedded`."""
+        return self.adapter.stop_embedded(self.serving)
 
 
 class AsyncioLoop:
     """The loop's own calls for a server on asyncio (Tornado's IOLoop runs on it):
-    mixed in before EventLoopAdapter. ``embed()`` hands back an object whose
-    ``stop()`` returns a future to await.
+    mixed in before EventLoopAdapter. An embedded serving's ``stop()`` returns
+    a future to await.
 
     asyncio is imported in the calls: it imports ssl, which gevent and eventlet
     must patch before anyone imports it."""
@@ -221,18 +222,9 @@ class AsyncioLoop:
 
         return asyncio.get_running_loop().call_later(delay, function).cancel
 
-    def embedded(self, serving: LoopServing) -> Any:
-        return _AsyncioEmbedded(serving)
-
-
-class _AsyncioEmbedded:
-    def __init__(self, serving: LoopServing) -> None:
-        self.serving = serving
-
-    def stop(self) -> Any:
-        """Begin the graceful stop; await the future returned to wait for its end."""
+    def stop_embedded(self, serving: LoopServing) -> Any:
         import asyncio
 
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.serving.stop(lambda: done.done() or done.set_result(None))
+        serving.stop(lambda: done.done() or done.set_result(None))
         return done

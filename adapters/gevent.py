@@ -15,10 +15,10 @@ import logging
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from anyserve.config import Config, to_bool, to_positive_int
+from anyserve.config import to_positive_int
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
@@ -26,13 +26,14 @@ from anyserve.tls import handshake_failure
 from .base import Capabilities, Option, WSGIApp
 from .draining import ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
-from .patching import monkey_patch_first
+from .patching import PATCH_OPTION, MonkeyPatching
 
 log = logging.getLogger("anyserve.gevent")
 
 
-class GeventAdapter(EventLoopAdapter):
+class GeventAdapter(MonkeyPatching, EventLoopAdapter):
     name = "gevent"
+    patching = ("gevent.monkey", "patch_all")
     requires = ("gevent",)
     module = "gevent"
     capabilities = Capabilities(
@@ -44,13 +45,8 @@ class GeventAdapter(EventLoopAdapter):
     )
     options = {
         "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
-        "patch": Option(to_bool, "monkey-patch the standard library before loading the app (default true)"),
+        "patch": PATCH_OPTION,
     }
-
-    @classmethod
-    def prepare_process(cls, config: Config, settings: Mapping[str, Any]) -> None:
-        if settings.get("patch", True):
-            monkey_patch_first("gevent", "gevent.monkey", "patch_all")
 
     def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
         return GeventServing(self, app, listeners, lifecycle)
@@ -106,21 +102,12 @@ class GeventAdapter(EventLoopAdapter):
         greenlet = gevent.spawn_later(delay, function)
         return lambda: greenlet.kill(block=False)
 
-    def embedded(self, serving: LoopServing) -> Any:
-        return _Embedded(serving)
-
-
-class _Embedded:
-    def __init__(self, serving: LoopServing) -> None:
-        self.serving = serving
-
-    def stop(self) -> None:
-        """The graceful stop; blocks the calling greenlet until it is over."""
+    def stop_embedded(self, serving: LoopServing) -> None:
         from gevent.event import Event
 
         done = Event()
-        self.serving.stop(done.set)
-        done.wait()
+        serving.stop(done.set)
+        done.wait()  # this greenlet, while the hub runs the stop
 
 
 class GeventServing(LoopServing):

@@ -20,7 +20,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Adapter, WSGIApp
-from .draining import STOP_MARGIN, ConnectionTracker, Drain, stop_within, wait_for
+from .draining import STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
 
 
 class ThreadedAdapter(Adapter):
@@ -28,10 +28,8 @@ class ThreadedAdapter(Adapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._servers: list[Any] = []
-        self._lock = threading.Lock()
+        self._race = StopRace()
         self._stopped = threading.Event()
-        self._shutting_down = False
         self._lifecycle: Lifecycle | None = None
         self._join_by: float | None = None  # when to stop waiting for the serving threads
 
@@ -54,10 +52,8 @@ class ThreadedAdapter(Adapter):
     def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
         self._lifecycle = lifecycle
         servers = self.make_servers(app, listeners)
-        with self._lock:
-            if self._shutting_down:
-                return
-            self._servers = servers
+        if not self._race.ready(servers):
+            return
         lifecycle.started()
         stop_ticks = lifecycle.start_tick_thread()
         threads = [
@@ -80,16 +76,14 @@ class ThreadedAdapter(Adapter):
                 self.close_server(server)
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._shutting_down:
-                return
-            self._shutting_down = True
-        # Draining blocks; shutdown() must not (it may run in a signal handler).
-        threading.Thread(target=self._drain, name=f"anyserve-{self.name}-drain", daemon=True).start()
+        first, servers = self._race.request()
+        if first and servers is not None:
+            # Draining blocks; shutdown() must not (it may run in a signal handler).
+            threading.Thread(
+                target=self._drain, args=(servers,), name=f"anyserve-{self.name}-drain", daemon=True
+            ).start()
 
-    def _drain(self) -> None:
-        with self._lock:
-            servers = self._servers
+    def _drain(self, servers: list[Any]) -> None:
         drain = Drain(self.config.graceful_timeout)
         self._join_by = drain.deadline + STOP_MARGIN
         if servers and self._lifecycle is not None:

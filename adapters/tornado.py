@@ -88,8 +88,10 @@ class TornadoServing(LoopServing):
                 super().handle_stream(stream, address)
 
             def start_request(self, server_conn: Any, request_conn: Any) -> Any:
-                streams[request_conn.stream] = "busy"  # the request has begun to arrive
-                return super().start_request(server_conn, request_conn)
+                # Called as soon as the previous response is sent, before the next
+                # request comes: the connection is busy once that one's head has.
+                delegate = super().start_request(server_conn, request_conn)
+                return _Arriving(delegate, lambda: streams.__setitem__(request_conn.stream, "busy"))
 
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
@@ -171,6 +173,27 @@ class TornadoServing(LoopServing):
                 self.streams[stream] = "idle"
             if self.adapter.logs_access(logging.getLogger("tornado.access")):
                 _access_log(request, response.status)
+
+
+class _Arriving:
+    """A request's delegate that calls *arrived* once the request's head has come."""
+
+    def __init__(self, delegate: Any, arrived: Callable[[], object]) -> None:
+        self.delegate = delegate
+        self.arrived = arrived
+
+    def headers_received(self, start_line: Any, headers: Any) -> Any:
+        self.arrived()
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.delegate.on_connection_close()
 
 
 _DONE: Any = object()

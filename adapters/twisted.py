@@ -77,10 +77,12 @@ class TwistedAdapter(EventLoopAdapter):
         """Whoever stops the reactor: the requests in flight finish first."""
         from twisted.internet import defer
 
-        if self._serving is None:
+        self._race.request()  # a later shutdown() has nothing more to do
+        serving = self._race.target
+        if serving is None:
             return None
         drained = defer.Deferred()
-        self._serving.stop(lambda: drained.called or drained.callback(None))
+        serving.stop(lambda: drained.called or drained.callback(None))
         return drained
 
     def stop_loop(self) -> None:
@@ -94,20 +96,11 @@ class TwistedAdapter(EventLoopAdapter):
         call = self.reactor.callLater(delay, function)
         return lambda: call.active() and call.cancel()
 
-    def embedded(self, serving: LoopServing) -> Any:
-        return _Embedded(serving)
-
-
-class _Embedded:
-    def __init__(self, serving: LoopServing) -> None:
-        self.serving = serving
-
-    def stop(self) -> Any:
-        """Begin the graceful stop; the Deferred returned fires at its end."""
+    def stop_embedded(self, serving: LoopServing) -> Any:
         from twisted.internet import defer
 
         done = defer.Deferred()
-        self.serving.stop(lambda: done.called or done.callback(None))
+        serving.stop(lambda: done.called or done.callback(None))
         return done
 
 

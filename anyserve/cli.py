@@ -197,9 +197,9 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
 
 def cmd_check(config: Config) -> int:
     from .loader import add_app_dir, load_app
+    from .plan import load_tls
     from .process import resolve_identity
     from .registry import choose_adapter
-    from .tls import load_tls
 
     if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")

@@ -11,20 +11,23 @@ Python API all serve from a Plan (see :class:`anyserve.server.Server`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .apps import Site, build_site
 from .config import Config
-from .errors import AnyserveError
+from .errors import AnyserveError, ConfigError
 from .loader import add_app_dir
 from .registry import choose_adapter, suggesting_others
 from .sockets import Listener, bind_listeners
-from .tls import TLS, load_tls, mark_tls, settings_for_workers
+from .tls import TLS, check_tls, make_adhoc_certificate
 
 if TYPE_CHECKING:
     from anyserve.adapters.base import Adapter
+
+log = logging.getLogger("anyserve.tls")
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,61 @@ def bind(plan: Plan) -> list[Listener]:
             listener.close()
         raise
     return listeners
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+def load_tls(config: Config, *, serving: bool = True) -> TLS | None:
+    """The TLS settings of *config*, checked by building a context; None without TLS.
+
+    *serving*: say in the log that an --ssl-adhoc certificate is for development."""
+    if not config.tls:
+        return None
+    if config.ssl_adhoc:
+        certfile, keyfile = make_adhoc_certificate()
+        log.log(
+            logging.WARNING if serving else logging.DEBUG,
+            "--ssl-adhoc: serving a self-signed certificate for localhost made at start; "
+            "for development only (clients will not trust it)",
+        )
+        tls = TLS(certfile, keyfile, ca_certs=config.ca_certs, cert_reqs=config.cert_reqs, adhoc=True)
+    else:
+        assert config.certfile is not None
+        tls = TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
+    check_tls(tls)
+    return tls
+
+
+def settings_for_workers(config: Config) -> tuple[Config, TLS | None]:
+    """For a parent that forks workers: the TLS settings, not checked yet (each
+    worker checks them, after gevent or eventlet patched ssl there), and with an
+    --ssl-adhoc certificate made once here, so every worker serves the same one."""
+    if not config.tls:
+        return config, None
+    if config.ssl_adhoc:
+        certfile, keyfile = make_adhoc_certificate()
+        log.warning(
+            "--ssl-adhoc: serving a self-signed certificate for localhost made at start; "
+            "for development only (clients will not trust it)"
+        )
+        config = config.replace(ssl_adhoc=False, certfile=certfile, keyfile=keyfile)
+    assert config.certfile is not None
+    return config, TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
+
+
+def mark_tls(listeners: list[Listener], config: Config, tls: TLS | None) -> None:
+    """Put *tls* on the listeners that serve TLS: those --tls-bind names, or every one."""
+    if tls is None:
+        return
+    if not config.tls_bind:
+        for listener in listeners:
+            listener.tls = tls
+        return
+    for spec in config.tls_bind:
+        chosen = [listener for listener in listeners if listener.matches(spec)]
+        if not chosen:
+            where = ", ".join(listener.spec for listener in listeners)
+            raise ConfigError(f"--tls-bind {spec} names none of the listeners ({where})")
+        for listener in chosen:
+            listener.tls = tls

@@ -1,11 +1,11 @@
-"""TLS: the certificate settings of the Config, checked once, and the listeners that serve HTTPS.
+"""TLS: the certificate settings, checked before anything starts, and the contexts made of them.
 
-:func:`load_tls` turns ``--certfile/--keyfile/--keyfile-password/--ca-certs/
---cert-reqs`` (or ``--ssl-adhoc``) into a :class:`TLS`, building an
-``ssl.SSLContext`` once so a bad certificate, key or password is refused before
-anything starts. :func:`mark_tls` puts it on the listeners that serve TLS (all
-of them, or those ``--tls-bind`` names); each adapter maps ``listener.tls``
-into its server's own TLS support, most through :meth:`TLS.context`.
+A :class:`TLS` holds ``--certfile/--keyfile/--keyfile-password/--ca-certs/
+--cert-reqs`` (or an ``--ssl-adhoc`` certificate); :func:`check_tls` builds an
+``ssl.SSLContext`` once so that a bad certificate, key or password is refused
+in one line. The plan (``anyserve.plan``) makes it from the Config and puts it
+on the listeners that serve TLS; each adapter maps ``listener.tls`` into its
+server's own TLS support, most through :meth:`TLS.context`.
 
 ``ssl`` is imported inside the functions: gevent and eventlet must patch it
 before anyone imports it.
@@ -26,9 +26,6 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     import ssl
-
-    from .config import Config
-    from .sockets import Listener
 
 log = logging.getLogger("anyserve.tls")
 
@@ -93,44 +90,6 @@ class TLS:
         return context
 
 
-def load_tls(config: Config, *, serving: bool = True) -> TLS | None:
-    """The TLS settings of *config*, checked by building a context; None without TLS.
-
-    *serving*: say in the log that an --ssl-adhoc certificate is for development."""
-    if not config.tls:
-        return None
-    if config.ssl_adhoc:
-        certfile, keyfile = make_adhoc_certificate()
-        log.log(
-            logging.WARNING if serving else logging.DEBUG,
-            "--ssl-adhoc: serving a self-signed certificate for localhost made at start; "
-            "for development only (clients will not trust it)",
-        )
-        tls = TLS(certfile, keyfile, ca_certs=config.ca_certs, cert_reqs=config.cert_reqs, adhoc=True)
-    else:
-        assert config.certfile is not None
-        tls = TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
-    check_tls(tls)
-    return tls
-
-
-def settings_for_workers(config: Config) -> tuple[Config, TLS | None]:
-    """For a parent that forks workers: the TLS settings, not checked yet (each
-    worker checks them, after gevent or eventlet patched ssl there), and with an
-    --ssl-adhoc certificate made once here, so every worker serves the same one."""
-    if not config.tls:
-        return config, None
-    if config.ssl_adhoc:
-        certfile, keyfile = make_adhoc_certificate()
-        log.warning(
-            "--ssl-adhoc: serving a self-signed certificate for localhost made at start; "
-            "for development only (clients will not trust it)"
-        )
-        config = config.replace(ssl_adhoc=False, certfile=certfile, keyfile=keyfile)
-    assert config.certfile is not None
-    return config, TLS(config.certfile, config.keyfile, config.keyfile_password, config.ca_certs, config.cert_reqs)
-
-
 def check_tls(tls: TLS) -> None:
     """Refuse, in one line each, what would make every TLS handshake fail."""
     import ssl
@@ -172,23 +131,6 @@ def _read(option: str, path: str) -> bytes:
         raise ConfigError(f"{option} {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {option} {path}: {exc.strerror}") from None
-
-
-def mark_tls(listeners: list[Listener], config: Config, tls: TLS | None) -> None:
-    """Put *tls* on the listeners that serve TLS: those --tls-bind names, or every one."""
-    if tls is None:
-        return
-    if not config.tls_bind:
-        for listener in listeners:
-            listener.tls = tls
-        return
-    for spec in config.tls_bind:
-        chosen = [listener for listener in listeners if listener.matches(spec)]
-        if not chosen:
-            where = ", ".join(listener.spec for listener in listeners)
-            raise ConfigError(f"--tls-bind {spec} names none of the listeners ({where})")
-        for listener in chosen:
-            listener.tls = tls
 
 
 def handshake_failure(peer: Any, exc: BaseException) -> str:

@@ -40,3 +40,9 @@ def notify_socket() -> Iterator[tuple[str, socket.socket]]:
         sock.bind("\0" + name)
         sock.settimeout(20)
         yield "@" + name, sock
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The repeated stops last: with their CPU hogs the machine is at its busiest,
+    and the cases that time a stop (tests/conformance/test_lifecycle.py) run before."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/conformance/test_stop.py"))

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from anyserve.adapters.base import Adapter
 from anyserve.adapters.wsgiref import WsgirefAdapter
-
 from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.registry import (

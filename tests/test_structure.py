@@ -6,9 +6,8 @@ import ast
 from pathlib import Path
 
 import pytest
-from anyserve.adapters.cheroot import CherootAdapter
 
-import anyserve
+from anyserve.adapters.cheroot import CherootAdapter
 from anyserve.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,26 +129,3 @@ def test_one_start_chooses_and_checks_the_server_once(monkeypatch: pytest.Monkey
         "refuse_listeners": 1,
         "parse_options": 1,
     }
-
-
-def test_the_public_api() -> None:
-    assert sorted(anyserve.__all__) == sorted(
-        [
-            "AnyserveError",
-            "AppLoadError",
-            "BindError",
-            "Config",
-            "ConfigError",
-            "Embedded",
-            "Lifecycle",
-            "Server",
-            "ServerError",
-            "__version__",
-            "embed",
-            "load_app",
-            "run",
-            "serving",
-        ]
-    )
-    for name in anyserve.__all__:
-        assert getattr(anyserve, name) is not None

@@ -16,8 +16,9 @@ import pytest
 from anyserve.config import Config
 from anyserve.errors import EXIT_USAGE, ConfigError
 from anyserve.notify import notify
+from anyserve.plan import load_tls, mark_tls
 from anyserve.sockets import INHERITED_FDS_ENV, Listener, bind, bind_listeners, inherited_fds_value, same_address
-from anyserve.tls import TLS, load_tls, make_adhoc_certificate, mark_tls
+from anyserve.tls import TLS, make_adhoc_certificate
 
 from .pki import KEY_PASSWORD, Pki
 from .test_cli import assert_error, run

@@ -43,6 +43,7 @@ from anyserve.sockets import Listener
 from anyserve.workers import BootReports, process_title
 
 from ..base import Adapter, Capabilities, Deviations, Option, WSGIApp
+from ..draining import StopRace
 from .worker import SPEC_ENV, fifo_command
 
 log = logging.getLogger("anyserve.uwsgi")
@@ -116,13 +117,15 @@ class UwsgiAdapter(Adapter):
         self._process: subprocess.Popen[bytes] | None = None
         self._reports: BootReports | None = None
         self._scratch: str | None = None
-        self._stopping = False
+        self._race = StopRace()
         self._restarting = threading.Lock()
         self._lifecycle: Lifecycle | None = None
 
     def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
         config, settings = self.config, self.settings
         self._lifecycle = lifecycle
+        if self._race.requested:
+            return
         if not isinstance(config.app, str):
             raise ServerError("uwsgi loads the app in a process of its own, so it needs an APP string (module:attr)")
         if any(not isinstance(hook, str) for hook in (*config.on_start, *config.on_stop)):
@@ -156,20 +159,19 @@ class UwsgiAdapter(Adapter):
         try:
             self._process = subprocess.Popen([*launcher, *args], env=env, pass_fds=fds)
             threading.Thread(target=self._notify_ready, daemon=True).start()
-            if self._stopping:
-                self._stopping = False
-                self.shutdown()
+            if not self._race.ready(self._process):  # shutdown() came while it started
+                self._stop_soon()
             code = self._process.wait()
             reported = reports.reported()
             if reported is not None:
                 raise Reported(reported)  # a worker said why the app did not load
-            if code not in (0, -signal.SIGKILL) and not self._stopping:
+            if code not in (0, -signal.SIGKILL) and not self._race.requested:
                 raise AnyserveError(f"uWSGI exited with code {code}; see its lines above")
         finally:
             reports.close()
 
     def _notify_ready(self) -> None:
-        while self._process is not None and self._process.poll() is None and not self._stopping:
+        while self._process is not None and self._process.poll() is None and not self._race.requested:
             if self._reports is not None and self._reports.ever_served():
                 notify("READY=1")
                 return
@@ -231,9 +233,11 @@ class UwsgiAdapter(Adapter):
         return args
 
     def shutdown(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
+        first, process = self._race.request()
+        if first and process is not None:
+            self._stop_soon()
+
+    def _stop_soon(self) -> None:
         # uWSGI's stop leaves out a worker still loading the app and then waits
         # for it: let a restart under way see its replacement serve first
         # (shutdown() must not block: a thread).
@@ -279,7 +283,7 @@ class UwsgiAdapter(Adapter):
         # uWSGI's own chain reload (FIFO "c") leaves a stop that comes while a
         # replacement boots waiting for the whole reload mercy; replacing the
         # workers from here, one SIGHUP each, does not.
-        if self._process is None or self._reports is None or self._stopping:
+        if self._process is None or self._reports is None or self._race.requested:
             return False
         if not self._restarting.acquire(blocking=False):
             log.info("SIGHUP: a restart is already under way")
@@ -292,7 +296,7 @@ class UwsgiAdapter(Adapter):
         serving = self._reports.serving_pids
         try:
             for pid in sorted(serving()):
-                if self._stopping:
+                if self._race.requested:
                     return
                 known = serving() | {pid}
                 with contextlib.suppress(ProcessLookupError):

@@ -15,7 +15,6 @@ import signal
 import sys
 
 from anyserve.adapters.uwsgi import BINARY_ENV, FDS_ENV, TITLE_ENV
-
 from anyserve.workers import die_with_parent, set_process_title
 
 SD_LISTEN_FDS_START = 3
