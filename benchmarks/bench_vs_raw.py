@@ -132,8 +132,8 @@ def ceiling_servers(
         return [(name, "chosen") for name in names]
     by_speed = sorted(names, key=lambda n: median(results[n]["anyserve"]) or 0, reverse=True)
     chosen = [(by_speed[0], "the fastest above")]
-    if not get_adapter(by_speed[0]).capabilities.keep_alive:
-        alive = [name for name in by_speed if get_adapter(name).capabilities.keep_alive]
+    if get_adapter(by_speed[0]).deviations.no_keep_alive:
+        alive = [name for name in by_speed if not get_adapter(name).deviations.no_keep_alive]
         if alive:
             chosen.append((alive[0], "the fastest above that keeps connections alive"))
     return chosen
