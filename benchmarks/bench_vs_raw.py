@@ -24,27 +24,36 @@ if that server closes every connection, the fastest that keeps them alive too.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from anyserve.bench import runner
-from anyserve.bench.command import choose_generator
 from anyserve.bench.loadgen import BuiltinGenerator
 from anyserve.bench.results import describe_machine
-from anyserve.bench.runner import Plan, Run, available_cpus, server_command
-from anyserve.bench.scenarios import SCENARIOS
+from anyserve.bench.runner import Plan
+from anyserve.bench.scenarios import SCENARIOS, Scenario
 from anyserve.bench.wrk import Wrk
 from anyserve.registry import get_adapter
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from raw_servers import RAW  # noqa: E402
+from compare import (
+    Recording,
+    Results,
+    Row,
+    Variant,
+    add_arguments,
+    anyserve_command,
+    cells,
+    describe_plan,
+    make_plan,
+    median,
+    print_busy_note,
+    print_table,
+    rates_of,
+    raw_command,
+)
+from raw_servers import RAW
 
 
 @dataclass
@@ -72,59 +81,22 @@ SAME_SETTINGS: dict[str, Settings] = {
 }
 
 
-def anyserve_command(name: str, plan: Plan, extra: list[str]) -> Callable[[int], list[str]]:
-    def command(port: int) -> list[str]:
-        return server_command(name, port, plan.scenarios[0], [*plan.server_args, *extra])
-
-    return command
-
-
-def raw_command(name: str, app: str, extra: list[str]) -> Callable[[int], list[str]]:
-    def command(port: int) -> list[str]:
-        return [sys.executable, str(HERE / "raw_servers.py"), name, str(port), app, *extra]
-
-    return command
-
-
-def commands(name: str, plan: Plan) -> dict[str, Callable[[int], list[str]]]:
-    """What to measure of *name*, by kind: anyserve and by hand alike, and where their
+def variants(name: str, scenario: Scenario, concurrency: int) -> list[Variant]:
+    """What to measure of *name*, by side: anyserve and by hand alike, and where their
     settings differ, each with its own defaults too."""
     same = SAME_SETTINGS.get(name)
-    kinds = {
-        "anyserve": anyserve_command(name, plan, same.anyserve if same else []),
-        "raw": raw_command(name, "hello", same.raw if same else []),
+    sides = {
+        "anyserve": anyserve_command(name, scenario, same.anyserve if same else []),
+        "raw": raw_command(name, scenario, same.raw if same else []),
     }
     if same is not None:
-        kinds["raw-defaults"] = raw_command(name, "hello", [])
+        sides["raw-defaults"] = raw_command(name, scenario)
         if same.anyserve:
-            kinds["anyserve-defaults"] = anyserve_command(name, plan, [])
-    return kinds
+            sides["anyserve-defaults"] = anyserve_command(name, scenario)
+    return [Variant(name, side, name, scenario, concurrency, command) for side, command in sides.items()]
 
 
-def measure_quietly(retries: int, *args: Any, **kwargs: Any) -> Run:
-    """The run kept by runner.measure_quietly, saying which runs the busy machine cost."""
-    *busy, run = runner.measure_quietly(retries, *args, **kwargs)
-    for discarded in busy:
-        print(f"  (busy machine: {discarded.other_cpu_s:.2f} CPU s of other work; measuring again)", file=sys.stderr)
-    return run
-
-
-def rps(run: Run) -> float | None:
-    return run.load.requests_per_s if run.load is not None and run.status == "ok" else None
-
-
-def median(values: list[float | None]) -> float | None:
-    measured = [v for v in values if v is not None]
-    return statistics.median(measured) if measured else None
-
-
-def ratio_of(ours: float | None, theirs: float | None) -> str:
-    return f"{ours / theirs:.2f}" if ours and theirs else "-"
-
-
-def ceiling_servers(
-    names: list[str], results: dict[str, dict[str, list[float | None]]], only: bool
-) -> list[tuple[str, str]]:
+def ceiling_servers(names: list[str], results: Results, only: bool) -> list[tuple[str, str]]:
     """Which servers to measure the load generators against, and why: the fastest
     through anyserve, and if it closes every connection, the fastest that keeps
     them alive too (the built-in generator pays far more for a new connection)."""
@@ -132,139 +104,84 @@ def ceiling_servers(
         return [(name, "chosen") for name in names]
     by_speed = sorted(names, key=lambda n: median(results[n]["anyserve"]) or 0, reverse=True)
     chosen = [(by_speed[0], "the fastest above")]
-    if not get_adapter(by_speed[0]).capabilities.keep_alive:
-        alive = [name for name in by_speed if get_adapter(name).capabilities.keep_alive]
+    if get_adapter(by_speed[0]).deviations.no_keep_alive:
+        alive = [name for name in by_speed if not get_adapter(name).deviations.no_keep_alive]
         if alive:
             chosen.append((alive[0], "the fastest above that keeps connections alive"))
     return chosen
 
 
-def cells(values: list[float | None]) -> str:
-    return ", ".join("failed" if v is None else f"{v:.0f}" for v in values)
-
-
-def print_comparison(names: list[str], results: dict[str, dict[str, list[float | None]]], concurrency: int) -> None:
-    print(f"\n### hello, c={concurrency}: anyserve bench against each server started by hand\n")
-    print("| server | version | same settings | anyserve bench req/s | runs | by hand req/s | runs | ratio |")
-    print("|---|---|---|---:|---|---:|---|---:|")
+def print_comparison(names: list[str], results: Results, concurrency: int) -> None:
+    rows = []
     for name in names:
-        ours, theirs = median(results[name]["anyserve"]), median(results[name]["raw"])
         same = SAME_SETTINGS.get(name)
         options = " ".join([*same.anyserve, "--backlog", same.raw[1]] if same else [])
-        print(
-            f"| {name} | {get_adapter(name).version()} | {options} | {ours or 0:.0f} "
-            f"| {cells(results[name]['anyserve'])} | {theirs or 0:.0f} | {cells(results[name]['raw'])} "
-            f"| {ratio_of(ours, theirs)} |"
+        rows.append(
+            Row([name, get_adapter(name).version() or "", options], results[name]["anyserve"], results[name]["raw"])
         )
+    print_table(
+        f"hello, c={concurrency}: anyserve bench against each server started by hand",
+        ["server", "version", "same settings"],
+        rows,
+        ours="anyserve bench req/s",
+    )
     differing = [name for name in names if name in SAME_SETTINGS]
     if differing:
-        print(f"\n### hello, c={concurrency}: the same servers with anyserve's own defaults\n")
-        print("| server | why the settings differ | anyserve req/s | runs | by hand req/s | runs | ratio |")
-        print("|---|---|---:|---|---:|---|---:|")
-        for name in differing:
-            defaults = results[name].get("anyserve-defaults", results[name]["anyserve"])
-            ours, theirs = median(defaults), median(results[name]["raw-defaults"])
-            print(
-                f"| {name} | {SAME_SETTINGS[name].why} | {ours or 0:.0f} | {cells(defaults)} "
-                f"| {theirs or 0:.0f} | {cells(results[name]['raw-defaults'])} | {ratio_of(ours, theirs)} |"
+        rows = [
+            Row(
+                [name, SAME_SETTINGS[name].why],
+                results[name].get("anyserve-defaults", results[name]["anyserve"]),
+                results[name]["raw-defaults"],
             )
+            for name in differing
+        ]
+        print_table(
+            f"hello, c={concurrency}: the same servers with anyserve's own defaults",
+            ["server", "why the settings differ"],
+            rows,
+        )
+
+
+def print_ceiling(server: str, why: str, plan: Plan, builtin: BuiltinGenerator, ceiling: Results, c: int) -> None:
+    wrk_runs, builtin_runs = ceiling[server]["wrk"], ceiling[server]["builtin"]
+    print(f"\n### load generator ceiling: {server} ({why}), hello, c={c}\n")
+    print("| generator | req/s | runs |\n|---|---:|---|")
+    print(f"| wrk {plan.generator.version()} (1 thread) | {median(wrk_runs) or 0:.0f} | {cells(wrk_runs)} |")
+    print(f"| built-in ({builtin.version()}) | {median(builtin_runs) or 0:.0f} | {cells(builtin_runs)} |")
+    print_busy_note([*wrk_runs, *builtin_runs])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5, help="seconds per run (default 5)")
-    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run (default 2)")
-    parser.add_argument("--repeat", type=int, default=3)
+    add_arguments(parser)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--only", default="", help="comma-separated servers (default: every installed one)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the built-in generator's ceiling")
     parser.add_argument("--ceiling-only", action="store_true", help="only the ceiling, against the servers of --only")
-    parser.add_argument("--retry-noisy", type=int, default=2, help="re-measure a run on a busy machine (default 2)")
-    parser.add_argument("--json", help="write every run here")
     args = parser.parse_args()
 
     machine = describe_machine()  # its load average before the run
     names = [n for n in (args.only.split(",") if args.only else RAW) if get_adapter(n).is_installed()]
-    cpus = available_cpus()
-    server_cpus, client_cpus = (cpus[:-1], cpus[-1:]) if len(cpus) >= 2 else (None, None)
-    generator = choose_generator(argparse.Namespace(generator="auto", client_threads="1"), client_cpus)
     scenario = SCENARIOS["hello"]
-    plan = Plan(
-        servers=names,
-        scenarios=[scenario],
-        concurrency=[args.concurrency],
-        duration=args.duration,
-        warmup=args.warmup,
-        repeat=args.repeat,
-        generator=generator,
-        server_cpus=server_cpus,
-        client_cpus=client_cpus,
-        cwd=str(HERE),
-    )
-    print(
-        f"{generator.name} {generator.version()}, hello, c={args.concurrency}, {args.warmup:g} s warm-up + "
-        f"{args.duration:g} s per run, {args.repeat} interleaved repeats; server CPUs {server_cpus}, "
-        f"client CPUs {client_cpus}",
-        file=sys.stderr,
-    )
-    kinds = {name: commands(name, plan) for name in names}
-    results: dict[str, dict[str, list[float | None]]] = {n: {kind: [] for kind in kinds[n]} for n in names}
-    runs: list[dict] = []
-    for repeat in range(1, args.repeat + 1):
-        for name in names if not args.ceiling_only else []:
-            for kind, command in kinds[name].items():
-                run = measure_quietly(args.retry_noisy, name, scenario, args.concurrency, repeat, plan, command=command)
-                results[name][kind].append(rps(run))
-                runs.append({"kind": kind, **run.as_dict()})
-                other = f"other CPU {run.other_cpu_s:.2f} s" if run.other_cpu_s is not None else ""
-                print(
-                    f"  {name:<9} {kind:<17} repeat {repeat}: {cells([rps(run)])} {other} {run.error or ''}",
-                    file=sys.stderr,
-                )
-
+    plan = make_plan(args, names, [scenario], args.concurrency)
+    describe_plan(plan, f"hello, c={args.concurrency}")
+    recording = Recording()
+    results: Results = {}
     if not args.ceiling_only:
+        results = recording.measure(plan, [v for n in names for v in variants(n, scenario, args.concurrency)])
         print_comparison(names, results, args.concurrency)
 
-    ceilings: dict[str, dict[str, list[float | None]]] = {}
-    if not args.no_ceiling and isinstance(generator, Wrk):
-        builtin = BuiltinGenerator(cpus=client_cpus)
+    ceilings: Results = {}
+    if not args.no_ceiling and isinstance(plan.generator, Wrk):
+        builtin = BuiltinGenerator(cpus=plan.client_cpus)
         for server, why in ceiling_servers(names, results, args.ceiling_only):
-            ceiling = ceilings[server] = {"wrk": [], "builtin": []}
-            for repeat in range(1, args.repeat + 1):
-                for kind, gen in (("wrk", generator), ("builtin", builtin)):
-                    run = measure_quietly(
-                        args.retry_noisy, server, scenario, args.concurrency, repeat, plan, generator=gen
-                    )
-                    ceiling[kind].append(rps(run))
-                    share = run.load.client_cpu_share if run.load else 0
-                    runs.append({"kind": f"ceiling-{kind}", **run.as_dict()})
-                    print(
-                        f"  ceiling {server:<9} {kind:<8} repeat {repeat}: {cells([rps(run)])}, client CPU {share:.0%}",
-                        file=sys.stderr,
-                    )
-            print(f"\n### load generator ceiling: {server} ({why}), hello, c={args.concurrency}\n")
-            print("| generator | req/s | runs |\n|---|---:|---|")
-            wrk_rps = median(ceiling["wrk"]) or 0
-            print(f"| wrk {generator.version()} (1 thread) | {wrk_rps:.0f} | {cells(ceiling['wrk'])} |")
-            print(
-                f"| built-in ({builtin.version()}) | {median(ceiling['builtin']) or 0:.0f} "
-                f"| {cells(ceiling['builtin'])} |"
-            )
+            generators = (("wrk", plan.generator), ("builtin", builtin))
+            ceiling = [Variant(server, kind, server, scenario, args.concurrency, generator=g) for kind, g in generators]
+            ceilings.update(recording.measure(plan, ceiling, prefix="ceiling-"))
+            print_ceiling(server, why, plan, builtin, ceilings, args.concurrency)
 
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(
-                {
-                    "machine": machine,
-                    "generator": {"name": generator.name, "version": generator.version()},
-                    "settings": vars(args),
-                    "results": results,
-                    "ceiling": ceilings,
-                    "runs": runs,
-                },
-                fh,
-                indent=2,
-            )
+        recording.write(args.json, plan, args, machine, results=rates_of(results), ceiling=rates_of(ceilings))
     return 0
 
 

@@ -1,183 +1,89 @@
 """Event-loop servers, through anyserve and started by hand, side by side in one run.
 
-    python benchmarks/event_loop_servers.py [--duration 5] [--repeat 3]
+    python benchmarks/event_loop_servers.py [--duration 5] [--warmup 2] [--repeat 3] [--only tornado,gevent]
+                                            [--retry-noisy 2] [--json FILE]
 
-Three comparisons, measured with wrk (keep-alive connections), the server pinned
-to CPU 0 and wrk to CPU 1 when the machine has two, the variants interleaved
-across repeats (A B C A B C ...) and the median of the repeats reported:
+Two comparisons, each pair measured as bench_vs_raw.py measures it (compare.py):
+started, timed to its first answer, warmed up, measured by the same load
+generator (wrk with one thread where it is installed) on the same CPUs, the
+variants interleaved across repeats (anyserve A, by hand A, anyserve B, ...),
+a run on a busy machine measured again, and the median of the repeats reported.
+The ratio is anyserve / by hand.
 
-1. blocking app (each request sleeps 50 ms), 32 connections: anyserve -s tornado
-   against Tornado's default ``WSGIContainer(app)``;
-2. hello app, 32 connections, the same 10 threads where the server has threads:
-   anyserve against each raw server started the way its own docs show
-   (tornado, twisted, gevent, eventlet).
+1. The slow scenario (each request blocks 50 ms), 32 connections: Tornado's
+   ``WSGIContainer(app)`` as its docs show (raw_servers.py tornado-default),
+   which runs the app on the IOLoop, against ``anyserve -s tornado -t 32``.
+2. The hello scenario, 32 connections, the same 10 threads where the server has
+   threads: tornado, twisted, gevent and eventlet each started the way its docs
+   show (raw_servers.py) against anyserve.
 
-anyserve runs with --log-level warning, so neither side writes an access log.
+Both sides serve the same function of anyserve.bench.scenarios (raw_servers.py
+imports it through scenario_apps), and neither writes an access log.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ANYSERVE = str(Path(sys.executable).parent / "anyserve")
-PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+from anyserve.bench.results import describe_machine
+from anyserve.bench.scenarios import SCENARIOS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from compare import Comparison, Pair, Recording, Results, add_arguments, describe_plan, make_plan, rates_of
 
+CONCURRENCY = 32
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("server did not listen")
-
-
-def wrk(port: int, connections: int, duration: float) -> float:
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--timeout",
-        "10s",
-        f"http://127.0.0.1:{port}/",
-    ]
-    if PIN:
-        command = ["taskset", "-c", "1", *command]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if match is None or errors:
-        raise RuntimeError(f"wrk failed or saw errors:\n{output}")
-    return float(match.group(1))
-
-
-def measure(command: list[str], port: int, connections: int, duration: float) -> float:
-    if PIN:
-        command = ["taskset", "-c", "0", *command]
-    proc = subprocess.Popen(command, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        wrk(port, connections, 1.0)  # warm-up
-        return wrk(port, connections, duration)
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """TERM, and KILL what is still running 30 s later."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def anyserve(server: str, app: str, threads: int | None) -> callable:
-    def command(port: int) -> list[str]:
-        extra = ["-t", str(threads)] if threads else []
-        return [
-            ANYSERVE,
-            "-s",
-            server,
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "--app-dir",
-            str(HERE),
-            *extra,
-            f"scenario_apps:{app}",
-        ]
-
-    return command
-
-
-def raw(name: str, app: str, threads: int = 10) -> callable:
-    def command(port: int) -> list[str]:
-        return [sys.executable, str(HERE / "raw_servers.py"), name, str(port), app, str(threads)]
-
-    return command
-
-
-COMPARISONS = [
-    # (title, connections, [(label, command factory)])
-    (
-        "blocking app (50 ms per request), 32 connections",
-        32,
-        [
-            ("Tornado WSGIContainer(app), as its docs show", raw("tornado-default", "blocking")),
-            ("anyserve -s tornado -t 32", anyserve("tornado", "blocking", 32)),
-        ],
+#: By key in the JSON file's results.
+COMPARISONS: dict[str, Comparison] = {
+    "slow": Comparison(
+        f"slow (each request blocks 50 ms), c={CONCURRENCY}: Tornado's own container against anyserve's pool",
+        SCENARIOS["slow"],
+        CONCURRENCY,
+        (Pair("tornado", "WSGIContainer(app), as Tornado's docs show", ("-t", "32"), raw_name="tornado-default"),),
     ),
-    (
-        "hello app, 32 connections, 10 threads",
-        32,
-        [
-            ("tornado, raw (WSGIContainer + ThreadPoolExecutor(10))", raw("tornado", "hello")),
-            ("anyserve -s tornado -t 10", anyserve("tornado", "hello", 10)),
-            ("twisted, raw (WSGIResource on the reactor pool of 10)", raw("twisted", "hello")),
-            ("anyserve -s twisted -t 10", anyserve("twisted", "hello", 10)),
-            ("gevent, raw (WSGIServer(('127.0.0.1', port), app))", raw("gevent", "hello")),
-            ("anyserve -s gevent", anyserve("gevent", "hello", None)),
-            ("eventlet, raw (eventlet.wsgi.server(eventlet.listen(...), app))", raw("eventlet", "hello")),
-            ("anyserve -s eventlet", anyserve("eventlet", "hello", None)),
-        ],
+    "hello": Comparison(
+        f"hello, c={CONCURRENCY}, 10 threads: event-loop servers through anyserve and started by hand",
+        SCENARIOS["hello"],
+        CONCURRENCY,
+        (
+            Pair("tornado", "WSGIContainer(app, executor=ThreadPoolExecutor(10))", ("-t", "10")),
+            Pair("twisted", "WSGIResource on the reactor's thread pool of 10", ("-t", "10")),
+            Pair("gevent", "WSGIServer(('127.0.0.1', port), app)"),
+            Pair("eventlet", "eventlet.wsgi.server(eventlet.listen(...), app)"),
+        ),
     ),
-]
+}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="", help="run the pairs whose raw label contains this")
+    add_arguments(parser)
+    parser.add_argument("--only", default="", help="comma-separated servers (default: every installed one)")
     args = parser.parse_args()
-    print(
-        f"wrk -t1, keep-alive; {args.duration:g} s per run, median of {args.repeat} interleaved repeats; "
-        f"server/wrk pinned to separate CPUs: {PIN}\n"
+
+    machine = describe_machine()  # its load average before the run
+    servers = args.only.split(",") if args.only else sorted({p.server for c in COMPARISONS.values() for p in c.pairs})
+    comparisons = {key: c.only(servers) for key, c in COMPARISONS.items()}
+    comparisons = {key: c for key, c in comparisons.items() if c.pairs}
+    plan = make_plan(
+        args,
+        sorted({p.server for c in comparisons.values() for p in c.pairs}),
+        [c.scenario for c in comparisons.values()],
+        CONCURRENCY,
     )
-    for title, connections, all_variants in COMPARISONS:
-        pairs = [all_variants[i : i + 2] for i in range(0, len(all_variants), 2)]
-        variants = [v for pair in pairs if args.only in pair[0][0] for v in pair]
-        if not variants:
-            continue
-        results: dict[str, list[float]] = {label: [] for label, _ in variants}
-        for _ in range(args.repeat):
-            for label, factory in variants:
-                port = free_port()
-                results[label].append(measure(factory(port), port, connections, args.duration))
-        print(f"### {title}\n\n| server | req/s (median) | runs | ratio |\n|---|---:|---|---:|")
-        baseline = None
-        for i, (label, _) in enumerate(variants):
-            median = statistics.median(results[label])
-            if i % 2 == 0:
-                baseline = median
-            ratio = "" if i % 2 == 0 else f"{median / baseline:.2f}"
-            runs = ", ".join(f"{r:.0f}" for r in results[label])
-            print(f"| {label} | {median:.0f} | {runs} | {ratio} |")
-        print()
+    describe_plan(plan, f"{', '.join(comparisons)}, c={CONCURRENCY}")
+    recording = Recording()
+    results: dict[str, Results] = {}
+    for key, comparison in comparisons.items():
+        results[key] = comparison.measure(recording, plan)
+        comparison.print_table(results[key])
+    if args.json:
+        recording.write(args.json, plan, args, machine, results={key: rates_of(r) for key, r in results.items()})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

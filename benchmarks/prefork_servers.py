@@ -1,131 +1,138 @@
 """Pre-fork servers through anyserve and started by hand, and start-up times with workers.
 
-    python benchmarks/prefork_servers.py [--duration 5] [--repeat 3] [--startup-repeat 3]
+    python benchmarks/prefork_servers.py [--duration 5] [--warmup 2] [--repeat 3] [--startup-repeat 3]
+                                         [--only gunicorn,uwsgi] [--skip-throughput | --skip-startup]
+                                         [--retry-noisy 2] [--json FILE]
 
-1. hello app, 2 worker processes, 32 keep-alive connections (wrk), the server
-   processes on CPU 0 and wrk on CPU 1 when the machine has two, the variants
-   interleaved across repeats and the median reported:
-   ``gunicorn -w 2 scenario_apps:hello`` (as gunicorn's docs show) against
-   ``anyserve -s gunicorn -w 2``; ``uwsgi --http-socket ... --master --processes 2``
-   (as uWSGI's docs show) against ``anyserve -s uwsgi -w 2``. Both close the
-   connection after each response (a sync worker kept by an idle keep-alive
-   client serves no one else), so wrk reconnects for every request. Every side runs without a line per request
-   (uWSGI's ``--disable-logging``, anyserve's ``--log-level warning``).
-2. time from the command to the first 200 response with ``-w 4``, per server
-   (median of --startup-repeat runs).
+1. The hello scenario, 2 worker processes, 32 connections, each pair measured as
+   bench_vs_raw.py measures it (compare.py): started, timed to its first answer,
+   warmed up, measured by the same load generator on the same CPUs (every worker
+   of the server on the server's CPUs), interleaved across repeats, a run on a busy
+   machine measured again, the median reported; the ratio is anyserve / by hand.
+   ``gunicorn -w 2`` (as gunicorn's docs show) against ``anyserve -s gunicorn -w 2``;
+   ``uwsgi --http-socket ... --master --processes 2`` (as uWSGI's docs show) against
+   ``anyserve -s uwsgi -w 2``. Both close the connection after each response (a sync
+   worker kept by an idle keep-alive client serves no one else), so the load
+   generator reconnects for every request. uWSGI by hand says so with
+   ``--add-header "Connection: close"``, as anyserve starts it, and runs without its
+   line per request (``--disable-logging``), as anyserve does.
+2. The time from the command to the first 200 answer, ``anyserve -s NAME -w 4``
+   with the hello scenario, per installed server: the median over
+   --startup-repeat runs of the start-up time every run records. Each run then
+   serves one second of load, so that a start-up on a busy machine is seen and
+   measured again.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import statistics
-import subprocess
+import dataclasses
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from event_loop_servers import ANYSERVE, HERE, PIN, free_port, measure, stop
+from anyserve.bench.results import describe_machine
+from anyserve.bench.runner import Plan, Run
+from anyserve.bench.scenarios import SCENARIOS
+from anyserve.registry import adapters, get_adapter
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from compare import (
+    Comparison,
+    Pair,
+    Recording,
+    Results,
+    Variant,
+    add_arguments,
+    anyserve_command,
+    cells,
+    describe_plan,
+    make_plan,
+    median,
+    print_busy_note,
+    rates_of,
+)
 
-def anyserve(server: str, *extra: str) -> callable:
-    def command(port: int) -> list[str]:
-        return [ANYSERVE, "-s", server, "-b", f"127.0.0.1:{port}", "--log-level", "warning", *extra]
+CONCURRENCY = 32
+HELLO = SCENARIOS["hello"]
 
-    return command
+THROUGHPUT = Comparison(
+    f"hello, c={CONCURRENCY}, 2 workers: pre-fork servers through anyserve and started by hand",
+    HELLO,
+    CONCURRENCY,
+    (
+        Pair("gunicorn", "gunicorn -w 2, as its docs show", ("-w", "2"), raw=("--workers", "2")),
+        Pair(
+            "uwsgi",
+            "uwsgi --http-socket --master --processes 2, as its docs show",
+            ("-w", "2"),
+            raw=("--workers", "2"),
+        ),
+    ),
+)
 
-
-def gunicorn_raw(port: int) -> list[str]:
-    return [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "scenario_apps:hello"]
-
-
-def uwsgi_raw(socket_option: str) -> callable:
-    def command(port: int) -> list[str]:
-        return [
-            str(BIN / "uwsgi"),
-            socket_option,
-            f"127.0.0.1:{port}",
-            "--master",
-            "--processes",
-            "2",
-            "--module",
-            "scenario_apps:hello",
-            "--disable-logging",
-        ]
-
-    return command
-
-
-PAIRS = [
-    ("gunicorn -w 2 scenario_apps:hello, as its docs show", gunicorn_raw),
-    ("anyserve -s gunicorn -w 2", anyserve("gunicorn", "-w", "2", "scenario_apps:hello")),
-    ("uwsgi --http-socket --master --processes 2, as its docs show", uwsgi_raw("--http-socket")),
-    ("anyserve -s uwsgi -w 2", anyserve("uwsgi", "-w", "2", "scenario_apps:hello")),
-]
-
-
-def first_200(command: list[str], port: int, timeout: float = 60) -> float:
-    """Seconds from starting *command* to the first 200 answer on *port*."""
-    started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.monotonic() - started < timeout:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(command)} exited with {proc.returncode}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/")
-                if conn.getresponse().status == 200:
-                    return time.monotonic() - started
-            except OSError:
-                time.sleep(0.01)
-        raise RuntimeError(f"no 200 within {timeout} s")
-    finally:
-        stop(proc)
+STARTUP_WORKERS = 4
+#: The load after the first answer: the shortest run wrk takes, there to tell a busy machine.
+STARTUP_LOAD_S = 1.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--startup-repeat", type=int, default=3)
-    parser.add_argument("--skip-throughput", action="store_true")
-    args = parser.parse_args()
-    if not args.skip_throughput:
-        print(
-            f"wrk -t1 -c32, keep-alive; {args.duration:g} s per run, median of {args.repeat} interleaved repeats; "
-            f"server/wrk pinned to separate CPUs: {PIN}\n"
-        )
-        results: dict[str, list[float]] = {label: [] for label, _ in PAIRS}
-        for _ in range(args.repeat):
-            for label, factory in PAIRS:
-                port = free_port()
-                results[label].append(measure(factory(port), port, 32, args.duration))
-        print("### hello app, 2 workers, 32 connections\n")
-        print("| server | req/s (median) | runs | ratio |\n|---|---:|---|---:|")
-        for i, (label, _) in enumerate(PAIRS):
-            median = statistics.median(results[label])
-            ratio = "" if i % 2 == 0 else f"{median / statistics.median(results[PAIRS[i - 1][0]]):.2f}"
-            runs = ", ".join(f"{r:.0f}" for r in results[label])
-            print(f"| {label} | {median:.0f} | {runs} | {ratio} |")
-        print()
+def measure_startup(recording: Recording, plan: Plan, servers: list[str]) -> Results:
+    """Each server started with STARTUP_WORKERS workers, interleaved; Run.startup_s is the time."""
+    args = ["-w", str(STARTUP_WORKERS)]
+    variants = [
+        Variant(name, "startup", name, HELLO, CONCURRENCY, anyserve_command(name, HELLO, args)) for name in servers
+    ]
+    return recording.measure(plan, variants)
 
-    from anyserve.registry import adapters
 
-    servers = [name for name, cls in adapters().items() if cls.is_installed()]
-    times: dict[str, list[float]] = {name: [] for name in servers}
-    for _ in range(args.startup_repeat):
-        for name in servers:
-            port = free_port()
-            times[name].append(first_200(anyserve(name, "-w", "4", "scenario_apps:hello")(port), port))
-    print("### from the command to the first 200, -w 4 (hello app)\n")
-    print("| server | seconds (median) | runs |\n|---|---:|---|")
+def startup_s(run: Run) -> float | None:
+    return run.startup_s
+
+
+def print_startup(servers: list[str], results: Results) -> None:
+    print(f"\n### from the command to the first 200, -w {STARTUP_WORKERS} (hello)\n")
+    print("| server | version | seconds (median) | runs |\n|---|---|---:|---|")
     for name in servers:
-        runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"| {name} | {statistics.median(times[name]):.2f} | {runs} |")
+        runs = results[name]["startup"]
+        median_s = median(runs, startup_s)
+        shown = "failed" if median_s is None else f"{median_s:.2f}"
+        print(f"| {name} | {get_adapter(name).version() or ''} | {shown} | {cells(runs, startup_s, digits=2)} |")
+    print_busy_note([run for name in servers for run in results[name]["startup"]])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--startup-repeat", type=int, default=3, help="start-ups per server (default 3)")
+    parser.add_argument("--only", default="", help="comma-separated servers (default: every installed one)")
+    skip = parser.add_mutually_exclusive_group()
+    skip.add_argument("--skip-throughput", action="store_true", help="only the start-up times")
+    skip.add_argument("--skip-startup", action="store_true", help="only the throughput")
+    args = parser.parse_args()
+
+    machine = describe_machine()  # its load average before the run
+    chosen = args.only.split(",") if args.only else list(adapters())
+    servers = [name for name in chosen if get_adapter(name).is_installed()]
+    comparison = THROUGHPUT.only(servers)
+    plan = make_plan(args, servers, [HELLO], CONCURRENCY)
+    recording = Recording()
+    sections: dict[str, Any] = {}
+    if comparison.pairs and not args.skip_throughput:
+        describe_plan(plan, f"hello, c={CONCURRENCY}, 2 workers")
+        results = comparison.measure(recording, plan)
+        comparison.print_table(results)
+        sections["results"] = rates_of(results)
+    if servers and not args.skip_startup:
+        startup_plan = dataclasses.replace(plan, warmup=0, duration=STARTUP_LOAD_S, repeat=args.startup_repeat)
+        describe_plan(startup_plan, f"start-up with -w {STARTUP_WORKERS}, hello, c={CONCURRENCY}")
+        startup = measure_startup(recording, startup_plan, servers)
+        print_startup(servers, startup)
+        sections["startup"] = {name: [run.startup_s for run in sides["startup"]] for name, sides in startup.items()}
+    if args.json:
+        recording.write(args.json, plan, args, machine, **sections)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

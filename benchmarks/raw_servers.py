@@ -1,6 +1,6 @@
 """Each server started the way its own documentation shows, with no anyserve.
 
-    python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS [BACKLOG]]
+    python benchmarks/raw_servers.py NAME PORT APP_NAME [THREADS [BACKLOG]] [--workers N]
 
 NAME: cheroot, waitress, gunicorn, uwsgi, tornado-default (``WSGIContainer(app)``, the
 form Tornado's docs show), tornado (the same with
@@ -11,10 +11,14 @@ default 10, which is also anyserve's default for them). No access logs.
 
 BACKLOG (cheroot, cherrypy and wsgiref, whose own listen backlog is 5): the
 listen backlog to use instead of the server's own, e.g. anyserve's 2048.
+
+--workers N (gunicorn and uwsgi): N worker processes, the way each one's docs
+start several: ``gunicorn -w N``, ``uwsgi --master --processes N``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -38,12 +42,16 @@ RAW = (
 
 #: The servers that take BACKLOG.
 SMALL_BACKLOG = ("cheroot", "cherrypy", "wsgiref")
+#: The servers that take --workers.
+PREFORK = ("gunicorn", "uwsgi")
 
 
-def main(name: str, port: int, app_name: str, threads: int, backlog: int | None) -> None:
+def main(name: str, port: int, app_name: str, threads: int, backlog: int | None, workers: int | None) -> None:
     app = getattr(scenario_apps, app_name)
     if backlog is not None and name not in SMALL_BACKLOG:
         raise SystemExit(f"{name} takes no BACKLOG here")
+    if workers is not None and name not in PREFORK:
+        raise SystemExit(f"{name} takes no --workers here")
     if name == "cheroot":
         from cheroot import wsgi
 
@@ -54,17 +62,18 @@ def main(name: str, port: int, app_name: str, threads: int, backlog: int | None)
         waitress.serve(app, host="127.0.0.1", port=port, _quiet=True)
     elif name == "gunicorn":
         here = os.path.dirname(os.path.abspath(__file__))
-        os.execvp(
-            sys.executable,
-            [sys.executable, "-m", "gunicorn", "--chdir", here, "-b", f"127.0.0.1:{port}", f"scenario_apps:{app_name}"],
-        )
+        argv = [sys.executable, "-m", "gunicorn", "--chdir", here, "-b", f"127.0.0.1:{port}"]
+        argv += ["-w", str(workers)] if workers else []
+        os.execvp(sys.executable, [*argv, f"scenario_apps:{app_name}"])
     elif name == "uwsgi":
         here = os.path.dirname(os.path.abspath(__file__))
         uwsgi = os.path.join(os.path.dirname(sys.executable), "uwsgi")
-        # As uWSGI's quickstart runs an app, one process; TERM stops it rather than reloading it.
+        # As uWSGI's quickstart runs an app: one process, or a master and its workers; TERM
+        # stops it rather than reloading it (uWSGI 2.0's default), so a run ends when it is told to.
         # It closes every connection after its response; "Connection: close" says so (as
         # anyserve's uwsgi does), else a load generator counts a read error per request.
         argv = [uwsgi, "--http-socket", f"127.0.0.1:{port}", "--chdir", here, "--module", f"scenario_apps:{app_name}"]
+        argv += ["--master", "--processes", str(workers)] if workers else []
         os.execv(uwsgi, [*argv, "--disable-logging", "--die-on-term", "--add-header", "Connection: close"])
     elif name.startswith("tornado"):
         import asyncio
@@ -132,11 +141,12 @@ def main(name: str, port: int, app_name: str, threads: int, backlog: int | None)
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    main(
-        argv[0],
-        int(argv[1]),
-        argv[2],
-        int(argv[3]) if len(argv) > 3 else 10,
-        int(argv[4]) if len(argv) > 4 else None,
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("port", type=int)
+    parser.add_argument("app_name")
+    parser.add_argument("threads", type=int, nargs="?", default=10)
+    parser.add_argument("backlog", type=int, nargs="?")
+    parser.add_argument("--workers", type=int)
+    args = parser.parse_args()
+    main(args.name, args.port, args.app_name, args.threads, args.backlog, args.workers)
