@@ -171,6 +171,11 @@ def servers(has: str | None = None, lacks: str | None = None, deviates: str | No
     return chosen
 
 
+#: One server of each kind (a thread pool, pre-fork workers, an event loop, an I/O
+#: loop feeding threads), for the options whose cases cost too much on every server.
+KINDS = ("cheroot", "gunicorn", "tornado", "waitress")
+
+
 def suite_args(server: str) -> list[str]:
     """How the shared conformance fixtures start *server*: a pre-fork server with
     two workers, so every case also holds across worker processes."""
@@ -185,6 +190,38 @@ def capabilities(server: str) -> Any:
 def deviations(server: str) -> Any:
     """Where the adapter registered as *server* declares it departs from HTTP/1.1."""
     return adapters()[server].deviations
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) child processes of *pid*."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below *pid*: its children, theirs, and so on."""
+    found = children(pid)
+    for child in list(found):
+        found |= descendants(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether *pid* runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -480,13 +517,17 @@ __all__ = [
     "ANYSERVE",
     "APP",
     "CPAPP",
+    "KINDS",
     "REPO_ROOT",
     "Response",
     "Running",
     "address",
+    "alive",
     "capabilities",
+    "children",
     "connect",
     "cpu_hog",
+    "descendants",
     "deviations",
     "exchange",
     "fetch",

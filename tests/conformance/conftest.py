@@ -24,11 +24,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     marker = metafunc.definition.get_closest_marker("servers")
     names = servers(**(marker.kwargs if marker is not None else {}))
-    if SHARED.isdisjoint(metafunc.fixturenames):
-        metafunc.parametrize("server", names, ids=names)
-        return
-    # Module scope, and one xdist worker for a module's cases of one server: the
-    # module's shared server process starts once per server.
-    group = metafunc.module.__name__.rsplit(".", 1)[-1]
-    params = [pytest.param(name, marks=pytest.mark.xdist_group(f"{group}-{name}")) for name in names]
-    metafunc.parametrize("server", params, ids=names, scope="module")
+    # Module scope: the module's shared server process starts once per server (in
+    # each xdist worker that runs its cases).
+    metafunc.parametrize("server", names, ids=names, scope="module" if SHARED & set(metafunc.fixturenames) else None)

@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from anyserve.registry import adapters
+from ..harness import KINDS, POLL, REPO_ROOT, Running, fetch, start_anyserve
 
-from ..harness import POLL, REPO_ROOT, Running, fetch, start_anyserve
-
-ALL = sorted(adapters())
-FOUR = ("cheroot", "gunicorn", "tornado", "waitress")
 OPS = "tests.apps.opsapp"
 # The combined format without the time, so lines compare exactly.
 FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -154,7 +150,7 @@ FORWARDED = {
 }
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_proxy_headers_from_a_trusted_peer(server: str) -> None:
     running = start_anyserve(server, f"{OPS}:environ", "--proxy-headers")
     try:
@@ -175,7 +171,7 @@ def test_proxy_headers_from_a_trusted_peer(server: str) -> None:
     assert plain["REMOTE_ADDR"] == "127.0.0.1" and plain["wsgi.url_scheme"] == "http"
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_proxy_headers_from_an_untrusted_peer_change_nothing(server: str) -> None:
     running = start_anyserve(server, f"{OPS}:environ", "--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8")
     try:
@@ -228,7 +224,7 @@ def check_routes(url: str) -> None:
         assert (response.status, response.body.decode()) == (status, body), (path, host)
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_mounts_and_virtual_hosts(server: str) -> None:
     running = start_anyserve(
         server,
@@ -289,7 +285,7 @@ def test_cherrypy_apps_among_the_mounts_get_the_engine(server: str) -> None:
 # -- profiler ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_one_profile_per_request(server: str, tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     running = start_anyserve(server, "tests.apps.app:app", "-P", str(profiles))

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ..harness import ANYSERVE, APP, POLL, REPO_ROOT, Running, fetch, free_port
+from ..harness import ANYSERVE, APP, KINDS, POLL, REPO_ROOT, Running, children, fetch, free_port
 
-FOUR = ("cheroot", "gunicorn", "tornado", "waitress")
 IS_ROOT = os.geteuid() == 0
 
 
@@ -67,22 +66,10 @@ def status_field(pid: int, name: str) -> str:
         return next(line.split(":", 1)[1].strip() for line in fh if line.startswith(f"{name}:"))
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(status_field(int(entry), "PPid")) == pid:
-                    found.append(int(entry))
-            except (OSError, StopIteration):
-                pass
-    return found
-
-
 # -- daemon and pid file -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_daemon_with_a_pid_file(server: str, tmp_path: Path, daemons: list[int]) -> None:
     port = free_port()
     pid_file, errors = tmp_path / "anyserve.pid", tmp_path / "error.log"
@@ -159,7 +146,7 @@ def test_gunicorn_workers_leave_the_pid_file_to_the_master(tmp_path: Path) -> No
     )
     try:
         running.wait_listening(count=2)
-        os.kill(children(running.proc.pid)[0], signal.SIGTERM)  # a worker exits (and is replaced)
+        os.kill(min(children(running.proc.pid)), signal.SIGTERM)  # a worker exits (and is replaced)
         running.wait_for_output(r"Booting worker with pid: \d+[\s\S]*Booting worker[\s\S]*Booting worker")
         assert pid_file.read_text() == f"{running.proc.pid}\n"
     finally:
@@ -179,8 +166,11 @@ def test_daemon_and_reload_are_refused() -> None:
 
 
 def privileged_port() -> int:
-    """A free port below 1024 (only root may bind it)."""
-    for port in range(1023, 600, -1):
+    """A free port below 1024 (only root may bind it), from a range of this xdist
+    worker's own: two workers probing the same range could pick the same port."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    top = 1023 - 50 * (worker % 8)
+    for port in range(top, top - 50, -1):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
@@ -190,8 +180,6 @@ def privileged_port() -> int:
     raise AssertionError("no free port below 1024")
 
 
-# One xdist worker for all: each picks a free port below 1024, which another could pick at once.
-@pytest.mark.xdist_group("privileged-ports")
 @pytest.mark.parametrize("server", ["cheroot", "gunicorn", "tornado", "waitress", "twisted", "gevent"])
 def test_user_nobody_after_binding_a_privileged_port(server: str) -> None:
     if not IS_ROOT:
@@ -208,7 +196,7 @@ def test_user_nobody_after_binding_a_privileged_port(server: str) -> None:
     try:
         running.wait_listening(count=2 if server == "gunicorn" else 1)
         assert fetch(f"http://127.0.0.1:{port}", "/big?size=3").body == bytes(range(3))
-        serving = children(running.proc.pid) if server == "gunicorn" else [running.proc.pid]
+        serving = sorted(children(running.proc.pid)) if server == "gunicorn" else [running.proc.pid]
         assert len(serving) == (2 if server == "gunicorn" else 1)
         for pid in serving:
             assert status_field(pid, "Uid").split() == ["65534"] * 4, pid

@@ -20,7 +20,7 @@ import pytest
 from anyserve.errors import EXIT_APP
 from anyserve.registry import adapters
 
-from ..harness import APP, REPO_ROOT, Running, fetch, start_anyserve, wait_for_file
+from ..harness import APP, REPO_ROOT, Running, children, fetch, start_anyserve, wait_for_file
 
 WORKERS = 3
 #: Extra options so that ten requests can be in flight at once on three workers.
@@ -29,20 +29,6 @@ CONCURRENCY = {"gunicorn": ["-t", "4"]}
 
 def start(server: str, *args: str) -> Running:
     return start_anyserve(server, APP, "-w", str(WORKERS), *CONCURRENCY.get(server, []), *args)
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry))
-    return found
 
 
 def workers(running: Running) -> set[int]:

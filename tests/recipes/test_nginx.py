@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from ..harness import APP, Running, free_port, start_anyserve, wait_for_file, wait_for_port
+from ..harness import APP, KINDS, Running, free_port, start_anyserve, wait_for_file, wait_for_port
 from .recipes import as_tested, commands, recipe
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 UWSGI_PARAMS = Path("/etc/nginx/uwsgi_params")  # shipped by Debian's nginx
-FOUR = ("cheroot", "gunicorn", "tornado", "waitress")
 CLIENT = "127.0.0.2"
 
 # The headers of the recipe, docs/deployment/nginx-proxy.conf, in every proxied location.
@@ -124,7 +123,7 @@ def address_of(running: Running) -> str:
     return running.url.removeprefix("http://")
 
 
-@pytest.mark.parametrize("server", FOUR)
+@pytest.mark.parametrize("server", KINDS)
 def test_two_instances_behind_nginx_with_proxy_headers(server: str, tmp_path: Path) -> None:
     first = start_anyserve(server, "tests.apps.opsapp:environ", "--proxy-headers")
     try:
