@@ -27,7 +27,7 @@ FIRST_REQUEST_GRACE = 2.0
 #: it cut short (closing their connections) before anyserve stops waiting for it.
 STOP_MARGIN = 1.0
 #: How often a drain looks again at what it waits for.
-POLL = 0.02
+POLL = 0.01
 
 
 class Drain:

@@ -21,7 +21,8 @@ is left.
 
 from __future__ import annotations
 
-from abc import abstractmethod
+import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +33,10 @@ from .base import Adapter, WSGIApp
 from .draining import POLL, Drain, StopRace
 
 Cancel = Callable[[], object]
+log = logging.getLogger("anyserve")
 
 
-class LoopServing:
+class LoopServing(ABC):
     """The app served in an event loop, which its adapter runs or someone else does.
 
     Every method runs in the loop. ``start()`` serves and returns; ``stop(done)``
@@ -110,13 +112,17 @@ class LoopServing:
         if self.pending(drain) and not drain.expired():
             self.adapter.call_later(POLL, lambda: self._step(drain))
             return
-        drain.end(self.lifecycle, self.running())
-        self.abort()
-        self.lifecycle.stopping()
-        self._stopped = True
-        waiters, self._waiters = self._waiters or [], []
-        for waiter in waiters:
-            waiter()
+        try:
+            drain.end(self.lifecycle, self.running())
+            self.abort()
+        except Exception:  # the stop goes on: a loop left waiting would never end
+            log.exception("error closing what the graceful stop left")
+        finally:
+            self.lifecycle.stopping()
+            self._stopped = True
+            waiters, self._waiters = self._waiters or [], []
+            for waiter in waiters:
+                waiter()
 
 
 class EventLoopAdapter(Adapter):

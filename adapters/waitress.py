@@ -103,7 +103,9 @@ class WaitressAdapter(ThreadedAdapter):
             running = sum(1 for ch in channels if ch.requests or ch.request is not None or ch.total_outbufs_len)
             if drain.awaits_fresh():
                 running += sum(1 for ch in channels if getattr(ch, "fresh", False))
-            return running + len(task_dispatcher.queue)
+            # A task a thread still services (its response written, the loop not
+            # yet woken to send it) counts too: closing under it breaks its wake-up.
+            return running + len(task_dispatcher.queue) + task_dispatcher.active_count
 
         while (left := busy()) and not drain.expired():
             time.sleep(POLL)
