@@ -350,6 +350,11 @@ def https_fetch(
 ) -> tuple[int, bytes]:
     """One HTTPS request on a fresh connection: its status and body."""
     conn = http.client.HTTPSConnection(*address(url), context=context, timeout=timeout)
+    return answer(conn, method, path, body)
+
+
+def answer(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One request on *conn*, which is closed afterwards: the status and the body."""
     try:
         conn.request(method, path, body=body)
         response = conn.getresponse()
@@ -523,6 +528,7 @@ __all__ = [
     "Running",
     "address",
     "alive",
+    "answer",
     "capabilities",
     "children",
     "connect",

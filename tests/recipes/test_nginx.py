@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..harness import APP, KINDS, Running, free_port, start_anyserve, wait_for_file, wait_for_port
+from ..harness import APP, KINDS, Running, answer, free_port, start_anyserve, wait_for_file, wait_for_port
 from .recipes import as_tested, commands, recipe
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -110,13 +110,9 @@ def nginx(tmp_path: Path, upstreams: dict[str, list[str]], locations: dict[str, 
 def get(url: str, path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
     """A request from the client address 127.0.0.2."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(CLIENT, 0))
-    try:
-        conn.request(method, path, body=body)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return answer(
+        http.client.HTTPConnection(host, int(port), timeout=30, source_address=(CLIENT, 0)), method, path, body
+    )
 
 
 def address_of(running: Running) -> str:
