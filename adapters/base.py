@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from anyserve.config import Config
-from anyserve.errors import ServerError, Unsupported
+from anyserve.errors import ServerError, Unsupported, install_hint
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
@@ -86,7 +86,7 @@ class Adapter(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: The top-level module that must be importable for the server to be installed.
     module: ClassVar[str]
-    #: The extra that installs it: ``pip install anyserve[EXTRA]``.
+    #: The extra that installs it: ``pip install anyserve-wsgi[EXTRA]``.
     extra: ClassVar[str | None] = None
     capabilities: ClassVar[Capabilities]
     deviations: ClassVar[Deviations] = Deviations()
@@ -125,7 +125,7 @@ class Adapter(ABC):
 
     @classmethod
     def install_hint(cls) -> str:
-        return f"pip install 'anyserve[{cls.extra or cls.name}]'"
+        return install_hint(cls.extra or cls.name)
 
     @classmethod
     def environ_flags(cls, config: Config) -> dict[str, Any]:

@@ -12,6 +12,16 @@ EXIT_USAGE = 2  # bad option, config file or server choice
 EXIT_APP = 3  # the application could not be loaded
 EXIT_BIND = 4  # a listener could not be bound
 
+#: The name anyserve is installed under (``pip install anyserve-wsgi``): the name
+#: ``anyserve`` on the package index belongs to another project. The import name
+#: and the command stay ``anyserve``.
+DISTRIBUTION = "anyserve-wsgi"
+
+
+def install_hint(*extras: str) -> str:
+    """The pip command that installs anyserve with *extras*, e.g. ``pip install 'anyserve-wsgi[tornado]'``."""
+    return f"pip install '{DISTRIBUTION}[{','.join(extras)}]'" if extras else f"pip install {DISTRIBUTION}"
+
 
 class AnyserveError(Exception):
     """Base class: a problem with the user's input, reported as one line."""

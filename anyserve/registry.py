@@ -19,7 +19,7 @@ from typing import Any
 from anyserve.adapters.base import Adapter
 
 from .config import Config
-from .errors import ServerError, Unsupported
+from .errors import ServerError, Unsupported, install_hint
 
 ENTRY_POINT_GROUP = "anyserve.adapters"
 
@@ -103,7 +103,7 @@ def _auto(config: Config) -> tuple[type[Adapter], dict[str, Any]]:
             refusals.append(str(exc))
     raise ServerError(
         "no installed server can honour these options"
-        + (f": {refusals[-1]}" if refusals else "; install one, e.g. pip install 'anyserve[cheroot]'")
+        + (f": {refusals[-1]}" if refusals else f"; install one, e.g. {install_hint('cheroot')}")
     )
 
 

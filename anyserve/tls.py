@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, install_hint
 
 if TYPE_CHECKING:
     import ssl
@@ -152,7 +152,7 @@ def make_adhoc_certificate(directory: str | None = None) -> tuple[str, str]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError:
-        raise ConfigError("--ssl-adhoc needs the cryptography library: pip install 'anyserve[tls]'") from None
+        raise ConfigError(f"--ssl-adhoc needs the cryptography library: {install_hint('tls')}") from None
     import ipaddress
 
     if directory is None:

@@ -43,6 +43,14 @@ def notify_socket() -> Iterator[tuple[str, socket.socket]]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The repeated stops last: with their CPU hogs the machine is at its busiest,
-    and the cases that time a stop (tests/conformance/test_lifecycle.py) run before."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/conformance/test_stop.py"))
+    """The longest single cases first (the README's benchmark examples, minutes each),
+    so that no worker is left with one at the end; the repeated stops last: with their
+    CPU hogs the machine is at its busiest, and the cases that time a stop
+    (tests/conformance/test_lifecycle.py) run before."""
+
+    def order(item: pytest.Item) -> int:
+        if item.get_closest_marker("long"):
+            return 0
+        return 2 if item.nodeid.startswith("tests/conformance/test_stop.py") else 1
+
+    items.sort(key=order)

@@ -45,21 +45,25 @@ class Running:
 
     def __init__(
         self,
-        server: str,
+        server: str | None,
         args: list[str],
         env: dict[str, str] | None = None,
         launcher: list[str] | None = None,
         pass_fds: tuple[int, ...] = (),
         new_session: bool = False,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.server = server
+        #: How the failure messages name it.
+        self.name = f"anyserve -s {server}" if server else " ".join(["anyserve", *args])
         self.args = args
         self._stderr = tempfile.TemporaryFile()
         self._final_stderr: str | None = None
         self.proc = subprocess.Popen(
             # A launcher (e.g. a socket-activation harness) runs first and execs anyserve.
-            [*(launcher or []), ANYSERVE, "-s", server, *args],
-            cwd=REPO_ROOT,
+            # No server: the command line (or a config file) names it.
+            [*(launcher or []), ANYSERVE, *(["-s", server] if server else []), *args],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -94,12 +98,11 @@ class Running:
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"anyserve -s {self.server} exited with {self.proc.returncode} before listening:\n"
-                    f"{self.stderr_text()}"
+                    f"{self.name} exited with {self.proc.returncode} before listening:\n{self.stderr_text()}"
                 )
             time.sleep(POLL)
         self.stop()
-        raise AssertionError(f"anyserve -s {self.server} did not listen within {timeout} s:\n{self.stderr_text()}")
+        raise AssertionError(f"{self.name} did not listen within {timeout} s:\n{self.stderr_text()}")
 
     def wait_for_output(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
         """Wait until stderr matches the regular expression *pattern*; return all of stderr."""
@@ -109,7 +112,7 @@ class Running:
             if re.search(pattern, text):
                 return text
             time.sleep(POLL)
-        raise AssertionError(f"no {pattern!r} in the output of anyserve -s {self.server}:\n{self.stderr_text()}")
+        raise AssertionError(f"no {pattern!r} in the output of {self.name}:\n{self.stderr_text()}")
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait, then kill; returns the exit code. Safe to call more than once."""

@@ -129,7 +129,7 @@ def test_unknown_server(site: Path) -> None:
 def test_server_not_installed(site: Path) -> None:
     result = run("-s", "uninstalled:Missing", "webapp", cwd=site)
     assert_error(
-        result, EXIT_USAGE, "server 'missing' is not installed; install it with: pip install 'anyserve[missing]'"
+        result, EXIT_USAGE, "server 'missing' is not installed; install it with: pip install 'anyserve-wsgi[missing]'"
     )
 
 

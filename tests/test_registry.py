@@ -183,7 +183,7 @@ def test_unknown_server_gives_the_install_hint_for_missing_ones(monkeypatch: pyt
         get_adapter("waitres")
     message = str(info.value)
     assert "did you mean 'waitress'?" in message
-    assert "not installed: waitress (pip install 'anyserve[waitress]')" in message
+    assert "not installed: waitress (pip install 'anyserve-wsgi[waitress]')" in message
     assert "waitress" not in message.split("(installed: ", 1)[1].split(";", 1)[0]
 
 
@@ -219,7 +219,9 @@ def test_a_named_server_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -
     not_installed(monkeypatch, "waitress")
     with pytest.raises(ServerError) as info:
         choose_adapter(load(server="waitress"))
-    assert str(info.value) == "server 'waitress' is not installed; install it with: pip install 'anyserve[waitress]'"
+    assert str(info.value) == (
+        "server 'waitress' is not installed; install it with: pip install 'anyserve-wsgi[waitress]'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError, install_hint
 from .scenarios import SCENARIOS, Scenario
 
 DESCRIPTION = """\
@@ -248,7 +248,7 @@ def check_app(args: argparse.Namespace) -> None:
 def _require_libraries() -> None:
     missing = [name for name in ("rich", "psutil") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(f"anyserve bench needs {' and '.join(missing)}: pip install 'anyserve[bench]'")
+        raise ConfigError(f"anyserve bench needs {' and '.join(missing)}: {install_hint('bench')}")
 
 
 # -- running -----------------------------------------------------------------------------

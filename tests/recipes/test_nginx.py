@@ -76,7 +76,7 @@ http {{
 def nginx_running(tmp_path: Path, http: str) -> Iterator[str]:
     """A real nginx on a free loopback port, serving *http* (LISTEN in it becomes the
     address); relative includes are read from its config directory. Yields its URL."""
-    assert os.path.exists(NGINX), "nginx is not installed: apt-get install nginx (.ci/run does it)"
+    assert os.path.exists(NGINX), "nginx is not installed: apt-get install nginx (scripts/test does it)"
     directory = tmp_path / "nginx"
     directory.mkdir(exist_ok=True)
     port = free_port()
@@ -219,7 +219,7 @@ def test_the_proxy_recipe_as_documented(tmp_path: Path) -> None:
 
 def test_the_uwsgi_pass_recipe_as_documented(tmp_path: Path) -> None:
     """docs/deployment/nginx-uwsgi.conf, with Debian's uwsgi_params, in front of the command of nginx-uwsgi.md."""
-    assert UWSGI_PARAMS.exists(), "nginx's uwsgi_params is missing: apt-get install nginx (.ci/run does it)"
+    assert UWSGI_PARAMS.exists(), "nginx's uwsgi_params is missing: apt-get install nginx (scripts/test does it)"
     (argv,) = commands("nginx-uwsgi.md")
     with tempfile.TemporaryDirectory(prefix="as-") as short:  # a unix socket path: at most 107 bytes
         path = f"{short}/uwsgi.sock"
