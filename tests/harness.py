@@ -60,7 +60,8 @@ class Running:
             # A launcher (e.g. a socket-activation harness) runs first and execs anyserve.
             [*(launcher or []), ANYSERVE, "-s", server, *args],
             cwd=REPO_ROOT,
-            env={**os.environ, **(env or {})},
+            # $PORT and $WEB_CONCURRENCY would set the address and the workers, as gunicorn's.
+            env={**{k: v for k, v in os.environ.items() if k not in ("PORT", "WEB_CONCURRENCY")}, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
