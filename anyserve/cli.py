@@ -93,16 +93,20 @@ OTHER_SPELLINGS = {
     "--unix-socket": "anyserve spells it --uds PATH (or -b unix:PATH)",
     "--unix-socket-perms": "anyserve spells it --uds-mode MODE",
 }
-for _same, _flag in (
-    ("--keep-alive", "--keepalive"),
-    ("--keep-alive", "--timeout-keep-alive"),
-    ("-k", "--worker-class"),
-    ("--max-requests", "--limit-max-requests"),
-    ("--check-config", "--print-config"),
-    ("--ssl-ciphers", "--ciphers"),
-    ("--loop", "--http"),
-):
-    OTHER_SPELLINGS[_flag] = OTHER_SPELLINGS[_same]
+OTHER_SPELLINGS.update(
+    {
+        flag: OTHER_SPELLINGS[same]
+        for flag, same in {
+            "--keepalive": "--keep-alive",
+            "--timeout-keep-alive": "--keep-alive",
+            "--worker-class": "-k",
+            "--limit-max-requests": "--max-requests",
+            "--print-config": "--check-config",
+            "--ciphers": "--ssl-ciphers",
+            "--http": "--loop",
+        }.items()
+    }
+)
 
 
 class _ArgumentParser(argparse.ArgumentParser):

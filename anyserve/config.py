@@ -945,6 +945,7 @@ class Config:
             changes[name] = _convert(settings[name], value, "Config.replace()")
         new = dataclasses.replace(self, **changes)
         new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
+        new._flags = {name: flag for name, flag in getattr(self, "_flags", {}).items() if name not in changes}
         new.validate()
         return new
 
