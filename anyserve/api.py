@@ -15,7 +15,7 @@ from .registry import suggesting_others
 from .server import Server, refuse_workers_in_thread
 
 #: Options of the ``anyserve`` command's own process, which the Python API leaves to its caller.
-PROCESS_OPTIONS = ("daemon", "pid", "user", "group", "umask", "require_non_root")
+PROCESS_OPTIONS = ("daemon", "pid", "user", "group", "umask", "require_non_root", "chdir", "env", "env_file")
 
 
 def run(app: Any = None, **options: Any) -> None:

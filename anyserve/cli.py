@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
-from .config import Config, Setting, env_var, settings
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, Reported, report
+from .config import COMMAND_LINE, Alias, Config, Setting, env_var, settings, unknown_env_vars
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AnyserveError, AppLoadError, Reported, report
 
 COMMANDS = ("serve", "list", "check", "bench")
 GROUPS = {
@@ -43,9 +46,11 @@ attribute, 'application' then 'app' is used.
 """
 
 EPILOG = """\
-Options can also come from a TOML file (-c FILE, or [tool.anyserve] in
-./pyproject.toml) and from ANYSERVE_<OPTION> environment variables (e.g.
-ANYSERVE_PORT=9000); the command line wins over both.
+Options can also come from ANYSERVE_<OPTION> environment variables (e.g.
+ANYSERVE_PORT=9000) and from a TOML file (-c FILE, or [tool.anyserve] in
+./pyproject.toml). The command line wins, then the environment, then the file;
+then $PORT (binds 0.0.0.0:$PORT) and $WEB_CONCURRENCY (--workers), as gunicorn's.
+anyserve check prints each option that is not a default, and where it came from.
 
 examples:
   anyserve -s cheroot -p 8000 myapp:application
@@ -54,16 +59,134 @@ examples:
 """
 
 
+_SERVER_SETTING = "each server's own setting (see anyserve list):"
+#: Flags of gunicorn's, uvicorn's and waitress-serve's commands that anyserve
+#: spells otherwise, or has none for: what to write instead.
+OTHER_SPELLINGS = {
+    "--timeout": "anyserve has no worker timeout of its own (gunicorn's): -o timeout=N under -s gunicorn, "
+    "-o harakiri=N under -s uwsgi; --graceful-timeout bounds the shutdown (and -t is --threads here)",
+    "--keep-alive": f"keep-alive is {_SERVER_SETTING} -o keepalive=N under gunicorn and eventlet, "
+    "-o channel_timeout=N under waitress, -o idle_connection_timeout=N under tornado",
+    "-k": "anyserve spells it -s/--server NAME (e.g. -s gevent; see anyserve list); "
+    "under -s gunicorn, -o worker_class=NAME",
+    "--max-requests": f"a worker's request limit is {_SERVER_SETTING} -o max_requests=N under gunicorn and uwsgi",
+    "--max-requests-jitter": f"{_SERVER_SETTING} -o max_requests_jitter=N under -s gunicorn",
+    "--worker-connections": f"{_SERVER_SETTING} -o worker_connections=N under gunicorn, "
+    "-o pool_size=N under gevent and eventlet",
+    "--limit-concurrency": "--workers and --threads bound it (-o pool_size=N under gevent and eventlet)",
+    "--limit-request-line": f"{_SERVER_SETTING} -o limit_request_line=N under -s gunicorn",
+    "--limit-request-fields": f"{_SERVER_SETTING} -o limit_request_fields=N under -s gunicorn",
+    "--name": f"{_SERVER_SETTING} -o proc_name=NAME under -s gunicorn",
+    "--check-config": "anyserve check [OPTIONS] APP loads the app and checks the options",
+    "--reload-extra-file": "--reload-dir DIR also watches the files under DIR",
+    "--proxy-allow-from": "anyserve spells it --forwarded-allow-ips ADDRS",
+    "--ssl": "HTTPS is --certfile FILE [--keyfile FILE], or --ssl-adhoc for a self-signed certificate (development)",
+    "--ssl-cert-reqs": "anyserve spells it --cert-reqs none|optional|required",
+    "--ssl-version": "anyserve serves TLS 1.2 and newer; there is no version to choose",
+    "--ssl-ciphers": "anyserve uses the ssl module's default ciphers, with TLS 1.2 and newer",
+    "--interface": "anyserve serves WSGI applications: APP is a WSGI callable",
+    "--lifespan": "anyserve serves WSGI: --on-start/--on-stop MODULE:FUNC run in each serving process",
+    "--loop": "anyserve chooses the server with -s/--server NAME (see anyserve list)",
+    "--listen": "anyserve spells it -b/--bind HOST:PORT (repeatable)",
+    "--call": "anyserve spells it --factory",
+    "--url-prefix": "anyserve spells it --root-path PREFIX",
+    "--unix-socket": "anyserve spells it --uds PATH (or -b unix:PATH)",
+    "--unix-socket-perms": "anyserve spells it --uds-mode MODE",
+}
+OTHER_SPELLINGS.update(
+    {
+        flag: OTHER_SPELLINGS[same]
+        for flag, same in {
+            "--keepalive": "--keep-alive",
+            "--timeout-keep-alive": "--keep-alive",
+            "--worker-class": "-k",
+            "--limit-max-requests": "--max-requests",
+            "--print-config": "--check-config",
+            "--ciphers": "--ssl-ciphers",
+            "--http": "--loop",
+        }.items()
+    }
+)
+
+
 class _ArgumentParser(argparse.ArgumentParser):
+    """One line per mistake; no abbreviated flags (--uds is not --uds-mode); for a
+    flag it does not know, the flag meant or anyserve's spelling of another command's."""
+
+    def __init__(
+        self, *args: Any, hints: Mapping[str, str] | None = None, commands: Sequence[str] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.hints = hints or {}
+        self.commands = commands
+
     def error(self, message: str) -> Any:  # one line, no usage dump
-        raise _UsageError(f"{message} (see anyserve --help)")
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras, parsed))
+        return parsed
+
+    def flags_given(self, args: Sequence[str]) -> dict[str, str]:
+        """The flag each option was last given with (``-p``, ``--uds``), by option name."""
+        given = {}
+        for arg in args:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            action = self._option_string_actions.get(name) or self._option_string_actions.get(arg[:2])
+            if arg.startswith("-") and action is not None:
+                given[action.dest] = name if name in self._option_string_actions else arg[:2]
+        return given
+
+    def _unrecognized(self, extras: list[str], parsed: argparse.Namespace) -> str:
+        flags = [arg.split("=", 1)[0] for arg in extras if arg.startswith("-") and arg != "-"]
+        if flags:
+            hint = self.hints.get(flags[0])
+            if hint is None:
+                known = [flag for action in self._actions for flag in action.option_strings if len(flag) > 2]
+                close = difflib.get_close_matches(flags[0], known, n=1)
+                hint = f"did you mean {close[0]}?" if close else None
+            if hint is not None:
+                return f"unrecognized argument {flags[0]}: {hint}"
+        else:
+            command = _close_command(getattr(parsed, "app", None), self.commands)
+            if command == parsed.app:
+                return f"{command!r} is a command and comes first: anyserve {command} [OPTIONS] APP"
+            if command is not None:
+                return f"unknown command {parsed.app!r}: did you mean 'anyserve {command}'?"
+        return f"unrecognized arguments: {' '.join(extras)}"
+
+
+def _close_command(word: Any, commands: Sequence[str]) -> str | None:
+    if not isinstance(word, str) or not word.isidentifier():
+        return None
+    close = difflib.get_close_matches(word, commands, n=1)
+    return close[0] if close else None
+
+
+class _AliasAction(argparse.Action):
+    """An :class:`~anyserve.config.Alias`: sets (or adds to) its option's value."""
+
+    def __init__(self, option_strings: list[str], dest: str, alias: Alias, append: bool, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=None if alias.metavar else 0, metavar=alias.metavar, **kwargs)
+        self.alias = alias
+        self.append = append
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        value = self.alias.template.format(values) if self.alias.metavar else self.alias.const
+        if self.append:
+            value = [*(getattr(namespace, self.dest, None) or []), value]
+        setattr(namespace, self.dest, value)
 
 
 class _UsageError(Exception):
     pass
 
 
-def build_parser(command: str = "serve") -> argparse.ArgumentParser:
+def build_parser(command: str = "serve") -> _ArgumentParser:
     """The parser for ``serve`` and ``check``, derived from the Config declarations."""
     parser = _ArgumentParser(
         prog="anyserve" if command == "serve" else f"anyserve {command}",
@@ -71,6 +194,8 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
+        hints=OTHER_SPELLINGS,
+        commands=COMMANDS if command == "serve" else (),
     )
     parser.add_argument("-V", "--version", action="version", version=f"anyserve {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE", help="read options from this TOML file")
@@ -90,13 +215,51 @@ def _add_setting(parser: argparse.ArgumentParser, group: Any, setting: Setting) 
         group.add_argument(*setting.flags, dest=setting.name, action="append", metavar=setting.metavar, help=help_text)
     else:
         group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar, help=help_text)
+    for alias in setting.aliases:
+        append = setting.kind == "append"
+        group.add_argument(
+            alias.flag, dest=setting.name, action=_AliasAction, alias=alias, append=append, help=alias.help
+        )
+
+
+#: An APP string, where a PATH is expected.
+_APP_LIKE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?")
 
 
 def parse(argv: Sequence[str], command: str = "serve") -> tuple[Config, str | None]:
-    """Parse *argv* into a validated Config; the second value is the -c file."""
-    namespace = vars(build_parser(command).parse_args(list(argv)))
+    """Parse *argv* into a validated Config; the second value is the -c file.
+
+    A --chdir on the command line applies first, so that the config file and
+    ./pyproject.toml are found there (as gunicorn's); then one from a file or a
+    variable, then --env-file and --env: all before the app loads."""
+    parser = build_parser(command)
+    namespace = vars(parser.parse_args(list(argv)))
     config_file = namespace.pop("config", None)
-    return Config.load(cli=namespace, file=config_file), config_file
+    if "chdir" in namespace:
+        namespace["chdir"] = _enter(namespace["chdir"])
+    flags = parser.flags_given(argv)
+    config = Config.load(cli=namespace, file=config_file, process_defaults=True, cli_flags=flags)
+    if config.chdir is not None and config.source("chdir") != COMMAND_LINE:
+        _enter(config.chdir)
+    access_log = namespace.get("access_log")
+    if isinstance(access_log, str) and _APP_LIKE.fullmatch(access_log):
+        raise _UsageError(
+            f"--access-log takes a PATH (or - for stdout), and {access_log!r} looks like an APP "
+            f"(uvicorn's --access-log is a switch, anyserve's takes a value): write --access-log - {access_log}"
+        )
+    from .process import set_environment
+
+    set_environment(config)
+    return config, config_file
+
+
+def _enter(directory: str) -> str:
+    from .process import change_directory
+    from .reloader import is_child
+
+    # A --reload child starts in the directory its parent changed to, which a
+    # relative DIR would be taken from again.
+    return os.getcwd() if is_child() else change_directory(directory)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,9 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "bench":
             return cmd_bench(args)
         config, _ = parse(args, command)
-        if command == "check":
-            return cmd_check(config)
-        return cmd_serve(config, args)
+        try:
+            if command == "check":
+                return cmd_check(config)
+            return cmd_serve(config, args)
+        except AppLoadError as exc:
+            raise _with_command_hint(exc, config.app) from None
     except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except Reported as exc:
@@ -122,6 +288,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc)
     except KeyboardInterrupt:
         return EXIT_FAILURE
+
+
+def _with_command_hint(exc: AppLoadError, app: Any) -> AppLoadError:
+    """A module not found whose name is close to a command's (``anyserve chek``)."""
+    command = _close_command(app, COMMANDS)
+    if command is None or exc.details or not str(exc).startswith("could not import module"):
+        return exc
+    return AppLoadError(f"{exc}; or did you mean the command 'anyserve {command}'?")
+
+
+def print_sources(config: Config) -> None:
+    """For ``anyserve check``: the misspelled ANYSERVE_* variables (on stderr), then
+    each option that is not at its default, with where it came from."""
+    for text in unknown_env_vars():
+        sys.stderr.write(f"anyserve: warning: {text}\n")
+    for line in config.described_sources():
+        print(f"option: {line}")
+
+
+def log_sources(config: Config) -> None:
+    """At start: the misspelled ANYSERVE_* variables as warnings and, at --log-level
+    debug, where each option came from. A --reload child leaves that to its parent."""
+    from .reloader import is_child
+
+    if is_child():
+        return
+    log = logging.getLogger("anyserve")
+    for text in unknown_env_vars():
+        log.warning(text)
+    for line in config.described_sources():
+        log.debug("Option %s", line)
 
 
 def _fail(message: str, code: int) -> int:
@@ -162,6 +359,7 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
     configure_logging(
         config.log_level, error_log=config.error_log, access_log=config.access_log, log_config=config.log_config
     )
+    log_sources(config)
     if config.reload:
         from .reloader import run_with_reloader
 
@@ -223,6 +421,7 @@ def cmd_check(config: Config) -> int:
         where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
         source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
         print(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
+    print_sources(config)
     print("ok: nothing was started")
     return EXIT_OK
 

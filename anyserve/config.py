@@ -4,7 +4,9 @@ The command line, ``anyserve.run(**options)``, TOML files (``-c FILE`` or
 ``[tool.anyserve]`` in pyproject.toml) and ``ANYSERVE_*`` environment variables
 are all derived from the declarations below. Converters accept strings, so the
 command line, files, the environment and keyword arguments share one path.
-Precedence, highest first: command line, keyword arguments, file, environment.
+Precedence, highest first, as gunicorn's: command line, keyword arguments,
+environment, file, then (for the command) ``$PORT`` and ``$WEB_CONCURRENCY``,
+then the declared default. Each value keeps the name of where it came from.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ ENV_PREFIX = "ANYSERVE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+#: Where an option given on the command line came from, in messages.
+COMMAND_LINE = "the command line"
+#: ANYSERVE_* variables anyserve sets for the app to read; not options.
+SET_BY_ANYSERVE = ("ANYSERVE_SERVING", "ANYSERVE_WORKER")
 
 
 # --- converters: each takes a string or an already-typed value ------------------
@@ -39,6 +45,11 @@ def to_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
     return value
+
+
+def to_optional_str(value: Any) -> str | None:
+    """A string, or None for "off" (``--no-access-log``)."""
+    return None if value is None else to_str(value)
 
 
 def to_int(value: Any) -> int:
@@ -149,6 +160,16 @@ def to_mapping(value: Any) -> dict[str, str]:
         if not sep or not key.strip():
             raise ValueError(f"expected KEY=VALUE, got {item!r}")
         result[key.strip()] = val.strip()
+    return result
+
+
+def to_environment(value: Any) -> dict[str, str]:
+    """Environment variables: KEY=VALUE pairs, as :func:`to_mapping`, with string values."""
+    result = {}
+    for key, val in to_mapping(value).items():
+        if not key or "=" in key or "\0" in key:
+            raise ValueError(f"expected KEY=VALUE with a variable name as KEY, got {key!r}")
+        result[key] = val if isinstance(val, str) else str(val)
     return result
 
 
@@ -274,6 +295,20 @@ def to_app(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Alias:
+    """Another command-line spelling of an option, as gunicorn or uvicorn write it,
+    that does not simply rename a flag: ``FLAG VALUE`` gives the option *template*
+    with VALUE in it (``--uds PATH`` -> ``unix:PATH``); with no *metavar*,
+    ``FLAG`` alone gives it *const* (``--no-access-log``)."""
+
+    flag: str
+    help: str
+    metavar: str | None = None
+    template: str = "{}"
+    const: Any = None
+
+
+@dataclass(frozen=True)
 class Setting:
     """How one option is spelled on the command line and converted from any source."""
 
@@ -284,6 +319,7 @@ class Setting:
     metavar: str | None = None
     kind: str = "value"  # value | flag | append | mapping
     group: str = "server"
+    aliases: tuple[Alias, ...] = ()
 
 
 def option(
@@ -294,8 +330,13 @@ def option(
     metavar: str | None = None,
     kind: str = "value",
     group: str = "server",
+    aliases: tuple[Alias, ...] = (),
 ) -> Any:
-    meta = {"setting": dict(flags=flags, help=help, convert=convert, metavar=metavar, kind=kind, group=group)}
+    meta = {
+        "setting": dict(
+            flags=flags, help=help, convert=convert, metavar=metavar, kind=kind, group=group, aliases=aliases
+        )
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -346,6 +387,10 @@ class Config:
         help="listen on ADDR: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable",
         convert=to_str_list,
         group="listeners",
+        aliases=(
+            Alias("--uds", "listen on the unix socket PATH: the same as -b unix:PATH", "PATH", "unix:{}"),
+            Alias("--fd", "listen on the inherited descriptor N: the same as -b fd://N", "N", "fd://{}"),
+        ),
     )
     backlog: int = option(
         2048,
@@ -394,6 +439,7 @@ class Config:
     graceful_timeout: float = option(
         30.0,
         "--graceful-timeout",
+        "--timeout-graceful-shutdown",
         metavar="SECONDS",
         help="on TERM/INT, how long in-flight requests may take to finish (default 30)",
         convert=to_seconds,
@@ -496,6 +542,7 @@ class Config:
     certfile: str | None = option(
         None,
         "--certfile",
+        "--ssl-certfile",
         metavar="FILE",
         help="serve HTTPS with this PEM certificate (followed by its chain, if any)",
         convert=to_str,
@@ -504,6 +551,7 @@ class Config:
     keyfile: str | None = option(
         None,
         "--keyfile",
+        "--ssl-keyfile",
         metavar="FILE",
         help="the PEM private key of --certfile (default: read from the certificate file)",
         convert=to_str,
@@ -512,6 +560,7 @@ class Config:
     keyfile_password: str | None = option(
         None,
         "--keyfile-password",
+        "--ssl-keyfile-password",
         metavar="PASSWORD",
         help="the password of an encrypted --keyfile; prefer the environment variable, which ps does not show",
         convert=to_str,
@@ -520,6 +569,7 @@ class Config:
     ca_certs: str | None = option(
         None,
         "--ca-certs",
+        "--ssl-ca-certs",
         metavar="FILE",
         help="PEM certificates of the CAs that client certificates must come from (with --cert-reqs)",
         convert=to_str,
@@ -563,14 +613,17 @@ class Config:
     access_log: str | None = option(
         None,
         "--access-log",
+        "--access-logfile",
         metavar="PATH|-",
         help="write one line per request to PATH (- for stdout), in Apache's combined format by default",
-        convert=to_str,
+        convert=to_optional_str,
         group="logging",
+        aliases=(Alias("--no-access-log", "no access log (the default), whatever a file or variable says"),),
     )
     access_log_format: str = option(
         COMBINED_LOG_FORMAT,
         "--access-log-format",
+        "--access-logformat",
         metavar="FORMAT",
         help="the access log line, in gunicorn's atoms: %%(h)s client, %%(r)s request line, %%(s)s status, "
         "%%(b)s bytes, %%(D)s microseconds, %%(L)s seconds, %%({header}i)s... (default: combined)",
@@ -581,6 +634,7 @@ class Config:
         "-",
         "--error-log",
         "--log-file",
+        "--error-logfile",
         metavar="PATH|-",
         help="where anyserve's and the server's messages go: a file, or - for stderr (default); "
         "under --daemon also the standard streams",
@@ -651,6 +705,7 @@ class Config:
     )
     daemon: bool = option(
         False,
+        "-D",
         "--daemon",
         kind="flag",
         help="detach (double fork); the command exits once the app is loaded and bound, non-zero if it failed",
@@ -659,6 +714,7 @@ class Config:
     )
     user: str | None = option(
         None,
+        "-u",
         "--user",
         metavar="USER",
         help="once bound, run as USER (a name or a uid): bind port 80 as root, then serve as nobody",
@@ -667,6 +723,7 @@ class Config:
     )
     group: str | None = option(
         None,
+        "-g",
         "--group",
         metavar="GROUP",
         help="once bound, run as GROUP (a name or a gid); default: the primary group of --user",
@@ -675,6 +732,7 @@ class Config:
     )
     umask: int | None = option(
         None,
+        "-m",
         "--umask",
         metavar="MODE",
         help="once bound, set the file mode creation mask, in octal (e.g. 027)",
@@ -689,6 +747,33 @@ class Config:
         convert=to_bool,
         group="process",
     )
+    chdir: str | None = option(
+        None,
+        "--chdir",
+        metavar="DIR",
+        help="change to DIR first: the config file, --env-file, APP and relative paths are then found there",
+        convert=to_str,
+        group="process",
+    )
+    env_file: str | None = option(
+        None,
+        "--env-file",
+        metavar="FILE",
+        help="set environment variables from FILE (KEY=VALUE lines, # comments, quotes) before the app loads; "
+        "a variable already set keeps its value",
+        convert=to_str,
+        group="process",
+    )
+    env: dict[str, str] = option(
+        {},
+        "-e",
+        "--env",
+        metavar="KEY=VALUE",
+        kind="mapping",
+        help="set the environment variable KEY before the app loads (over --env-file and the environment); repeatable",
+        convert=to_environment,
+        group="process",
+    )
 
     # -- building ------------------------------------------------------------------
 
@@ -699,31 +784,43 @@ class Config:
         kwargs: Mapping[str, Any] | None = None,
         file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        *,
+        process_defaults: bool = False,
+        cli_flags: Mapping[str, str] | None = None,
     ) -> Config:
-        """Merge the sources, highest precedence first: cli, kwargs, file, environment."""
+        """Merge the sources, highest precedence first: cli, kwargs, the environment
+        (``ANYSERVE_*``), the file (*file*, else ``[tool.anyserve]`` in
+        ./pyproject.toml); with *process_defaults* (the command's own process),
+        ``$PORT`` and ``$WEB_CONCURRENCY`` come next, as gunicorn's defaults.
+        *cli_flags*: the flag each *cli* value was given with, as sources show it."""
         env = os.environ if env is None else env
-        layers: list[tuple[str, Mapping[str, Any]]] = [("environment", _from_env(env))]
+        # name -> (value, where it came from), lowest precedence first
+        layers: list[dict[str, tuple[Any, str]]] = []
+        if process_defaults:
+            layers.append(_platform_defaults(env))
         if file is not None:
-            layers.append((os.fspath(file), read_config_file(file)))
+            layers.append(_labelled(os.fspath(file), *_read_table(file)))
         else:
             found = _find_pyproject()
             if found is not None:
-                layers.append(found)
-        layers.append(("anyserve.run()", _checked_keys(dict(kwargs or {}), "anyserve.run()")))
-        layers.append(("the command line", dict(cli or {})))
+                layers.append(_labelled(found[0], "[tool.anyserve] ", found[1]))
+        layers.append({name: (value, env_var(name)) for name, value in _from_env(env).items()})
+        kwargs_checked = _checked_keys(dict(kwargs or {}), "anyserve.run()")
+        layers.append({name: (value, "anyserve.run()") for name, value in kwargs_checked.items()})
+        layers.append({name: (value, COMMAND_LINE) for name, value in (cli or {}).items()})
 
         values: dict[str, Any] = {}
         origin: dict[str, str] = {}
         settings = settings_by_name()
-        for source, raw in layers:
+        for layer in layers:
             # An address given here in one form replaces one a lower source gave
             # in the other (ANYSERVE_PORT does not clash with -b); within one
             # source, validate() refuses the mix.
-            dropped = ("host", "port") if "bind" in raw else ("bind",) if {"host", "port"} & set(raw) else ()
+            dropped = ("host", "port") if "bind" in layer else ("bind",) if {"host", "port"} & set(layer) else ()
             for name in dropped:
                 values.pop(name, None)
                 origin.pop(name, None)
-            for name, value in raw.items():
+            for name, (value, source) in layer.items():
                 setting = settings[name]
                 converted = _convert(setting, value, source)
                 if setting.kind == "mapping" and name in values:
@@ -732,6 +829,7 @@ class Config:
                 origin[name] = source
         config = cls(**values)
         config._origin = origin
+        config._flags = {name: flag for name, flag in (cli_flags or {}).items() if origin.get(name) == COMMAND_LINE}
         config.validate()
         return config
 
@@ -753,7 +851,9 @@ class Config:
         if self.daemon and self.reload:
             raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
-            raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+            where = origin.get("workers", COMMAND_LINE)
+            given = "" if where == COMMAND_LINE else f" ({self.workers} from {where})"
+            raise ConfigError(f"--reload cannot be combined with --workers above 1{given}; drop one of them")
         self._validate_tls()
 
     def _validate_tls(self) -> None:
@@ -797,6 +897,24 @@ class Config:
         """Whether some source gave this option, rather than its default."""
         return name in getattr(self, "_origin", {})
 
+    def source(self, name: str) -> str | None:
+        """Where the option's value came from: ``the command line``, a variable's
+        name, ``FILE: KEY``...; None for a default."""
+        return getattr(self, "_origin", {}).get(name)
+
+    def described_sources(self) -> list[str]:
+        """One line per option that is not at its default: its value and where it came from."""
+        lines = []
+        for setting in settings():
+            source = self.source(setting.name)
+            if source is None:
+                continue
+            if source == COMMAND_LINE:
+                flag = getattr(self, "_flags", {}).get(setting.name) or flag_of(setting)
+                source = f"{'APP' if setting.name == 'app' else flag} on the command line"
+            lines.append(f"{setting.name} = {_shown(setting.name, getattr(self, setting.name))} (from {source})")
+        return lines
+
     @property
     def listen(self) -> list[str]:
         """The addresses to listen on, as --bind strings: --bind (or --host/--port),
@@ -827,6 +945,7 @@ class Config:
             changes[name] = _convert(settings[name], value, "Config.replace()")
         new = dataclasses.replace(self, **changes)
         new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
+        new._flags = {name: flag for name, flag in getattr(self, "_flags", {}).items() if name not in changes}
         new.validate()
         return new
 
@@ -858,6 +977,21 @@ def settings_by_name() -> dict[str, Setting]:
 
 def env_var(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def _shown(name: str, value: Any) -> str:
+    """*value* as a source line shows it: no secret (the key's password, --env values)."""
+    if name == "keyfile_password" and value is not None:
+        return "(hidden)"
+    if name == "env":
+        return ", ".join(f"{key}=..." for key in value)
+    if name in ("uds_mode", "umask") and value is not None:
+        return f"{value:03o}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={val}" for key, val in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
 
 
 def flag_of(setting: Setting) -> str:
@@ -894,8 +1028,49 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {s.name: env[env_var(s.name)] for s in settings() if env_var(s.name) in env}
 
 
+def unknown_env_vars(env: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``ANYSERVE_*`` variable that names no option (a misspelling,
+    most likely), naming the closest option's variable."""
+    env = os.environ if env is None else env
+    names = [s.name for s in settings()]
+    known = {env_var(option) for option in names}
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in SET_BY_ANYSERVE:
+            continue
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :].lower(), names, n=1)
+        hint = f"did you mean {env_var(close[0])}?" if close else "see anyserve --help for the options' variables"
+        warnings.append(f"{name} is not an anyserve option, so it is ignored; {hint}")
+    return warnings
+
+
+def _platform_defaults(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """gunicorn's defaults from a platform's variables: ``$PORT`` binds 0.0.0.0:PORT
+    (unless some source gives an address), ``$WEB_CONCURRENCY`` is the worker count."""
+    layer: dict[str, tuple[Any, str]] = {}
+    port = env.get("PORT", "").strip()
+    if port:
+        number = _convert(settings_by_name()["port"], port, "PORT")
+        layer["bind"] = ([f"0.0.0.0:{number}"], "PORT")
+    workers = env.get("WEB_CONCURRENCY", "").strip()
+    if workers:
+        layer["workers"] = (workers, "WEB_CONCURRENCY")
+    return layer
+
+
+def _labelled(path: str, table: str, values: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    return {name: (value, f"{path}: {table}{name}") for name, value in values.items()}
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML file: a plain anyserve.toml, or a pyproject.toml with [tool.anyserve]."""
+    return _read_table(path)[1]
+
+
+def _read_table(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """The options of a TOML file, and the table they are in ("[tool.anyserve] " or "")."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
@@ -906,9 +1081,11 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {name}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {name} is not valid TOML: {exc}") from None
+    table = ""
     if os.path.basename(name) == "pyproject.toml" or "tool" in data:
         data = data.get("tool", {}).get("anyserve", {})
-    return _checked_keys(data, name)
+        table = "[tool.anyserve] "
+    return table, _checked_keys(data, name)
 
 
 def _find_pyproject() -> tuple[str, dict[str, Any]] | None:

@@ -1,4 +1,5 @@
-"""Process control for the ``anyserve`` command: the daemon, the pid file, and
+"""Process control for the ``anyserve`` command: the working directory and the
+environment variables set before anything loads, the daemon, the pid file, and
 the user, group and umask taken on once the listeners are bound."""
 
 from __future__ import annotations
@@ -8,12 +9,85 @@ import grp
 import logging
 import os
 import pwd
+import re
 from dataclasses import dataclass
 
 from .config import Config
 from .errors import EXIT_FAILURE, AnyserveError, AppLoadError, ConfigError
 
 log = logging.getLogger("anyserve")
+
+
+# -- the working directory and the environment -------------------------------------------
+
+
+def change_directory(path: str) -> str:
+    """``--chdir DIR``: make DIR the working directory; return it, absolute."""
+    try:
+        os.chdir(path)
+    except FileNotFoundError:
+        raise ConfigError(f"--chdir: the directory {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"--chdir: cannot change to {path}: {exc.strerror}") from None
+    return os.getcwd()
+
+
+def set_environment(config: Config) -> None:
+    """``--env-file`` then ``--env``, into ``os.environ`` before the app loads.
+
+    A variable already set keeps its value against the file (as uvicorn's
+    --env-file, python-dotenv's default); ``--env`` sets it whatever it was
+    (as gunicorn's --env)."""
+    if config.env_file is not None:
+        for key, value in read_env_file(config.env_file).items():
+            os.environ.setdefault(key, value)
+    os.environ.update(config.env)
+
+
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """A dotenv file: ``KEY=VALUE`` lines (``export`` allowed), ``#`` comments,
+    values in single quotes (as written) or double quotes (``\\n``-style escapes).
+    No ``${VAR}`` expansion and no value spanning lines."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--env-file: the file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--env-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    result = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _ENV_LINE.fullmatch(line)
+        value = _env_value(match.group(2)) if match else None
+        if match is None or value is None:
+            raise ConfigError(f"--env-file {path}, line {number}: expected KEY=VALUE, got {line.strip()!r}")
+        result[match.group(1)] = value
+    return result
+
+
+def _env_value(text: str) -> str | None:
+    """The value of one line: quoted, or bare up to a `` #`` comment; None if malformed."""
+    if not text or text[0] not in "'\"":
+        return re.split(r"\s+#", text, maxsplit=1)[0].rstrip()
+    quote, index = text[0], 1
+    chars: list[str] = []
+    while index < len(text):
+        char = text[index]
+        if char == quote:
+            rest = text[index + 1 :].strip()
+            return "".join(chars) if not rest or rest.startswith("#") else None
+        if char == "\\" and quote == '"' and index + 1 < len(text):
+            index += 1
+            char = _ESCAPES.get(text[index], "\\" + text[index])
+        chars.append(char)
+        index += 1
+    return None  # no closing quote
 
 
 # -- the pid file ------------------------------------------------------------------------

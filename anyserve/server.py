@@ -168,7 +168,7 @@ class Server:
             return
 
         def listening() -> None:
-            log_listening(self.urls, self.described, self.config.workers)
+            log_listening(self.urls, self.described, self.config.workers, self.config.threads)
             # Once, from the process the service manager started (not from forked workers).
             if self.owns_process and os.getpid() == self._pid:
                 notify("READY=1")
@@ -216,9 +216,12 @@ class Server:
         self.stop()
 
 
-def log_listening(urls: list[str], described: str, workers: int) -> None:
+def log_listening(urls: list[str], described: str, workers: int, threads: int | None = None) -> None:
+    processes = f"{workers} worker{'' if workers == 1 else 's'}"
+    if threads is not None:  # else the server's own count
+        processes += f", {threads} thread{'' if threads == 1 else 's'}"
     for url in urls:
-        log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+        log.info("Listening on %s (%s, %s)", url, described, processes)
 
 
 def refuse_workers_in_thread(server: Server) -> None:

@@ -64,7 +64,8 @@ class Running:
             # No server: the command line (or a config file) names it.
             [*(launcher or []), ANYSERVE, *(["-s", server] if server else []), *args],
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            # $PORT and $WEB_CONCURRENCY would set the address and the workers, as gunicorn's.
+            env={**{k: v for k, v in os.environ.items() if k not in ("PORT", "WEB_CONCURRENCY")}, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,

@@ -77,9 +77,13 @@ class Missing(WsgirefAdapter):
 """
 
 
+#: Variables that set options (or listeners): a test gives them itself.
+OPTION_VARIABLES = ("ANYSERVE_", "LISTEN_", "PORT", "WEB_CONCURRENCY")
+
+
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real ``anyserve ARGS`` to completion; it must not serve (bounded by the timeout)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANYSERVE_", "LISTEN_"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(OPTION_VARIABLES)}
     return subprocess.run(
         [ANYSERVE, *args], cwd=cwd, env={**environ, **(env or {})}, capture_output=True, text=True, timeout=60
     )
@@ -276,7 +280,7 @@ def test_no_app(tmp_path: Path) -> None:
 
 def test_bad_value_from_the_environment(site: Path) -> None:
     result = run("webapp", cwd=site, env={"ANYSERVE_PORT": "abc"})
-    assert_error(result, EXIT_USAGE, "invalid value for --port (environment): 'abc'")
+    assert_error(result, EXIT_USAGE, "invalid value for --port (ANYSERVE_PORT): 'abc'")
 
 
 def test_unknown_key_in_pyproject(site: Path) -> None:
@@ -421,6 +425,9 @@ def test_check_loads_the_app_and_starts_nothing(site: Path, taken_port: int) -> 
         f"server: waitress {_version('waitress')} (event loop for I/O + thread pool of N for the app "
         "(--threads, default 4))",
         f"listen: 127.0.0.1:{taken_port}",
+        "option: app = webapp (from APP on the command line)",
+        "option: server = waitress (from -s on the command line)",
+        f"option: port = {taken_port} (from -p on the command line)",
         "ok: nothing was started",
     ]
 

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from anyserve.config import Config, env_var, flag_of, read_config_file, settings, settings_by_name
+from anyserve.config import (
+    Config,
+    env_var,
+    flag_of,
+    read_config_file,
+    settings,
+    settings_by_name,
+    unknown_env_vars,
+)
 from anyserve.errors import ConfigError
 
 NAMES = [s.name for s in settings()]
@@ -138,6 +146,12 @@ GOOD = [
     ("umask", "027", 0o27),
     ("umask", 0o22, 0o22),
     ("require_non_root", "true", True),
+    ("chdir", "/srv/app", "/srv/app"),
+    ("env_file", ".env", ".env"),
+    ("env", ["A=1", "B=x=y"], {"A": "1", "B": "x=y"}),
+    ("env", {"A": 1, "B": "two"}, {"A": "1", "B": "two"}),
+    ("env", "A=1,B=2", {"A": "1", "B": "2"}),
+    ("access_log", None, None),
 ]
 
 #: What an option needs beside it to pass validation (e.g. --keyfile needs --certfile).
@@ -223,6 +237,10 @@ BAD = [
     ("group", -1, "expected a string"),
     ("umask", "u=rwx", "octal file mode"),
     ("require_non_root", "sometimes", "expected true or false"),
+    ("chdir", 1, "expected a string"),
+    ("env_file", ["a"], "expected a string"),
+    ("env", ["NOVALUE"], "expected KEY=VALUE"),
+    ("env", {"A=B": "1"}, "with a variable name as KEY"),
 ]
 
 
@@ -247,7 +265,7 @@ def test_bad_values_name_the_option_the_value_and_what_is_accepted(name: str, ra
         ("cli", "the command line"),
         ("kwargs", "anyserve.run()"),
         ("file", "anyserve.toml"),
-        ("env", "environment"),
+        ("env", "ANYSERVE_PORT"),
     ],
 )
 def test_a_bad_value_names_its_source(tmp_path: Path, source: str, shown: str) -> None:
@@ -264,15 +282,15 @@ def test_a_bad_value_names_its_source(tmp_path: Path, source: str, shown: str) -
     assert shown in str(info.value)
 
 
-# -- precedence: command line > anyserve.run() kwargs > TOML file > environment > default --
+# -- precedence: command line > anyserve.run() kwargs > environment > TOML file > default --
 
-SOURCES = ("cli", "kwargs", "file", "env")
+SOURCES = ("cli", "kwargs", "env", "file")
 
 
 @pytest.mark.parametrize("winner", [*SOURCES, "default"])
 def test_precedence(tmp_path: Path, winner: str) -> None:
     """Each source gives threads a value of its own; the highest present wins."""
-    values = {"cli": 1, "kwargs": 2, "file": 3, "env": 4}
+    values = {"cli": 1, "kwargs": 2, "env": 3, "file": 4}
     present = SOURCES[SOURCES.index(winner) :] if winner != "default" else ()
     path = tmp_path / "anyserve.toml"
     path.write_text(f"threads = {values['file']}\n" if "file" in present else "")
@@ -284,22 +302,24 @@ def test_precedence(tmp_path: Path, winner: str) -> None:
     )
     assert config.threads == values.get(winner)
     assert config.is_set("threads") == (winner != "default")
+    shown = {"cli": "the command line", "kwargs": "anyserve.run()", "env": "ANYSERVE_THREADS"}
+    shown["file"] = f"{path}: threads"
+    assert config.source("threads") == shown.get(winner)
 
 
 def test_precedence_across_several_options(tmp_path: Path) -> None:
     config_file = tmp_path / "anyserve.toml"
-    config_file.write_text('server = "waitress"\nthreads = 3\nbacklog = 100\n')
+    config_file.write_text('server = "waitress"\nthreads = 3\nbacklog = 100\nlog_level = "debug"\n')
     env = {
         "ANYSERVE_SERVER": "wsgiref",
         "ANYSERVE_THREADS": "1",
         "ANYSERVE_BACKLOG": "7",
-        "ANYSERVE_LOG_LEVEL": "debug",
     }
     config = Config.load(cli={"server": "cheroot"}, kwargs={"threads": 5}, file=config_file, env=env)
     assert config.server == "cheroot"  # the command line wins
     assert config.threads == 5  # then keyword arguments
-    assert config.backlog == 100  # then the file
-    assert config.log_level == "debug"  # then the environment
+    assert config.backlog == 7  # then the environment
+    assert config.log_level == "debug"  # then the file
     assert config.graceful_timeout == 30.0  # then the default
     assert not config.is_set("graceful_timeout")
 
@@ -325,14 +345,14 @@ def test_os_environ_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) 
 
 def test_options_merge_across_every_source(tmp_path: Path) -> None:
     config_file = tmp_path / "anyserve.toml"
-    config_file.write_text('[options]\nb = "file"\nc = "file"\n')
+    config_file.write_text('[options]\na = "file"\nb = "file"\n')
     config = Config.load(
         cli={"options": ["d=cli", "e=cli"]},
         kwargs={"options": {"c": "kwargs", "d": "kwargs"}},
         file=config_file,
-        env={"ANYSERVE_OPTIONS": "a=env,b=env"},
+        env={"ANYSERVE_OPTIONS": "b=env,c=env"},
     )
-    assert config.options == {"a": "env", "b": "file", "c": "kwargs", "d": "cli", "e": "cli"}
+    assert config.options == {"a": "file", "b": "env", "c": "kwargs", "d": "cli", "e": "cli"}
 
 
 def test_repeated_o_on_the_command_line() -> None:
@@ -373,10 +393,11 @@ def test_pyproject_in_the_working_directory(tmp_path: Path) -> None:
     assert config.is_set("server")
 
 
-def test_pyproject_sits_between_kwargs_and_the_environment(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text("[tool.anyserve]\nthreads = 3\nworkers = 3\n")
-    config = load(kwargs={"threads": 2}, env={"ANYSERVE_WORKERS": "4", "ANYSERVE_BACKLOG": "5"})
-    assert (config.threads, config.workers, config.backlog) == (2, 3, 5)
+def test_pyproject_sits_below_kwargs_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.anyserve]\nthreads = 3\nworkers = 3\nbacklog = 6\n")
+    config = load(kwargs={"threads": 2}, env={"ANYSERVE_WORKERS": "4"})
+    assert (config.threads, config.workers, config.backlog) == (2, 4, 6)
+    assert config.source("backlog") == f"{tmp_path / 'pyproject.toml'}: [tool.anyserve] backlog"
 
 
 def test_pyproject_without_our_table_is_ignored(tmp_path: Path) -> None:
@@ -462,7 +483,7 @@ def test_bind_with_host_or_port_is_refused(other: str) -> None:
 
 def test_the_refusal_says_where_each_came_from() -> None:
     # Only one source giving both forms is refused; across sources the higher one wins.
-    with pytest.raises(ConfigError, match=r"bind set in environment, host in environment"):
+    with pytest.raises(ConfigError, match=r"bind set in ANYSERVE_BIND, host in ANYSERVE_HOST"):
         load(env={"ANYSERVE_HOST": "0.0.0.0", "ANYSERVE_BIND": "127.0.0.1:1"})
 
 
@@ -511,3 +532,74 @@ def test_bad_hook_names_the_hook() -> None:
 
     with pytest.raises(AppLoadError, match="could not import module 'nosuch_hook_mod' of --on-start hook"):
         load_callable("nosuch_hook_mod:f", "--on-start hook")
+
+
+# -- $PORT and $WEB_CONCURRENCY, for the command's own process -----------------------------
+
+
+def test_port_and_web_concurrency_are_the_commands_defaults() -> None:
+    platform = {"PORT": "5000", "WEB_CONCURRENCY": "3"}
+    config = load(env=platform, process_defaults=True)
+    assert (config.listen, config.workers) == (["0.0.0.0:5000"], 3)
+    assert (config.source("bind"), config.source("workers")) == ("PORT", "WEB_CONCURRENCY")
+    # the Python API serves in a program of its own: they are not its defaults
+    config = load(env=platform)
+    assert (config.listen, config.workers) == (["127.0.0.1:8000"], 1)
+
+
+@pytest.mark.parametrize(
+    ("sources", "listen"),
+    [
+        ({"env": {"ANYSERVE_PORT": "1"}}, ["127.0.0.1:1"]),
+        ({"env": {"ANYSERVE_HOST": "::1"}}, ["[::1]:8000"]),
+        ({"cli": {"bind": ["unix:/tmp/a.sock"]}}, ["unix:/tmp/a.sock"]),
+        ({"kwargs": {"port": 2}}, ["127.0.0.1:2"]),
+        ({"env": {"EMPTY": ""}}, ["0.0.0.0:5000"]),
+    ],
+)
+def test_any_address_replaces_the_port_variables(sources: dict[str, Any], listen: list[str]) -> None:
+    sources["env"] = {"PORT": "5000", **sources.get("env", {})}
+    assert load(**sources, process_defaults=True).listen == listen
+
+
+def test_an_empty_port_variable_is_unset() -> None:
+    assert load(env={"PORT": " ", "WEB_CONCURRENCY": ""}, process_defaults=True).listen == ["127.0.0.1:8000"]
+
+
+# -- where each option came from ---------------------------------------------------------
+
+
+def test_described_sources_name_the_flag_the_variable_and_the_file_key(tmp_path: Path) -> None:
+    path = tmp_path / "anyserve.toml"
+    path.write_text('root-path = "/x"\nkeyfile_password = "secret"\ncertfile = "site.pem"\n')
+    config = Config.load(
+        cli={"port": "9000", "env": ["TOKEN=secret"]},
+        cli_flags={"port": "-p"},
+        file=path,
+        env={"ANYSERVE_UMASK": "027", "ANYSERVE_MOUNT": "/a=m:a"},
+    )
+    assert config.described_sources() == [
+        "port = 9000 (from -p on the command line)",
+        f"root_path = /x (from {path}: root_path)",
+        f"certfile = site.pem (from {path}: certfile)",
+        f"keyfile_password = (hidden) (from {path}: keyfile_password)",
+        "mount = /a=m:a (from ANYSERVE_MOUNT)",
+        "umask = 027 (from ANYSERVE_UMASK)",
+        "env = TOKEN=... (from --env on the command line)",
+    ]
+
+
+def test_unknown_variables_are_named_with_the_closest_option() -> None:
+    env = {
+        "ANYSERVE_PROT": "1",
+        "ANYSERVE_port": "1",
+        "ANYSERVE_ZZZZZZ": "1",
+        "ANYSERVE_PORT": "1",
+        "ANYSERVE_SERVING": "cheroot 11",  # set by anyserve for the app
+        "OTHER_PROT": "1",
+    }
+    assert unknown_env_vars(env) == [
+        "ANYSERVE_PROT is not an anyserve option, so it is ignored; did you mean ANYSERVE_PORT?",
+        "ANYSERVE_ZZZZZZ is not an anyserve option, so it is ignored; see anyserve --help for the options' variables",
+        "ANYSERVE_port is not an anyserve option, so it is ignored; did you mean ANYSERVE_PORT?",
+    ]

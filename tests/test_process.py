@@ -11,7 +11,7 @@ import pytest
 import anyserve
 from anyserve.config import Config
 from anyserve.errors import ConfigError
-from anyserve.process import PidFile, resolve_identity
+from anyserve.process import PidFile, read_env_file, resolve_identity
 
 
 def app(environ: dict[str, object], start_response: object) -> list[bytes]:
@@ -63,10 +63,55 @@ def test_resolve_identity() -> None:
         resolve_identity(Config(user="no-such-user-q"))
 
 
-@pytest.mark.parametrize("option", [{"pid": "x.pid"}, {"daemon": True}, {"user": "nobody"}, {"umask": "022"}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"pid": "x.pid"},
+        {"daemon": True},
+        {"user": "nobody"},
+        {"umask": "022"},
+        {"chdir": "/"},
+        {"env": {"A": "1"}},
+        {"env_file": ".env"},
+    ],
+)
 def test_the_python_api_refuses_the_process_options(option: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"^anyserve.serving\(\) serves in the calling program"):
         with anyserve.serving(app, server="wsgiref", **option):
             pass
     with pytest.raises(ConfigError, match=r"^anyserve.run\(\) serves in the calling program"):
         anyserve.run(app, server="wsgiref", **option)
+
+
+def test_env_file(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text(
+        "# comment\n"
+        "\n"
+        "PLAIN=value with spaces   \n"
+        "export EXPORTED=1\n"
+        "SPACED = x # a comment\n"
+        "HASH=a#b\n"
+        "EMPTY=\n"
+        "SINGLE='$HOME \\n # as written'\n"
+        'DOUBLE="line\\nbreak \\"quoted\\" # inside"  # outside\n'
+        "URL=postgres://u:p@h/db?x=1\n"
+    )
+    assert read_env_file(str(path)) == {
+        "PLAIN": "value with spaces",
+        "EXPORTED": "1",
+        "SPACED": "x",
+        "HASH": "a#b",
+        "EMPTY": "",
+        "SINGLE": "$HOME \\n # as written",
+        "DOUBLE": 'line\nbreak "quoted" # inside',
+        "URL": "postgres://u:p@h/db?x=1",
+    }
+
+
+@pytest.mark.parametrize("line", ["no equals sign", "1ABC=digit first", "A='open", 'A="x" trailing', "=1"])
+def test_env_file_lines_that_are_refused(tmp_path: Path, line: str) -> None:
+    path = tmp_path / ".env"
+    path.write_text(f"OK=1\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"^--env-file {path}, line 2: expected KEY=VALUE, got "):
+        read_env_file(str(path))

@@ -60,7 +60,11 @@ def application() -> WSGIApp:
         os._exit(code)
     lifecycle = server.lifecycle
     os.environ["ANYSERVE_SERVING"] = spec["described"]
-    lifecycle.subscribe("started", lambda: log_listening(spec["urls"], spec["described"], config.workers), last=True)
+    lifecycle.subscribe(
+        "started",
+        lambda: log_listening(spec["urls"], spec["described"], config.workers, config.threads),
+        last=True,
+    )
     logs_to_files = any(path and path != "-" for path in (config.error_log, config.access_log, config.log_config))
 
     def started() -> None:
