@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from .child import python_command
 from .config import Config
 from .errors import EXIT_OK
 from .logs import reopen_log_files_soon
@@ -43,7 +44,7 @@ def run_with_reloader(config: Config, argv: list[str]) -> int:
     for fd in fds:
         os.set_inheritable(fd, True)
     env = {**os.environ, CHILD_ENV: "1", INHERITED_FDS_ENV: inherited_fds_value(listeners)}
-    command = [sys.executable, "-m", "anyserve", *argv]
+    command = python_command("anyserve", *argv)
     stop = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 

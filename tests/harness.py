@@ -51,6 +51,7 @@ class Running:
         launcher: list[str] | None = None,
         pass_fds: tuple[int, ...] = (),
         new_session: bool = False,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.server = server
         self.args = args
@@ -59,7 +60,7 @@ class Running:
         self.proc = subprocess.Popen(
             # A launcher (e.g. a socket-activation harness) runs first and execs anyserve.
             [*(launcher or []), ANYSERVE, "-s", server, *args],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
