@@ -450,6 +450,26 @@ class Config:
         convert=to_str_list,
         group="development",
     )
+    reload_includes: list[str] = option(
+        [],
+        "--reload-include",
+        metavar="GLOB",
+        kind="append",
+        help="with --reload, also restart when a file matching GLOB changes (e.g. '*.html'); repeatable; "
+        "'*.py' always, unless excluded",
+        convert=to_str_list,
+        group="development",
+    )
+    reload_excludes: list[str] = option(
+        [],
+        "--reload-exclude",
+        metavar="GLOB",
+        kind="append",
+        help="with --reload, ignore files (and directories) matching GLOB; repeatable; "
+        "'.*', '.py[cod]', '.sw.*' and '~*' always, unless included",
+        convert=to_str_list,
+        group="development",
+    )
     main_interval: float = option(
         0.1,
         "--main-interval",
@@ -754,6 +774,9 @@ class Config:
             raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
             raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+        for directory in self.reload_dirs if self.reload else ():
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--reload-dir {directory}: no such directory")
         self._validate_tls()
 
     def _validate_tls(self) -> None:
