@@ -83,7 +83,7 @@ def test_a_reload_dir_with_an_included_glob_restarts_on_a_template(tmp_path: Pat
         page.write_text("<p>two</p>")
         restarts(running, 2)
         assert get(running.url) == b"<p>two</p>"
-        assert changes_detected(running.stderr_text()) == [f"{page}, reloading"]
+        assert changes_detected(running.stderr_text()) == [f"{page.resolve()}, reloading"]
         assert running.stop() == 0
     finally:
         running.stop()
@@ -111,8 +111,8 @@ def test_new_files_deleted_files_and_the_exclude_patterns(tmp_path: Path) -> Non
         (tmp_path / "helper.py").unlink()  # a deleted module
         restarts(running, 3)
         assert changes_detected(running.stderr_text()) == [
-            f"{tmp_path / 'notes.txt'}, reloading",
-            f"{tmp_path / 'helper.py'}, reloading",
+            f"{(tmp_path / 'notes.txt').resolve()}, reloading",
+            f"{(tmp_path / 'helper.py').resolve()}, reloading",
         ]
         assert get(running.url) == b"plain"
     finally:
