@@ -27,10 +27,11 @@ __all__ = [
     "load_app",
     "run",
     "serving",
+    "start",
 ]
 
 if TYPE_CHECKING:
-    from .api import Embedded, embed, run, serving
+    from .api import Embedded, embed, run, serving, start
     from .server import Server
 
 
@@ -40,7 +41,7 @@ def __getattr__(name: str) -> Any:
         from .server import Server
 
         return Server
-    if name in ("Embedded", "embed", "run", "serving"):
+    if name in ("Embedded", "embed", "run", "serving", "start"):
         from . import api
 
         return getattr(api, name)

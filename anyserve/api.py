@@ -37,14 +37,24 @@ def run(app: Any = None, **options: Any) -> None:
     server.serve()
 
 
+def start(app: Any = None, **options: Any) -> Server:
+    """Serve *app* from a background thread and return the running :class:`Server`
+    once it takes requests; its ``stop()`` ends the serving.
+
+    ``srv = anyserve.start(app)``, then ``srv.url`` is where it listens (a free
+    port on 127.0.0.1 unless *bind*, *host* or *port* say otherwise)."""
+    server = Server(_config(app, _free_port_unless_given(options), "anyserve.start()"))
+    return server.start()
+
+
 @contextmanager
 def serving(app: Any = None, **options: Any) -> Iterator[Server]:
     """Serve *app* from a background thread for the duration of a ``with`` block.
 
-    ``with anyserve.serving(app, server="cheroot", bind="127.0.0.1:0") as srv:``
-    then ``srv.url`` is where it listens."""
-    options.setdefault("bind", ["127.0.0.1:0"])
-    server = Server(_config(app, options, "anyserve.serving()"))
+    ``with anyserve.serving(app, server="cheroot") as srv:`` then ``srv.url`` is
+    where it listens (a free port on 127.0.0.1 unless *bind*, *host* or *port*
+    say otherwise)."""
+    server = Server(_config(app, _free_port_unless_given(options), "anyserve.serving()"))
     server.start()
     try:
         yield server
@@ -93,8 +103,7 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     gevent hub (``server="gevent"``). The Lifecycle, and so CherryPy's engine,
     is driven from that loop; ``stop()`` ends the serving and leaves the loop
     running. For a background thread instead, see :func:`serving`."""
-    options.setdefault("bind", ["127.0.0.1:0"])
-    server = Server(_config(app, options, "anyserve.embed()"))
+    server = Server(_config(app, _free_port_unless_given(options), "anyserve.embed()"))
     refuse_workers_in_thread(server)
     if not server.adapter_class.capabilities.embed:
         with suggesting_others(server.name):
@@ -105,15 +114,30 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     return Embedded(server, handle)
 
 
+def _free_port_unless_given(options: dict[str, Any]) -> dict[str, Any]:
+    """A server in the calling program listens on a free port unless the caller names one."""
+    if "bind" not in options and "port" not in options:
+        options["port"] = 0
+    return options
+
+
 def _config(app: Any, options: dict[str, Any], api: str) -> Config:
     """The Config of an API call, refusing the options of the command's own process."""
     if isinstance(options.get("bind"), str):
         options["bind"] = [options["bind"]]
     config = Config.load(kwargs={**options, "app": app} if app is not None else options)
+    if config.reload:
+        raise ConfigError(
+            f"{api} cannot reload: reload belongs to the anyserve command, which serves from a child process "
+            f"it starts again on each change, while {api} serves in the calling program "
+            "(run anyserve --reload APP instead)"
+        )
     given = [name for name in PROCESS_OPTIONS if config.is_set(name)]
     if given:
+        names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
         raise ConfigError(
-            f"{api} serves in the calling program and leaves its process alone: {', '.join(given)} "
-            "belong to the anyserve command (anyserve --daemon --pid FILE --user USER ...)"
+            f"{api} serves in the calling program and leaves its process alone: {names} "
+            f"{'belongs' if len(given) == 1 else 'belong'} to the anyserve command "
+            "(anyserve --daemon --pid FILE --user USER ...)"
         )
     return config

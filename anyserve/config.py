@@ -496,6 +496,26 @@ class Config:
         convert=to_str_list,
         group="development",
     )
+    reload_includes: list[str] = option(
+        [],
+        "--reload-include",
+        metavar="GLOB",
+        kind="append",
+        help="with --reload, also restart when a file matching GLOB changes (e.g. '*.html'); repeatable; "
+        "'*.py' always, unless excluded",
+        convert=to_str_list,
+        group="development",
+    )
+    reload_excludes: list[str] = option(
+        [],
+        "--reload-exclude",
+        metavar="GLOB",
+        kind="append",
+        help="with --reload, ignore files (and directories) matching GLOB; repeatable; "
+        "'.*', '.py[cod]', '.sw.*' and '~*' always, unless included",
+        convert=to_str_list,
+        group="development",
+    )
     main_interval: float = option(
         0.1,
         "--main-interval",
@@ -851,9 +871,16 @@ class Config:
         if self.daemon and self.reload:
             raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
+<<<<<<< HEAD
             where = origin.get("workers", COMMAND_LINE)
             given = "" if where == COMMAND_LINE else f" ({self.workers} from {where})"
             raise ConfigError(f"--reload cannot be combined with --workers above 1{given}; drop one of them")
+=======
+            raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
+        for directory in self.reload_dirs if self.reload else ():
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--reload-dir {directory}: no such directory")
+>>>>>>> issue17-reload
         self._validate_tls()
 
     def _validate_tls(self) -> None:

@@ -73,6 +73,8 @@ class Server:
         self._deferred: DeferredApp | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._closed = False
+        self._urls: list[str] = []
 
     # -- the app --------------------------------------------------------------------
 
@@ -136,7 +138,10 @@ class Server:
 
     @property
     def urls(self) -> list[str]:
-        """Where the server listens, with the real port when 0 was asked for."""
+        """Where the server listens, with the real port when 0 was asked for (once
+        stopped: where it listened)."""
+        if self._urls:
+            return list(self._urls)
         return [listener.url() for listener in self.listeners]
 
     @property
@@ -146,8 +151,13 @@ class Server:
     # -- serving --------------------------------------------------------------------
 
     def bind(self) -> None:
+        if self._closed:
+            # Its listeners are closed and its server object has shut down for good.
+            raise AnyserveError("this Server has stopped; make a new one to serve again")
         if not self.listeners:
             self.listeners = bind(self.plan)
+        # Read while the sockets are open: the handle still tells them once stopped.
+        self._urls = [listener.url() for listener in self.listeners]
 
     def serve(self, *, announce: bool = True) -> None:
         """Serve until :meth:`stop`; then close the listeners.
@@ -182,6 +192,8 @@ class Server:
         refuse_workers_in_thread(self)
         if not self.adapter_class.capabilities.background:
             raise AnyserveError(f"{self.name} cannot serve from a background thread")
+        if self._thread is not None and not self._closed:
+            raise AnyserveError(f"this Server serves already, on {', '.join(self.urls)}")
         self.bind()
 
         def run() -> None:
@@ -206,6 +218,7 @@ class Server:
             self._thread.join()
 
     def close(self) -> None:
+        self._closed = True
         for listener in self.listeners:
             listener.close()
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import inspect
 import os
 import socket
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -34,6 +35,7 @@ PUBLIC = {
     "load_app",
     "run",
     "serving",
+    "start",
 }
 
 FOUR = ("cheroot", "waitress", "werkzeug", "wsgiref")
@@ -283,3 +285,103 @@ def test_root_path_from_the_api() -> None:
 
     with anyserve.serving(where, server="waitress", root_path="/base") as srv:
         assert get(srv.url + "/base/x/y") == b"/base|/x/y"
+
+
+# -- options the API leaves to the anyserve command ----------------------------------------------------
+
+
+def _reload_refusal(api: str) -> str:
+    return (
+        f"{api} cannot reload: reload belongs to the anyserve command, which serves from a child process it "
+        f"starts again on each change, while {api} serves in the calling program (run anyserve --reload APP instead)"
+    )
+
+
+def test_reload_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(anyserve.ConfigError) as refused:
+        with anyserve.serving(hello, server="cheroot", reload=True):
+            pass
+    assert str(refused.value) == _reload_refusal("anyserve.serving()")
+    # Refused before it binds or blocks: the message is the whole outcome.
+    with pytest.raises(anyserve.ConfigError) as refused:
+        anyserve.run(hello, server="cheroot", port=0, reload=True)
+    assert str(refused.value) == _reload_refusal("anyserve.run()")
+    for call, api in ((anyserve.start, "anyserve.start()"), (anyserve.embed, "anyserve.embed()")):
+        with pytest.raises(anyserve.ConfigError) as refused:
+            call(hello, server="cheroot", reload=True)
+        assert str(refused.value) == _reload_refusal(api)
+
+
+def test_process_options_are_refused_in_a_sentence() -> None:
+    lead = "anyserve.serving() serves in the calling program and leaves its process alone: "
+    usage = " to the anyserve command (anyserve --daemon --pid FILE --user USER ...)"
+    for options, names in (
+        ({"daemon": True}, "daemon belongs"),
+        ({"pid": "x.pid", "umask": "027"}, "pid and umask belong"),
+        ({"daemon": True, "pid": "x.pid", "user": "nobody"}, "daemon, pid and user belong"),
+    ):
+        with pytest.raises(anyserve.ConfigError) as refused:
+            with anyserve.serving(hello, **options):
+                pass
+        assert str(refused.value) == lead + names + usage
+
+
+# -- the address of a server in the calling program ------------------------------------------------------
+
+
+def test_a_free_port_unless_one_is_named() -> None:
+    for options in ({"port": 0}, {"host": "127.0.0.1"}, {"host": "127.0.0.1", "port": 0}, {}):
+        with anyserve.serving(hello, server="cheroot", **options) as srv:
+            assert srv.url.startswith("http://127.0.0.1:") and not srv.url.endswith(":0"), options
+            assert get(srv.url) == b"hello"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = anyserve.start(hello, server="waitress", port=port)
+    try:
+        assert srv.url == f"http://127.0.0.1:{port}"
+        assert get(srv.url) == b"hello"
+    finally:
+        srv.stop()
+    assert refused(port)
+
+
+# -- a Server serves once ----------------------------------------------------------------------------
+
+
+def test_a_stopped_server_says_so_when_started_again() -> None:
+    srv = anyserve.Server(anyserve.Config.load(kwargs={"server": "cheroot", "port": 0}, env={}), hello).start()
+    with pytest.raises(anyserve.AnyserveError) as again:
+        srv.start()
+    assert str(again.value) == f"this Server serves already, on {srv.url}"
+    url = srv.url
+    srv.stop()
+    assert srv.url == url and refused(int(url.rsplit(":", 1)[1]))  # where it served, still
+    for restart in (srv.start, srv.serve):
+        with pytest.raises(anyserve.AnyserveError) as stopped:
+            restart()
+        assert str(stopped.value) == "this Server has stopped; make a new one to serve again"
+    with anyserve.serving(hello, server="cheroot") as fresh:
+        assert get(fresh.url) == b"hello"
+
+
+# -- the README's example ----------------------------------------------------------------------------
+
+
+def readme_python_block(heading: str) -> str:
+    """The first ```python block after *heading* in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```\n", 1)[0]
+
+
+def test_the_readme_notebook_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "example.py").write_text(readme_python_block("### Start and stop from a notebook or a REPL"))
+    result = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    assert result.returncode == 0, result.stderr
+    first, serving, second = result.stdout.splitlines()
+    assert first == second == "b'Hello from anyserve\\n'"
+    assert serving.startswith("serving on http://127.0.0.1:") and not serving.endswith(":0")
+    assert "Traceback" not in result.stderr

@@ -101,3 +101,28 @@ def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def test_embed_on_a_free_port() -> None:
+    """port=0 (or no address at all) picks a free port; the handle tells which."""
+    import asyncio
+
+    import anyserve
+
+    def hello(environ: dict[str, object], start_response: object) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+        return [b"hello"]
+
+    async def serve_and_ask(**options: object) -> tuple[str, bytes]:
+        served = anyserve.embed(hello, server="tornado", **options)
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(None, get, served.url)
+        finally:
+            await served.stop()
+        return served.url, answer
+
+    for options in ({"port": 0}, {}):
+        url, answer = asyncio.run(serve_and_ask(**options))
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        assert answer == b"hello"
+        assert refused(url)

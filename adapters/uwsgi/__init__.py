@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any
 
+from anyserve.child import python_command
 from anyserve.config import Config, to_choice, to_int, to_positive_int
 from anyserve.errors import AnyserveError, Reported, ServerError
 from anyserve.lifecycle import Lifecycle
@@ -155,7 +156,7 @@ class UwsgiAdapter(Adapter):
         if binary:
             env[BINARY_ENV] = binary
         args = self.arguments(config, settings, spec["fifo"], binary is not None)
-        launcher = [sys.executable, "-m", "anyserve.adapters.uwsgi.launcher"]
+        launcher = python_command("anyserve.adapters.uwsgi.launcher")
         try:
             self._process = subprocess.Popen([*launcher, *args], env=env, pass_fds=fds)
             threading.Thread(target=self._notify_ready, daemon=True).start()

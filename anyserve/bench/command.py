@@ -11,7 +11,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+<<<<<<< HEAD
 from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError, install_hint
+=======
+from ..child import python_command
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError
+>>>>>>> issue17-reload
 from .scenarios import SCENARIOS, Scenario
 
 DESCRIPTION = """\
@@ -236,7 +241,7 @@ def check_app(args: argparse.Namespace) -> None:
     error, not a failure per server."""
     import subprocess
 
-    command = [sys.executable, "-m", "anyserve", "check", "-s", "wsgiref"]
+    command = python_command("anyserve", "check", "-s", "wsgiref")
     command += ["--app-dir", os.path.abspath(args.app_dir or ".")] + (["--factory"] if args.factory else [])
     result = subprocess.run([*command, args.app], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:

@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+from ..child import python_command
 from .load import Generator, LoadError, LoadResult, no_socket_errors, run_measured
 from .scenarios import Scenario
 from .stats import Reservoir
@@ -166,7 +167,7 @@ class BuiltinGenerator(Generator):
         return f"{__version__} (Python {sys.version.split()[0]}, asyncio)"
 
     def run(self, url: str, scenario: Scenario, concurrency: int, duration: float) -> LoadResult:
-        command = [sys.executable, "-m", "anyserve.bench.loadgen", url, "-c", str(concurrency), "-d", str(duration)]
+        command = python_command("anyserve.bench.loadgen", url, "-c", str(concurrency), "-d", str(duration))
         command += ["--method", scenario.method, "--body-size", str(scenario.body_size)]
         code, out, err, _ = run_measured(command, self.cpus, timeout=duration + REQUEST_TIMEOUT + 30)
         if code != 0:

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..child import python_command
 from ..errors import EXIT_BIND
 from .load import Generator, LoadError, LoadResult, pin_to
 from .scenarios import Scenario
@@ -111,20 +111,8 @@ def free_port() -> int:
 
 def server_command(server: str, port: int, scenario: Scenario, server_args: Sequence[str]) -> list[str]:
     """The ``anyserve serve`` command line of one run; no access log, so no server pays for one."""
-    return [
-        sys.executable,
-        "-m",
-        "anyserve",
-        "serve",
-        "-s",
-        server,
-        "-b",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-        *server_args,
-        scenario.app,
-    ]
+    args = ["serve", "-s", server, "-b", f"127.0.0.1:{port}", "--log-level", "warning", *server_args, scenario.app]
+    return python_command("anyserve", *args)
 
 
 class ServerProcess:
