@@ -871,16 +871,12 @@ class Config:
         if self.daemon and self.reload:
             raise ConfigError("--daemon cannot be combined with --reload; drop one of them")
         if self.reload and self.workers > 1:
-<<<<<<< HEAD
             where = origin.get("workers", COMMAND_LINE)
             given = "" if where == COMMAND_LINE else f" ({self.workers} from {where})"
             raise ConfigError(f"--reload cannot be combined with --workers above 1{given}; drop one of them")
-=======
-            raise ConfigError("--reload cannot be combined with --workers above 1; drop one of them")
         for directory in self.reload_dirs if self.reload else ():
             if not os.path.isdir(directory):
                 raise ConfigError(f"--reload-dir {directory}: no such directory")
->>>>>>> issue17-reload
         self._validate_tls()
 
     def _validate_tls(self) -> None:

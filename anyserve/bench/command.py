@@ -11,12 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-<<<<<<< HEAD
-from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError, install_hint
-=======
 from ..child import python_command
-from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError
->>>>>>> issue17-reload
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, ConfigError, install_hint
 from .scenarios import SCENARIOS, Scenario
 
 DESCRIPTION = """\
