@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
-from .errors import DISTRIBUTION, AnyserveError, AppLoadError, BindError, ConfigError, ServerError
+from .errors import AnyserveError, AppLoadError, BindError, ConfigError, ServerError
 from .lifecycle import Lifecycle
 from .loader import load_app
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DISTRIBUTION",
     "AnyserveError",
     "AppLoadError",
     "BindError",

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import anyserve
+from anyserve.errors import DISTRIBUTION
 from anyserve.registry import adapters
 
 #: The documented public names (DESIGN.md: run(), Server, load_app(), errors; README's Python API).
@@ -108,7 +109,7 @@ def test_an_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_version_matches_the_distribution() -> None:
-    assert anyserve.__version__ == importlib.metadata.version("anyserve")
+    assert anyserve.__version__ == importlib.metadata.version(DISTRIBUTION)
 
 
 # -- anyserve.serving(): a real server on a real socket, from a background thread -----------------------

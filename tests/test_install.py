@@ -11,8 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-import anyserve
-from anyserve.errors import install_hint
+from anyserve.errors import DISTRIBUTION, install_hint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,13 +25,13 @@ PIP_INSTALL = re.compile(r"pip install\s+['\"]?(anyserve[\w.-]*)(\[[^\]'\"]*\])?
 
 def test_the_project_is_named_as_the_hints_say() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["name"] == anyserve.DISTRIBUTION == "anyserve-wsgi"
+    assert project["name"] == DISTRIBUTION == "anyserve-wsgi"
     assert install_hint("tornado") == "pip install 'anyserve-wsgi[tornado]'"
     assert install_hint() == "pip install anyserve-wsgi"
 
 
 def test_the_installed_distribution_gives_the_anyserve_command_and_package() -> None:
-    dist = importlib.metadata.distribution(anyserve.DISTRIBUTION)
+    dist = importlib.metadata.distribution(DISTRIBUTION)
     scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
     assert scripts == {"anyserve": "anyserve.cli:console_script"}
     extras = dist.metadata.get_all("Provides-Extra") or []
@@ -48,6 +47,6 @@ def test_every_install_hint_names_anyserve_wsgi() -> None:
     for path in places:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for match in PIP_INSTALL.finditer(line):
-                if match.group(1) != anyserve.DISTRIBUTION:
+                if match.group(1) != DISTRIBUTION:
                     wrong.append(f"{path.relative_to(ROOT)}:{number}: {match.group(0)}")
     assert not wrong

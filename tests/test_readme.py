@@ -249,6 +249,8 @@ def listener_count(env: dict[str, str], argv: list[str]) -> int:
 
 
 EXAMPLES = examples()
+#: A bench example starts every server it names once per scenario: minutes for --all --scenario all.
+LONG = [pytest.mark.long, pytest.mark.timeout(900)]
 
 
 def test_the_readme_has_the_examples_this_file_runs() -> None:
@@ -260,7 +262,7 @@ def test_the_readme_has_the_examples_this_file_runs() -> None:
 
 @pytest.mark.parametrize(
     "example",
-    [pytest.param(ex, marks=[pytest.mark.long] if " bench " in f" {ex.text} " else []) for ex in EXAMPLES],
+    [pytest.param(ex, marks=LONG if " bench " in f" {ex.text} " else []) for ex in EXAMPLES],
     ids=[example.id for example in EXAMPLES],
 )
 def test_readme_example(example: Example, tmp_path: Path) -> None:
@@ -302,7 +304,7 @@ def run_toml(site: Site, example: Example) -> None:
 
 def run_bench(site: Site, argv: list[str]) -> None:
     """A bench example with short runs: every server and scenario it names, measured once."""
-    short = {"--duration": "0.3s", "--warmup": "0s", "--repeat": "1"}
+    short = {"--duration": "0.2s", "--warmup": "0s", "--repeat": "1"}
     for flag, value in short.items():
         if flag in argv:
             argv[argv.index(flag) + 1] = value
