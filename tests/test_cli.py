@@ -204,6 +204,39 @@ def test_object_not_callable(site: Path) -> None:
     assert_error(result, EXIT_APP, "webapp:not_callable is a int object, not a WSGI application")
 
 
+ASGI_AND_FACTORY = """
+async def app(scope, receive, send):
+    pass
+
+def create_app():
+    def application(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+    return application
+"""
+
+
+@pytest.mark.parametrize("command", [[], ["check"]], ids=["serve", "check"])
+def test_an_asgi_app_is_refused_at_load(site: Path, taken_port: int, command: list[str]) -> None:
+    (site / "asgiapp.py").write_text(ASGI_AND_FACTORY)
+    result = run(*command, "-s", "wsgiref", "-p", str(taken_port), "asgiapp:app", cwd=site)
+    assert_error(result, EXIT_APP)
+    assert result.stderr == (
+        "anyserve: error: asgiapp:app is an ASGI application; anyserve serves WSGI "
+        "(wrap it with a2wsgi, or use an ASGI server)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["check"]], ids=["serve", "check"])
+def test_a_factory_without_factory_is_refused_at_load(site: Path, taken_port: int, command: list[str]) -> None:
+    (site / "asgiapp.py").write_text(ASGI_AND_FACTORY)
+    result = run(*command, "-s", "wsgiref", "-p", str(taken_port), "asgiapp:create_app", cwd=site)
+    assert_error(result, EXIT_APP)
+    assert result.stderr == (
+        "anyserve: error: asgiapp:create_app looks like a factory: add --factory or write APP as asgiapp:create_app()\n"
+    )
+
+
 def test_port_in_use(site: Path, taken_port: int) -> None:
     result = run("-s", "wsgiref", "-p", str(taken_port), "webapp", cwd=site)
     assert_error(result, EXIT_BIND, f"cannot listen on 127.0.0.1:{taken_port}: address already in use")
