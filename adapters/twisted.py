@@ -35,6 +35,7 @@ class TwistedAdapter(EventLoopAdapter):
     requires = ("twisted",)
     module = "twisted"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         head_without_body=True,
         concurrency=f"reactor for I/O + its thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,

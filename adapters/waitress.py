@@ -26,6 +26,7 @@ class WaitressAdapter(ThreadedAdapter):
     requires = ("waitress",)
     module = "waitress"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         concurrency=f"event loop for I/O + thread pool of N for the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,

@@ -15,6 +15,7 @@ from .loader import DeferredApp, load_callable
 from .notify import notify
 from .plan import Plan, bind, prepare
 from .sockets import Listener
+from .summary import log_summary
 from .tls import check_tls
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ class Server:
         self.lifecycle = Lifecycle(plan.config.main_interval)
         self.listeners: list[Listener] = list(listeners or [])
         self.owns_process = owns_process
-        self._pid = os.getpid()
         self._served: Any = None
         self._deferred: DeferredApp | None = None
         self._thread: threading.Thread | None = None
@@ -152,7 +152,7 @@ class Server:
     def serve(self, *, announce: bool = True) -> None:
         """Serve until :meth:`stop`; then close the listeners.
 
-        *announce*: log the "Listening on" lines once requests are taken (a
+        *announce*: log the start-up summary once requests are taken (a
         supervised worker leaves that to its supervisor)."""
         self.bind()
         self.announce(log_urls=announce)
@@ -162,15 +162,19 @@ class Server:
             self.close()
 
     def announce(self, *, log_urls: bool = True) -> None:
-        """Say where it listens, as the last start hook: once printed, requests are answered."""
+        """Log the start-up summary (what serves, where) once requests are answered,
+        from this process: as the last start hook, or, for a server whose own
+        workers serve (gunicorn, uWSGI), when the adapter says the first one does."""
         os.environ[SERVING_ENV] = self.described
         if not log_urls:
             return
+        if self.adapter_class.capabilities.workers:
+            self.adapter.first_served = lambda: log_summary(self.plan, self.listeners)
+            return
 
         def listening() -> None:
-            log_listening(self.urls, self.described, self.config.workers)
-            # Once, from the process the service manager started (not from forked workers).
-            if self.owns_process and os.getpid() == self._pid:
+            log_summary(self.plan, self.listeners)
+            if self.owns_process:
                 notify("READY=1")
 
         # Last, whatever is subscribed later: a deferred app subscribes its
@@ -214,11 +218,6 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def log_listening(urls: list[str], described: str, workers: int) -> None:
-    for url in urls:
-        log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
 
 
 def refuse_workers_in_thread(server: Server) -> None:
