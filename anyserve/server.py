@@ -169,11 +169,11 @@ class Server:
         if not log_urls:
             return
         if self.adapter_class.capabilities.workers:
-            self.adapter.first_served = lambda: log_summary(self.plan, self.listeners)
+            self.adapter.first_served = lambda: log_summary(self.plan, self.listeners, owns_process=self.owns_process)
             return
 
         def listening() -> None:
-            log_summary(self.plan, self.listeners)
+            log_summary(self.plan, self.listeners, owns_process=self.owns_process)
             if self.owns_process:
                 notify("READY=1")
 

@@ -24,7 +24,7 @@ from anyserve.cli import main
 from anyserve.config import settings
 from anyserve.errors import EXIT_APP, EXIT_BIND, EXIT_OK, EXIT_USAGE
 
-from .harness import ACTIVATE, POLL, Running, fetch, free_port
+from .harness import POLL, Running, fetch, free_port
 
 ANYSERVE = str(Path(sys.executable).parent / "anyserve")
 
@@ -557,17 +557,6 @@ def test_check_binds_as_serve_does(site: Path, pki: Any) -> None:
     args = ["-s", "cheroot", "-b", "127.0.0.1:0", "--certfile", str(pki.combined), "--tls-bind", "fd://secure"]
     result = run("check", *args, "webapp", cwd=site)
     assert_error(result, EXIT_USAGE, "--tls-bind fd://secure names none of the listeners")
-
-
-def test_check_has_the_server_refuse_the_listeners(site: Path, pki: Any) -> None:
-    """Sockets passed by systemd: gunicorn serves TLS on all of them or none."""
-    launcher = [sys.executable, ACTIVATE, f"web=127.0.0.1:{free_port()}", f"secure=127.0.0.1:{free_port()}", "--"]
-    args = ["check", "-s", "gunicorn", "--certfile", str(pki.combined), "--tls-bind", "fd://secure", "webapp"]
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANYSERVE_", "LISTEN_"))}
-    result = subprocess.run(
-        [*launcher, ANYSERVE, *args], cwd=site, env=environ, capture_output=True, text=True, timeout=60
-    )
-    assert_error(result, EXIT_USAGE, "gunicorn serves TLS on all its listeners or on none")
 
 
 def test_serve_starts_with_the_summary_check_prints(site: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
