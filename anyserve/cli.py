@@ -196,27 +196,12 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
 
 
 def cmd_check(config: Config) -> int:
-    """Every check ``serve`` makes, short of serving: the options, the log config,
-    the user to serve as, the app, the plan, the listeners (bound and released at
-    once) and what the server refuses; then what would be served."""
-    from .logs import read_log_config
-    from .plan import bind, prepare
-    from .process import resolve_identity
-    from .summary import summary
+    """Every check ``serve`` makes, short of serving; then what would be served."""
+    from .check import check
 
     if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
-    if config.log_config is not None:
-        read_log_config(config.log_config)
-    resolve_identity(config)
-    plan = prepare(config, checking=True)
-    listeners = bind(plan)
-    try:
-        lines = summary(plan, listeners, serving=False)
-    finally:
-        for listener in listeners:
-            listener.close()
-    print("\n".join(lines))
+    print("\n".join(check(config)))
     print("ok: nothing was started")
     return EXIT_OK
 

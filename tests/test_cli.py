@@ -520,6 +520,7 @@ def test_check_refuses_what_serve_refuses(site: Path, taken_port: int, command: 
     use, so that a serve that went on would fail with another line)."""
     (site / "log.yaml").write_text("version: 1\nroot:\n  level: INFO\n")
     (site / "log.conf").write_text("not an INI file\n")
+    (site / "running.pid").write_text(f"{os.getpid()}\n")  # this test's process
     cases = [
         (
             ["-p", str(taken_port)],
@@ -539,6 +540,17 @@ def test_check_refuses_what_serve_refuses(site: Path, taken_port: int, command: 
             "--log-config: log.conf is not a logging configuration anyserve reads: an INI file for "
             "logging.config.fileConfig (this one has no [section] header), or a dictConfig as JSON (.json) "
             "or TOML (.toml)",
+        ),
+        (
+            ["-p", str(taken_port), "--access-log", "nodir/access.log"],
+            EXIT_USAGE,
+            "--access-log: cannot open nodir/access.log: No such file or directory",
+        ),
+        (
+            ["-p", str(taken_port), "--pid", "running.pid"],
+            EXIT_USAGE,
+            f"--pid: {site / 'running.pid'} names process {os.getpid()}, which is running; stop it first, "
+            "or remove the file if that process is not anyserve",
         ),
         (
             ["--host", "0.0.0.0:8180"],
