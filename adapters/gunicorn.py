@@ -15,6 +15,7 @@ once per process instead of once per connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -134,7 +135,11 @@ class GunicornAdapter(Adapter):
             util.close_graceful = _lingering_close(worker)
             lifecycle.started()  # in the worker, after the fork
             reports.served()
-            arbiter.wakeup()  # the arbiter sees it at once (NotifyingArbiter.manage_workers)
+            # Through the arbiter's wake-up pipe, which the worker inherited: the
+            # arbiter sees it at once (NotifyingArbiter.manage_workers), whatever user
+            # the worker took on.
+            with contextlib.suppress(OSError):
+                arbiter.wakeup()
             worker_ticks[os.getpid()] = lifecycle.start_tick_thread()
 
         def worker_exit(server: Any, worker: Any) -> None:
