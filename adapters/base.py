@@ -44,6 +44,9 @@ class Capabilities:
     embed: bool = False  # can run inside a loop it does not own (anyserve.embed)
     background: bool = True  # can serve from a background thread (anyserve.serving)
     head_without_body: bool = False  # drops the app's body from a HEAD response itself
+    #: Threads per process running the app when --threads is not given; None when
+    #: the server has no fixed number (a green thread or a thread per connection).
+    default_threads: int | None = None
 
     def flags(self) -> list[str]:
         """The names of the capabilities it has, for ``anyserve list``."""
@@ -101,6 +104,11 @@ class Adapter(ABC):
         self.config = config
         #: The ``-o`` options, parsed by :meth:`parse_options`.
         self.settings: Mapping[str, Any] = settings or {}
+        #: For a server whose own workers serve (capability ``workers``): call it
+        #: once, in anyserve's process, when the first worker serves (anyserve
+        #: then logs its start-up summary). Others serve in this process, whose
+        #: ``lifecycle.started()`` says it.
+        self.first_served: Callable[[], object] = lambda: None
 
     # -- what it is, known without importing the server -------------------------
 

@@ -93,6 +93,7 @@ class CherootAdapter(ThreadedAdapter):
     requires = ("cheroot",)
     module = "cheroot"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         concurrency=f"thread pool of N per listener (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,

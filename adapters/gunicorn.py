@@ -15,6 +15,7 @@ once per process instead of once per connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -41,6 +42,7 @@ class GunicornAdapter(Adapter):
     requires = ("gunicorn",)
     module = "gunicorn"
     capabilities = Capabilities(
+        default_threads=1,
         head_without_body=True,
         concurrency="pre-fork workers (--workers), each one request at a time (sync worker), "
         "or a pool of --threads when above 1 (gthread worker)",
@@ -133,6 +135,11 @@ class GunicornAdapter(Adapter):
             util.close_graceful = _lingering_close(worker)
             lifecycle.started()  # in the worker, after the fork
             reports.served()
+            # Through the arbiter's wake-up pipe, which the worker inherited: the
+            # arbiter sees it at once (NotifyingArbiter.manage_workers), whatever user
+            # the worker took on.
+            with contextlib.suppress(OSError):
+                arbiter.wakeup()
             worker_ticks[os.getpid()] = lifecycle.start_tick_thread()
 
         def worker_exit(server: Any, worker: Any) -> None:
@@ -161,10 +168,21 @@ class GunicornAdapter(Adapter):
                     reports.failed(exc)
                     os._exit(BOOT_ERROR)  # the arbiter halts on this code
 
+        adapter = self
+
         class NotifyingArbiter(Arbiter):  # type: ignore[misc]
             """Tells the service manager it stops (gunicorn tells it READY=1 itself), says
-            when the graceful timeout cut requests short, and stops gracefully on INT as
-            on TERM (a second INT during the stop is gunicorn's quick shutdown)."""
+            when the first worker serves and when the graceful timeout cut requests short,
+            and stops gracefully on INT as on TERM (a second INT during the stop is
+            gunicorn's quick shutdown)."""
+
+            served = False
+
+            def manage_workers(self) -> None:
+                super().manage_workers()
+                if not self.served and reports.ever_served():
+                    self.served = True
+                    adapter.first_served()
 
             def handle_int(self) -> None:
                 raise StopIteration  # as handle_term: the arbiter's graceful halt
@@ -182,6 +200,8 @@ class GunicornAdapter(Adapter):
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
         reports = BootReports()
+        if identity is not None:
+            reports.give_to(identity.uid, identity.gid)
         arbiter = NotifyingArbiter(Application())
         try:
             arbiter.run()

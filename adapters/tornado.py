@@ -32,6 +32,7 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
     requires = ("tornado",)
     module = "tornado"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         head_without_body=True,
         concurrency=f"IOLoop for I/O + thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,

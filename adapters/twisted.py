@@ -35,6 +35,7 @@ class TwistedAdapter(EventLoopAdapter):
     requires = ("twisted",)
     module = "twisted"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         head_without_body=True,
         concurrency=f"reactor for I/O + its thread pool of N running the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
@@ -135,6 +136,7 @@ class TwistedServing(LoopServing):
         self._factories = [_tls_factory(listener, site) if listener.tls else site for listener in self.listeners]
 
     def _make_site(self) -> Any:
+        from twisted.internet.address import IPv4Address, UNIXAddress
         from twisted.web.server import NOT_DONE_YET, Site
         from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
@@ -145,6 +147,10 @@ class TwistedServing(LoopServing):
             and a chunked upload has no CONTENT_LENGTH to tell the app."""
 
             def render(self, request: Any) -> Any:
+                if isinstance(request.getHost(), UNIXAddress):
+                    # Twisted's WSGI environ wants a host and port of both ends,
+                    # which a unix socket has not: empty, as other servers leave them.
+                    request.client = request.host = IPv4Address("TCP", "", 0)
                 response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
                 response.environ["wsgi.input_terminated"] = True
                 response.start()

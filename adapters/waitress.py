@@ -26,6 +26,7 @@ class WaitressAdapter(ThreadedAdapter):
     requires = ("waitress",)
     module = "waitress"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         concurrency=f"event loop for I/O + thread pool of N for the app (--threads, default {DEFAULT_THREADS})",
         threads=True,
         unix=True,
@@ -58,22 +59,33 @@ class WaitressAdapter(ThreadedAdapter):
                 self.fresh = False
                 return super().received(data)
 
+        # waitress takes TCP or unix sockets, not both: one server per kind,
+        # sharing one loop (the map) and one thread pool.
         self._map: dict[int, Any] = {}
-        server = create_server(
-            app,
-            map=self._map,
-            sockets=[listener.socket for listener in listeners],
-            threads=self.config.threads or DEFAULT_THREADS,
-            backlog=self.config.backlog,
-            # waitress drops X-Forwarded-* and Forwarded from peers it does not
-            # trust; with --proxy-headers anyserve decides which peers it trusts.
-            **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
-            **self.settings,
-        )
+        servers = []
+        task_dispatcher = None
+        for family in (False, True):
+            sockets = [listener.socket for listener in listeners if listener.is_unix == family]
+            if not sockets:
+                continue
+            server = create_server(
+                app,
+                map=self._map,
+                _dispatcher=task_dispatcher,
+                sockets=sockets,
+                threads=self.config.threads or DEFAULT_THREADS,
+                backlog=self.config.backlog,
+                # waitress drops X-Forwarded-* and Forwarded from peers it does not
+                # trust; with --proxy-headers anyserve decides which peers it trusts.
+                **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
+                **self.settings,
+            )
+            task_dispatcher = server.task_dispatcher
+            servers.append(server)
         for obj in self._map.values():
             if isinstance(obj, BaseWSGIServer):
                 obj.channel_class = Channel
-        return [server]
+        return servers[:1]  # its loop serves the whole map, every listener of both kinds
 
     def run_server(self, server: Any) -> None:
         server.run()

@@ -26,6 +26,7 @@ class WsgirefAdapter(SocketServerAdapter):
     name = "wsgiref"
     module = "wsgiref"
     capabilities = Capabilities(
+        default_threads=DEFAULT_THREADS,
         concurrency=f"thread per connection, at most N (--threads, default {DEFAULT_THREADS}; 1: none)",
         threads=True,
         unix=True,

@@ -22,11 +22,13 @@ class Site:
     """The loaded apps and the one WSGI callable that dispatches to them; once
     built (:func:`build_site`), the middleware around it and the CherryPy bridge."""
 
-    def __init__(self, app: WSGIApp, loaded: list[WSGIApp]) -> None:
+    def __init__(self, app: WSGIApp, loaded: list[WSGIApp], specs: list[Any] | None = None) -> None:
         #: The dispatch to the apps (before the middleware of :func:`wrap`).
         self.app = app
         #: Every app loaded, the default one first when there is one.
         self.loaded = loaded
+        #: What named each of them (an APP string, or the object given), in the same order.
+        self.specs = specs if specs is not None else list(loaded)
         #: What the server calls: the app with the middleware the options ask for.
         self.served: WSGIApp = app
         #: The CherryPy bridge, prepared, when the CherryPy engine is involved.
@@ -50,9 +52,11 @@ def load_site(config: Config, target: Any) -> Site:
     def load(spec: Any, script_name: str | None = "") -> WSGIApp:
         app = load_app(spec, factory=config.factory, app_dir=config.app_dir, script_name=script_name)
         loaded.append(app)
+        specs.append(spec)
         return app
 
     loaded: list[WSGIApp] = []
+    specs: list[Any] = []
     default = load(target) if target is not None else None
     if config.mount:
         mounts = {prefix: load(spec, prefix) for prefix, spec in config.mount.items() if prefix}
@@ -69,7 +73,7 @@ def load_site(config: Config, target: Any) -> Site:
         hosts = {host: load(spec, None) for host, spec in config.vhost.items()}
         default = VirtualHosts(hosts, default)
     assert default is not None
-    return Site(default, loaded)
+    return Site(default, loaded, specs)
 
 
 def build_site(config: Config, target: Any, adapter: Any) -> Site:

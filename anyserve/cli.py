@@ -394,42 +394,15 @@ def _serve(config: Config, argv: list[str], identity: Any, pid_file: Any, daemon
 
 
 def cmd_check(config: Config) -> int:
-    from .loader import add_app_dir, load_app
-    from .plan import load_tls
-    from .process import resolve_identity
-    from .registry import choose_adapter
+    """Every check ``serve`` makes, short of serving; then what would be served."""
+    from .check import check
 
     if config.app is None and not (config.mount or config.vhost):
         raise _UsageError("no APP given: name the application as module:attr, e.g. myapp:application")
-    add_app_dir(config.app_dir)
-    adapter, _ = choose_adapter(config)
-    tls = load_tls(config, serving=False)
-    resolve_identity(config)
-    lines = []
-    named = [("app", None, config.app)] if config.app is not None else []
-    named += [("mount", prefix or "/", spec) for prefix, spec in config.mount.items()]
-    named += [("vhost", host, spec) for host, spec in config.vhost.items()]
-    for kind, key, spec in named:
-        script_name = key if kind == "mount" and key != "/" else ""
-        app = load_app(spec, factory=config.factory, app_dir=config.app_dir, script_name=script_name or "")
-        lines.append(f"{kind}: {key + ' = ' if key else ''}{spec} -> {_describe(app)}")
-    version = adapter.version()
-    print("\n".join(lines))
-    print(f"server: {adapter.name}{' ' + version if version else ''} ({adapter.capabilities.concurrency})")
-    print(f"listen: {', '.join(config.listen)}")
-    if tls is not None:
-        where = ", ".join(config.tls_bind) if config.tls_bind else "every listener"
-        source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
-        print(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
+    print("\n".join(check(config)))
     print_sources(config)
     print("ok: nothing was started")
     return EXIT_OK
-
-
-def _describe(obj: Any) -> str:
-    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    module = getattr(obj, "__module__", None) or type(obj).__module__
-    return f"{module}.{name}"
 
 
 def cmd_bench(argv: list[str]) -> int:

@@ -77,6 +77,14 @@ def to_port(value: Any) -> int:
     return number
 
 
+def to_host(value: Any) -> str:
+    host = to_str(value).strip()
+    # An IPv6 address has two colons or more: one colon, or one after "]", means a port.
+    if "]:" in host or (host.count(":") == 1 and not host.startswith("[")):
+        raise ConfigError(f"--host takes a host, not HOST:PORT; use --bind {host}")
+    return host
+
+
 def to_seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
@@ -366,7 +374,7 @@ class Config:
         "--host",
         metavar="HOST",
         help=f"interface to listen on (default {DEFAULT_HOST}); use 0.0.0.0 or :: for all",
-        convert=to_str,
+        convert=to_host,
         group="listeners",
     )
     port: int | None = option(

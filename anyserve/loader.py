@@ -9,8 +9,10 @@ handlers that is not itself callable) is mounted at ``/`` on ``cherrypy.tree``.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -33,14 +35,14 @@ def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".", scr
     A CherryPy root object is mounted on ``cherrypy.tree`` at *script_name*; with
     None it becomes an application of its own that follows SCRIPT_NAME."""
     if isinstance(spec, str):
-        obj = _load_from_string(spec.strip(), factory=factory, app_dir=app_dir)
-        name = spec.strip()
+        obj, name, called = _load_from_string(spec.strip(), factory=factory, app_dir=app_dir)
     else:
-        obj = _call_factory(spec, repr(spec)) if factory else spec
-        name = repr(spec)
+        name, called = _repr(spec), factory
+        obj = _call_factory(spec, name) if factory else spec
     if isinstance(obj, type) and _exposes_handlers(obj):
         raise AppLoadError(f"{name} is a CherryPy root class, not an instance of it; name an instance, e.g. {name}()")
     if callable(obj):
+        refuse_non_wsgi(obj, name, called=called)
         return obj
     if is_cherrypy_root(obj):
         return _mount_cherrypy_root(obj, name, script_name)
@@ -50,7 +52,16 @@ def load_app(spec: Any, *, factory: bool = False, app_dir: str | None = ".", scr
     )
 
 
-def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
+def _repr(obj: Any) -> str:
+    try:
+        return repr(obj)
+    except Exception:  # a cherrypy.Application's repr wants a request
+        return f"<{type(obj).__module__}.{type(obj).__qualname__} object>"
+
+
+def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> tuple[Any, str, bool]:
+    """The object *spec* names, *spec* as the user would write it for that object
+    (with the default attribute spelled out), and whether a factory was called."""
     if not spec:
         raise AppLoadError("no APP given: name the application as module:attr, e.g. myapp:application")
     module_part, _, attr_part = spec.partition(":")
@@ -70,6 +81,7 @@ def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
         for default in DEFAULT_ATTRIBUTES:
             if hasattr(module, default):
                 obj = getattr(module, default)
+                spec = f"{module_part}:{default}"
                 break
         else:
             raise AppLoadError(
@@ -84,7 +96,61 @@ def _load_from_string(spec: str, *, factory: bool, app_dir: str | None) -> Any:
             called = True
     if factory and not called:
         obj = _call_factory(obj, f"{spec}()")
-    return obj
+        called = True
+    return obj, spec, called
+
+
+def refuse_non_wsgi(obj: Any, name: str, *, called: bool = False) -> None:
+    """Raise AppLoadError for a callable that is surely not a WSGI application: an
+    ASGI application, or (unless *called*, the result of a factory) a factory.
+
+    Decided as uvicorn tells ASGI from WSGI: a coroutine function (or an object
+    whose ``__call__`` is one), or a signature that takes (scope, receive, send)
+    but not (environ, start_response). A callable whose signature cannot be read
+    passes, and so does anything that takes two positional arguments."""
+    if _is_coroutine_callable(obj):
+        raise AppLoadError(_ASGI.format(name=name))
+    try:
+        signature = inspect.signature(obj, follow_wrapped=False)
+    except (TypeError, ValueError):  # a builtin or extension type without a signature
+        return
+    if _binds(signature, 2):
+        return
+    if _binds(signature, 3):
+        raise AppLoadError(_ASGI.format(name=name))
+    if isinstance(obj, type) and _binds(signature, 1):
+        # ASGI 2: the class takes the scope, its instance is the coroutine function.
+        if inspect.iscoroutinefunction(inspect.getattr_static(obj, "__call__", None)):
+            raise AppLoadError(_ASGI.format(name=name))
+    if _binds(signature, 0) and not called:
+        raise AppLoadError(f"{name} looks like a factory: add --factory or write APP as {name}()")
+    raise AppLoadError(f"{name} takes {_shown(signature)}, not what a WSGI application takes (environ, start_response)")
+
+
+_ASGI = "{name} is an ASGI application; anyserve serves WSGI (wrap it with a2wsgi, or use an ASGI server)"
+
+
+def _is_coroutine_callable(obj: Any) -> bool:
+    if obj is None:
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return True
+    if isinstance(obj, type) or inspect.isroutine(obj) or isinstance(obj, functools.partial):
+        return False
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(obj), "__call__", None))
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
+
+
+def _shown(signature: inspect.Signature) -> str:
+    text = str(signature.replace(return_annotation=inspect.Signature.empty))
+    return "no arguments" if text == "()" else text
 
 
 def add_app_dir(app_dir: str) -> None:

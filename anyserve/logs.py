@@ -5,6 +5,7 @@ config on top, and log files reopened on SIGUSR1 (logrotate)."""
 from __future__ import annotations
 
 import _thread
+import configparser
 import json
 import logging
 import logging.config
@@ -90,22 +91,70 @@ def apply_log_config(path: str) -> None:
     """Configure logging from *path*: a dictConfig in JSON (.json) or TOML (.toml),
     anything else an INI file for ``logging.config.fileConfig``. Loggers that
     exist already (anyserve's, the server's) stay enabled unless it says otherwise."""
+    config = read_log_config(path)
+    try:
+        if isinstance(config, dict):
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(config, disable_existing_loggers=False)
+    except Exception as exc:  # dictConfig/fileConfig raise ValueError, KeyError, ImportError...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--log-config: {path} is not a valid logging configuration: {reason}") from None
+
+
+def read_log_config(path: str) -> dict[str, Any] | configparser.RawConfigParser:
+    """The logging configuration in *path*, read and checked as far as it can be
+    without applying it (``anyserve check`` reads it too); ConfigError names the file."""
     if not os.path.isfile(path):
         raise ConfigError(f"--log-config: file {path} does not exist")
     extension = os.path.splitext(path)[1].lower()
+    if extension in (".yaml", ".yml"):
+        raise ConfigError(
+            f"--log-config: {path} is YAML, which anyserve does not read; "
+            "write the same dictConfig as JSON (.json) or TOML (.toml)"
+        )
+    if extension in (".json", ".toml"):
+        data = _read_dict_config(path, extension)
+        data.setdefault("version", 1)
+        data.setdefault("disable_existing_loggers", False)
+        if data["version"] != 1:
+            raise ConfigError(f"--log-config: {path} has version {data['version']!r}; dictConfig knows version 1")
+        return data
+    return _read_ini_config(path)
+
+
+def _read_ini_config(path: str) -> configparser.RawConfigParser:
+    parser = configparser.ConfigParser()
     try:
-        if extension in (".json", ".toml"):
-            data = _read_dict_config(path, extension)
-            data.setdefault("version", 1)
-            data.setdefault("disable_existing_loggers", False)
-            logging.config.dictConfig(data)
-        else:
-            logging.config.fileConfig(path, disable_existing_loggers=False)
-    except ConfigError:
-        raise
-    except Exception as exc:  # dictConfig/fileConfig raise ValueError, KeyError, configparser errors...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--log-config: {path} is not a valid logging configuration: {reason}") from None
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"--log-config: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--log-config: {path} is not a text file") from None
+    except configparser.MissingSectionHeaderError:
+        raise ConfigError(
+            f"--log-config: {path} is not a logging configuration anyserve reads: an INI file for "
+            "logging.config.fileConfig (this one has no [section] header), or a dictConfig as JSON (.json) "
+            "or TOML (.toml)"
+        ) from None
+    except configparser.Error as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"--log-config: {path} is not a valid INI file: {reason}") from None
+    for section in ("loggers", "handlers", "formatters"):
+        if not parser.has_option(section, "keys"):
+            raise ConfigError(
+                f"--log-config: {path} has no [{section}] section with keys=; a logging INI file "
+                "(logging.config.fileConfig) needs [loggers], [handlers] and [formatters]"
+            )
+    loggers = [name.strip() for name in parser.get("loggers", "keys").split(",") if name.strip()]
+    if "root" not in loggers:
+        raise ConfigError(f"--log-config: {path} must list root in [loggers] keys= (and have a [logger_root] section)")
+    for kind in ("logger", "handler", "formatter"):
+        for name in (n.strip() for n in parser.get(f"{kind}s", "keys").split(",")):
+            if name and not parser.has_section(f"{kind}_{name}"):
+                raise ConfigError(f"--log-config: {path} lists {kind} {name!r} but has no [{kind}_{name}] section")
+    return parser
 
 
 def _read_dict_config(path: str, extension: str) -> dict[str, Any]:

@@ -52,25 +52,27 @@ class Plan:
         return self.config.workers > 1 and not self.adapter.capabilities.workers
 
 
-def prepare(config: Config, app: Any = None, *, owns_process: bool = False) -> Plan:
+def prepare(config: Config, app: Any = None, *, owns_process: bool = False, checking: bool = False) -> Plan:
     """Choose the server, parse its options, make the TLS settings and, unless
     workers import it after the fork, load the app: each once, before binding.
 
     *owns_process*: this process serves and is anyserve's own (the command,
     ``anyserve.run()`` from the main thread), so a green-thread server may
-    patch the standard library first."""
+    patch the standard library first. *checking*: for ``anyserve check``, which
+    serves nothing: the app is imported and the TLS settings checked here,
+    whoever would do it when serving."""
     add_app_dir(config.app_dir)
     target = app if app is not None else config.app
     if target is None and not (config.mount or config.vhost):
         raise AnyserveError("no APP given: name the application as module:attr, e.g. myapp:application")
     adapter, settings = choose_adapter(config)
-    here = imports_app_here(config, adapter)
+    here = checking or imports_app_here(config, adapter)
     if owns_process and here:
         adapter.prepare_process(config, settings)
     site = build_site(config, target, adapter) if here else None
     config = with_cherrypy_address(config, site)
     if here or not (config.workers > 1 and not adapter.capabilities.workers):
-        tls = load_tls(config)  # after prepare_process: gevent and eventlet patch ssl first
+        tls = load_tls(config, serving=not checking)  # after prepare_process: gevent and eventlet patch ssl first
     else:
         # Checked in each worker, once its server patched ssl; an --ssl-adhoc
         # certificate is made here, so that every worker serves the same one.

@@ -15,6 +15,7 @@ from .loader import DeferredApp, load_callable
 from .notify import notify
 from .plan import Plan, bind, prepare
 from .sockets import Listener
+from .summary import log_summary
 from .tls import check_tls
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ class Server:
         self.lifecycle = Lifecycle(plan.config.main_interval)
         self.listeners: list[Listener] = list(listeners or [])
         self.owns_process = owns_process
-        self._pid = os.getpid()
         self._served: Any = None
         self._deferred: DeferredApp | None = None
         self._thread: threading.Thread | None = None
@@ -162,7 +162,7 @@ class Server:
     def serve(self, *, announce: bool = True) -> None:
         """Serve until :meth:`stop`; then close the listeners.
 
-        *announce*: log the "Listening on" lines once requests are taken (a
+        *announce*: log the start-up summary once requests are taken (a
         supervised worker leaves that to its supervisor)."""
         self.bind()
         self.announce(log_urls=announce)
@@ -172,15 +172,19 @@ class Server:
             self.close()
 
     def announce(self, *, log_urls: bool = True) -> None:
-        """Say where it listens, as the last start hook: once printed, requests are answered."""
+        """Log the start-up summary (what serves, where) once requests are answered,
+        from this process: as the last start hook, or, for a server whose own
+        workers serve (gunicorn, uWSGI), when the adapter says the first one does."""
         os.environ[SERVING_ENV] = self.described
         if not log_urls:
             return
+        if self.adapter_class.capabilities.workers:
+            self.adapter.first_served = lambda: log_summary(self.plan, self.listeners, owns_process=self.owns_process)
+            return
 
         def listening() -> None:
-            log_listening(self.urls, self.described, self.config.workers, self.config.threads)
-            # Once, from the process the service manager started (not from forked workers).
-            if self.owns_process and os.getpid() == self._pid:
+            log_summary(self.plan, self.listeners, owns_process=self.owns_process)
+            if self.owns_process:
                 notify("READY=1")
 
         # Last, whatever is subscribed later: a deferred app subscribes its
@@ -227,14 +231,6 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def log_listening(urls: list[str], described: str, workers: int, threads: int | None = None) -> None:
-    processes = f"{workers} worker{'' if workers == 1 else 's'}"
-    if threads is not None:  # else the server's own count
-        processes += f", {threads} thread{'' if threads == 1 else 's'}"
-    for url in urls:
-        log.info("Listening on %s (%s, %s)", url, described, processes)
 
 
 def refuse_workers_in_thread(server: Server) -> None:

@@ -41,9 +41,10 @@ from .errors import EXIT_FAILURE, AnyserveError, Reported
 from .logs import reopen_log_files_soon
 from .notify import notify
 from .plan import Plan
-from .server import Server, log_listening
+from .server import Server
 from .signals import serve_until_signalled
 from .sockets import Listener
+from .summary import log_summary
 from .workers import BootReports, die_with_parent, process_title, set_process_title
 
 log = logging.getLogger("anyserve.supervisor")
@@ -98,7 +99,6 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
         self.reports = BootReports()
         self.pid = os.getpid()
-        self.described = plan.adapter.described()
 
     # -- the parent ------------------------------------------------------------------
 
@@ -189,8 +189,7 @@ class Supervisor:
                 self.retire(self.workers[worker.replaces], "replaced after SIGHUP")
             if not self.announced and sum(w.ready for w in self.workers.values()) >= self.target:
                 self.announced = True
-                urls = [listener.url() for listener in self.listeners]
-                log_listening(urls, self.described, self.target, self.config.threads)
+                log_summary(self.plan, self.listeners)
                 notify("READY=1")
 
     def reap(self) -> None:

@@ -37,6 +37,11 @@ class BootReports:
         self.owner = path is None
         self.path = path if path is not None else tempfile.mkdtemp(prefix="anyserve-workers-")
 
+    def give_to(self, uid: int, gid: int) -> None:
+        """Let workers that take on another user (--user, --group) write their reports."""
+        if self.owner and os.geteuid() == 0:
+            os.chown(self.path, uid, gid)
+
     # -- in a worker ---------------------------------------------------------------
 
     def served(self) -> None:

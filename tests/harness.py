@@ -262,7 +262,23 @@ def address(url: str) -> tuple[str, int]:
 
 
 def connect(url: str, timeout: float = 30) -> http.client.HTTPConnection:
+    """A connection to *url*: ``http://HOST:PORT``, or ``unix:PATH`` for a unix socket."""
+    if url.startswith("unix:"):
+        return UnixHTTPConnection(url.removeprefix("unix:"), timeout)
     return http.client.HTTPConnection(*address(url), timeout=timeout)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket (the Host header says "localhost")."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
 
 
 @dataclass

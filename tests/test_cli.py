@@ -12,8 +12,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,8 @@ from anyserve import __version__
 from anyserve.cli import main
 from anyserve.config import settings
 from anyserve.errors import EXIT_APP, EXIT_BIND, EXIT_OK, EXIT_USAGE
+
+from .harness import POLL, Running, fetch, free_port
 
 ANYSERVE = str(Path(sys.executable).parent / "anyserve")
 
@@ -208,6 +212,39 @@ def test_object_not_callable(site: Path) -> None:
     assert_error(result, EXIT_APP, "webapp:not_callable is a int object, not a WSGI application")
 
 
+ASGI_AND_FACTORY = """
+async def app(scope, receive, send):
+    pass
+
+def create_app():
+    def application(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+    return application
+"""
+
+
+@pytest.mark.parametrize("command", [[], ["check"]], ids=["serve", "check"])
+def test_an_asgi_app_is_refused_at_load(site: Path, taken_port: int, command: list[str]) -> None:
+    (site / "asgiapp.py").write_text(ASGI_AND_FACTORY)
+    result = run(*command, "-s", "wsgiref", "-p", str(taken_port), "asgiapp:app", cwd=site)
+    assert_error(result, EXIT_APP)
+    assert result.stderr == (
+        "anyserve: error: asgiapp:app is an ASGI application; anyserve serves WSGI "
+        "(wrap it with a2wsgi, or use an ASGI server)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["check"]], ids=["serve", "check"])
+def test_a_factory_without_factory_is_refused_at_load(site: Path, taken_port: int, command: list[str]) -> None:
+    (site / "asgiapp.py").write_text(ASGI_AND_FACTORY)
+    result = run(*command, "-s", "wsgiref", "-p", str(taken_port), "asgiapp:create_app", cwd=site)
+    assert_error(result, EXIT_APP)
+    assert result.stderr == (
+        "anyserve: error: asgiapp:create_app looks like a factory: add --factory or write APP as asgiapp:create_app()\n"
+    )
+
+
 def test_port_in_use(site: Path, taken_port: int) -> None:
     result = run("-s", "wsgiref", "-p", str(taken_port), "webapp", cwd=site)
     assert_error(result, EXIT_BIND, f"cannot listen on 127.0.0.1:{taken_port}: address already in use")
@@ -346,7 +383,7 @@ def in_site(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         (["check", "-s", "werkzeug", "-t", "2", "webapp"], EXIT_USAGE, "werkzeug cannot cap its threads"),
         (["list", "extra"], EXIT_USAGE, "anyserve list takes no arguments, got extra"),
         (["serve"], EXIT_USAGE, "no APP given"),
-        (["-s", "wsgiref", "--on-start", "webapp:nothing", "webapp"], EXIT_APP, "has no attribute 'nothing'"),
+        (["-s", "wsgiref", "-p", "0", "--on-start", "webapp:nothing", "webapp"], EXIT_APP, "has no attribute 'nothing'"),
     ],
 )
 def test_main_returns_the_exit_code_and_one_line(
@@ -416,24 +453,188 @@ def test_list_help() -> None:
     assert result.returncode == EXIT_OK and result.stdout.startswith("usage: anyserve list")
 
 
-def test_check_loads_the_app_and_starts_nothing(site: Path, taken_port: int) -> None:
-    # On a port this test holds: a command that tried to bind it would fail.
-    result = run("check", "-s", "waitress", "-p", str(taken_port), "webapp", cwd=site)
+def summary_lines(output: str) -> list[str]:
+    """What check prints but the option lines (where each option came from; tests/test_cli_parsing.py)."""
+    return [line for line in output.splitlines() if not line.startswith("option: ")]
+
+
+def test_check_loads_the_app_and_starts_nothing(site: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The README's example: waitress on a TCP port and a unix socket at once.
+    sock = tmp_path_factory.mktemp("sock") / "app.sock"
+    port = free_port()
+    result = run("check", "-s", "waitress", "-b", f"127.0.0.1:{port}", "-b", f"unix:{sock}", "webapp", cwd=site)
     assert result.returncode == EXIT_OK, result.stderr
-    assert result.stdout.splitlines() == [
+    assert summary_lines(result.stdout) == [
         "app: webapp -> webapp.application",
-        f"server: waitress {_version('waitress')} (event loop for I/O + thread pool of N for the app "
-        "(--threads, default 4))",
-        f"listen: 127.0.0.1:{taken_port}",
-        "option: app = webapp (from APP on the command line)",
-        "option: server = waitress (from -s on the command line)",
-        f"option: port = {taken_port} (from -p on the command line)",
+        f"server: waitress {_version('waitress')}, 1 worker, 4 threads (the server's default)",
+        f"listen: http://127.0.0.1:{port}",
+        f"listen: unix:{sock}",
+        "access log: off",
+        "ok: nothing was started",
+    ]
+    assert not sock.exists()  # bound, then released at once
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # free again
+
+
+def test_the_readme_toml_example_serves_on_both_listeners(site: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The README's [tool.anyserve] example (waitress on a TCP port and a unix
+    socket), on a free port and a socket of the test's own."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [block for block in readme.split("```toml\n")[1:] if "unix:/run/myapp.sock" in block]
+    sock = tmp_path_factory.mktemp("sock") / "app.sock"
+    toml = example.split("```")[0].replace("[tool.anyserve]\n", "").replace("myapp:application", "webapp:application")
+    toml = toml.replace("0.0.0.0:8000", "127.0.0.1:0").replace("/run/myapp.sock", str(sock))
+    (site / "anyserve.toml").write_text(toml)
+    running = Running("waitress", ["-c", str(site / "anyserve.toml"), "--app-dir", str(site)])
+    try:
+        running.wait_listening()
+        assert fetch(running.url, "/").body == b"ok"
+        assert fetch(f"unix:{sock}", "/").body == b"ok"
+    finally:
+        assert running.stop() == 0, running.stderr_text()
+
+
+def test_check_says_what_would_serve(site: Path, pki: Any) -> None:
+    args = ["-s", "cheroot", "-w", "3", "-t", "6", "-b", "127.0.0.1:0", "--certfile", str(pki.combined)]
+    args += ["--access-log", "-", "--mount", "/api=webapp:make('api')", "--vhost", "example.com=webapp:application"]
+    result = run("check", *args, "webapp", cwd=site)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert summary_lines(result.stdout) == [
+        "app: webapp -> webapp.application",
+        "mount: /api = webapp:make('api') -> webapp.application",
+        "vhost: example.com = webapp:application -> webapp.application",
+        f"server: cheroot {_version('cheroot')}, 3 workers (anyserve's supervisor), 6 threads each",
+        "listen: https://127.0.0.1:0 (a free port, picked at start)",
+        f"tls: {pki.combined} on every listener; client certificates: none",
+        "access log: stdout, combined format",
         "ok: nothing was started",
     ]
 
 
+@pytest.mark.parametrize(
+    ("server", "threads"),
+    [("gunicorn", "2 workers, 1 thread each (the server's default)"), ("gevent", "1 worker, greenlet per connection")],
+)
+def test_check_shows_the_server_s_own_threads(site: Path, server: str, threads: str) -> None:
+    workers = ["-w", "2"] if server == "gunicorn" else []
+    result = run("check", "-s", server, *workers, "-p", "0", "webapp", cwd=site)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert f"server: {server} {_version(server)}, {threads}" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["check"], []], ids=["check", "serve"])
+def test_check_refuses_what_serve_refuses(site: Path, taken_port: int, command: list[str]) -> None:
+    """The same one line from check as from serve, which stops there (on a port in
+    use, so that a serve that went on would fail with another line)."""
+    (site / "log.yaml").write_text("version: 1\nroot:\n  level: INFO\n")
+    (site / "log.conf").write_text("not an INI file\n")
+    (site / "running.pid").write_text(f"{os.getpid()}\n")  # this test's process
+    cases = [
+        (
+            ["-p", str(taken_port)],
+            EXIT_BIND,
+            f"cannot listen on 127.0.0.1:{taken_port}: address already in use; another process is "
+            "listening there (pick another port with -p or -b)",
+        ),
+        (
+            ["-p", str(taken_port), "--log-config", "log.yaml"],
+            EXIT_USAGE,
+            "--log-config: log.yaml is YAML, which anyserve does not read; write the same dictConfig as JSON "
+            "(.json) or TOML (.toml)",
+        ),
+        (
+            ["-p", str(taken_port), "--log-config", "log.conf"],
+            EXIT_USAGE,
+            "--log-config: log.conf is not a logging configuration anyserve reads: an INI file for "
+            "logging.config.fileConfig (this one has no [section] header), or a dictConfig as JSON (.json) "
+            "or TOML (.toml)",
+        ),
+        (
+            ["-p", str(taken_port), "--access-log", "nodir/access.log"],
+            EXIT_USAGE,
+            "--access-log: cannot open nodir/access.log: No such file or directory",
+        ),
+        (
+            ["-p", str(taken_port), "--pid", "running.pid"],
+            EXIT_USAGE,
+            f"--pid: {site / 'running.pid'} names process {os.getpid()}, which is running; stop it first, "
+            "or remove the file if that process is not anyserve",
+        ),
+        (
+            ["--host", "0.0.0.0:8180"],
+            EXIT_USAGE,
+            "--host takes a host, not HOST:PORT; use --bind 0.0.0.0:8180",
+        ),
+    ]
+    for args, code, message in cases:
+        result = run(*command, "-s", "wsgiref", *args, "webapp", cwd=site)
+        assert_error(result, code)
+        assert result.stderr == f"anyserve: error: {message}\n", args
+
+
+def test_check_binds_as_serve_does(site: Path, pki: Any) -> None:
+    """What only the bound listeners tell: --tls-bind naming none of them."""
+    args = ["-s", "cheroot", "-b", "127.0.0.1:0", "--certfile", str(pki.combined), "--tls-bind", "fd://secure"]
+    result = run("check", *args, "webapp", cwd=site)
+    assert_error(result, EXIT_USAGE, "--tls-bind fd://secure names none of the listeners")
+
+
+def test_serve_starts_with_the_summary_check_prints(site: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    sock = tmp_path_factory.mktemp("sock") / "app.sock"
+    args = ["-s", "waitress", "-t", "2", "-b", f"unix:{sock}", "--access-log", "-", "webapp"]
+    checked = run("check", "-b", "127.0.0.1:0", *args, cwd=site)
+    assert checked.returncode == EXIT_OK, checked.stderr
+    running = Running("waitress", ["-b", "127.0.0.1:0", "--app-dir", str(site), *args])
+    try:
+        running.wait_listening()
+        started = running.wait_for_output(r"access log: ")
+    finally:
+        running.stop()
+    logged = [line.split("] anyserve: ", 1)[1] for line in started.splitlines() if "] anyserve: " in line]
+    expected = summary_lines(checked.stdout)[:-1]  # without "ok: nothing was started"
+    expected = [
+        f"Listening on {running.url}"
+        if line.startswith("listen: http://")
+        else line.replace("listen: ", "Listening on ")
+        for line in expected
+    ]
+    assert logged == expected, started
+    assert "Press Ctrl-C" not in started  # not on a terminal
+
+
+def test_on_a_terminal_the_start_says_how_to_stop(site: Path, tmp_path: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    errors = tmp_path / "stderr"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANYSERVE_", "LISTEN_"))}
+    with open(errors, "wb") as stderr:
+        proc = subprocess.Popen(
+            [ANYSERVE, "-s", "wsgiref", "-p", "0", "webapp"],
+            cwd=site,
+            env=environ,
+            stdin=terminal,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "Press Ctrl-C to quit" not in errors.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, errors.read_text()
+            time.sleep(POLL)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        os.close(controller)
+        os.close(terminal)
+    lines = errors.read_text().splitlines()
+    said = [i for i, line in enumerate(lines) if line.endswith("] anyserve: Press Ctrl-C to quit")]
+    assert said and lines[said[0] - 1].endswith("] anyserve: access log: off"), lines  # right after the summary
+
+
 def test_check_picks_the_server_auto_would(site: Path) -> None:
-    result = run("check", "webapp:make('x')", cwd=site)
+    result = run("check", "-p", "0", "webapp:make('x')", cwd=site)
     assert result.returncode == EXIT_OK, result.stderr
     assert "server: cheroot " in result.stdout
 

@@ -54,7 +54,8 @@ def test_no_app_and_no_mount_is_still_refused(site: Path) -> None:
 
 
 def test_check_loads_the_mounted_and_virtual_host_apps(site: Path) -> None:
-    result = run("check", "--mount", "/x=webapp:application", "--vhost", "a.com=webapp:make()", "webapp", cwd=site)
+    args = ["-p", "0", "--mount", "/x=webapp:application", "--vhost", "a.com=webapp:make()"]
+    result = run("check", *args, "webapp", cwd=site)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:3] == [
         "app: webapp -> webapp.application",

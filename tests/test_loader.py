@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
@@ -443,3 +444,204 @@ def test_load_callable(mod: Modules) -> None:
         load_callable("loadme:make()")
     with pytest.raises(AppLoadError, match="not a function"):
         load_callable("loadme:number")
+
+
+# -- what is not a WSGI application, told at load time ------------------------------------------
+
+NOT_WSGI = """
+import functools
+
+
+async def asgi(scope, receive, send):
+    pass
+
+
+class AsgiApp:
+    async def __call__(self, scope, receive, send):
+        pass
+
+
+asgi_instance = AsgiApp()
+asgi_partial = functools.partial(asgi, {})
+
+
+def asgi3(scope, receive, send):  # a sync function returning a coroutine, as some wrappers are
+    return asgi(scope, receive, send)
+
+
+class Asgi2:
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        pass
+
+
+def create_app():
+    def app(environ, start_response):
+        return [b"created"]
+    return app
+
+
+class NeedsAnInstance:
+    def __call__(self, environ, start_response):
+        return [b"instance"]
+
+
+def makes_a_factory():
+    return create_app
+
+
+def one_argument(environ):
+    return [b"one"]
+"""
+
+ASGI_MESSAGE = "{} is an ASGI application; anyserve serves WSGI (wrap it with a2wsgi, or use an ASGI server)"
+
+
+@pytest.fixture
+def not_wsgi(modules: Modules) -> Modules:
+    modules.write("notwsgi.py", NOT_WSGI)
+    return modules
+
+
+@pytest.mark.parametrize("attr", ["asgi", "asgi_instance", "asgi_partial", "asgi3", "Asgi2", "AsgiApp()"])
+def test_an_asgi_application_is_refused_at_load(not_wsgi: Modules, attr: str) -> None:
+    spec = f"notwsgi:{attr}"
+    with pytest.raises(AppLoadError) as info:
+        not_wsgi.load(spec)
+    assert str(info.value) == ASGI_MESSAGE.format(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [("notwsgi:create_app", "notwsgi:create_app"), ("notwsgi:NeedsAnInstance", "notwsgi:NeedsAnInstance")],
+)
+def test_a_factory_without_factory_is_refused_at_load(not_wsgi: Modules, spec: str, shown: str) -> None:
+    with pytest.raises(AppLoadError) as info:
+        not_wsgi.load(spec)
+    assert str(info.value) == f"{shown} looks like a factory: add --factory or write APP as {shown}()"
+    assert body(not_wsgi.load(f"{spec}()")) in (b"created", b"instance")  # as the message says
+    assert body(not_wsgi.load(spec, factory=True)) in (b"created", b"instance")
+
+
+def test_a_default_attribute_that_is_a_factory_is_named_in_full(modules: Modules) -> None:
+    modules.write("factorymod.py", "def app():\n    return lambda environ, start_response: [b'made']\n")
+    message = r"^factorymod:app looks like a factory: .* write APP as factorymod:app\(\)$"
+    with pytest.raises(AppLoadError, match=message):
+        modules.load("factorymod")
+
+
+def test_what_a_factory_returns_must_take_environ_and_start_response(not_wsgi: Modules) -> None:
+    with pytest.raises(AppLoadError, match=r"^notwsgi:makes_a_factory\(\) takes no arguments, not what a WSGI"):
+        not_wsgi.load("notwsgi:makes_a_factory()")
+    with pytest.raises(AppLoadError, match=r"^notwsgi:one_argument takes \(environ\), not what a WSGI application"):
+        not_wsgi.load("notwsgi:one_argument")
+
+
+def test_an_asgi_object_from_python_is_refused_too() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    with pytest.raises(AppLoadError, match="is an ASGI application; anyserve serves WSGI"):
+        load_app(app)
+
+
+class PepAppClass:
+    """PEP 3333's example: the class is the application, each call an instance."""
+
+    def __init__(self, environ: Any, start_response: Any) -> None:
+        self.start = start_response
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.start("200 OK", [])
+        yield b"pep"
+
+
+class CallableInstance:
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        return [b"instance"]
+
+
+def _with_extra(greeting: str, environ: Any, start_response: Any) -> list[bytes]:
+    return [greeting.encode()]
+
+
+def _variadic(*args: Any, **kwargs: Any) -> list[bytes]:
+    return [b"variadic"]
+
+
+def _decorated() -> Any:
+    def inner(environ: Any, start_response: Any) -> list[bytes]:
+        return [b"decorated"]
+
+    @functools.wraps(_variadic)  # its __wrapped__ says nothing of the wrapper's own signature
+    def wrapper(environ: Any, start_response: Any) -> list[bytes]:
+        return inner(environ, start_response)
+
+    return wrapper
+
+
+def _werkzeug_app() -> Any:
+    from werkzeug.wrappers import Request, Response
+
+    @Request.application
+    def app(request: Any) -> Any:
+        return Response("werkzeug")
+
+    return app
+
+
+def _werkzeug_dispatcher() -> Any:
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    return DispatcherMiddleware(CallableInstance(), {})
+
+
+def _cherrypy_application() -> Any:
+    import cherrypy
+
+    class Root:
+        @cherrypy.expose
+        def index(self) -> str:
+            return "root"
+
+    return cherrypy.Application(Root(), None)
+
+
+def _cherrypy_tree() -> Any:
+    import cherrypy
+
+    return cherrypy._cptree.Tree()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PepAppClass,
+        lambda: CallableInstance(),
+        lambda: CallableInstance().__call__,
+        lambda: functools.partial(_with_extra, "partial"),
+        lambda: _variadic,
+        _decorated,
+        _werkzeug_app,
+        _werkzeug_dispatcher,
+        _cherrypy_application,
+        _cherrypy_tree,
+    ],
+    ids=[
+        "class",
+        "instance",
+        "bound-method",
+        "partial",
+        "variadic",
+        "decorated",
+        "werkzeug",
+        "werkzeug-dispatcher",
+        "cherrypy-application",
+        "cherrypy-tree",
+    ],
+)
+def test_wsgi_callables_of_every_shape_load(make: Any) -> None:
+    app = make()
+    assert load_app(app) is app

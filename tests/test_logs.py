@@ -118,7 +118,12 @@ def test_log_config_files(tmp_path: Path, kind: str) -> None:
         ("bad.toml", "a = ", r"^--log-config: .*bad.toml is not valid TOML: "),
         ("list.json", "[1]", r"must hold a table"),
         ("wrong.json", '{"handlers": {"h": {"class": "no.such.Handler"}}}', r"is not a valid logging configuration: "),
-        ("wrong.ini", "[loggers]\nkeys=root\n", r"^--log-config: .*wrong.ini is not a valid logging configuration: "),
+        ("wrong.ini", "[loggers]\nkeys=root\n", r"^--log-config: .*wrong.ini has no \[handlers\] section with keys="),
+        ("log.yaml", "version: 1\n", r"^--log-config: .*log.yaml is YAML, which anyserve does not read; write"),
+        ("log.conf", "version: 1\nroot:\n", r"^--log-config: .*log.conf is not a logging configuration anyserve"),
+        ("noroot.ini", "[loggers]\nkeys=app\n[handlers]\nkeys=\n[formatters]\nkeys=\n", r"must list root in"),
+        ("nosection.ini", "[loggers]\nkeys=root\n[handlers]\nkeys=h\n[formatters]\nkeys=\n", r"no \[logger_root\]"),
+        ("version.json", '{"version": 2}', r"has version 2; dictConfig knows version 1"),
     ],
 )
 def test_bad_log_config_files(tmp_path: Path, name: str, text: str | None, message: str) -> None:

@@ -20,6 +20,7 @@ from anyserve.plan import load_tls, mark_tls
 from anyserve.sockets import INHERITED_FDS_ENV, Listener, bind, bind_listeners, inherited_fds_value, same_address
 from anyserve.tls import TLS, make_adhoc_certificate
 
+from .harness import free_port
 from .pki import KEY_PASSWORD, Pki
 from .test_cli import assert_error, run
 
@@ -300,15 +301,20 @@ def _free_port() -> int:
 
 
 def test_tls_options_in_a_toml_file(site: Path, pki: Pki) -> None:
+    port = free_port()  # check binds the listeners (and releases them)
     (site / "anyserve.toml").write_text(
         f'app = "webapp"\nserver = "cheroot"\nbind = ["127.0.0.1:0"]\ncertfile = "{pki.cert}"\n'
-        f'keyfile = "{pki.key}"\nca_certs = "{pki.ca}"\ncert_reqs = "optional"\ntls_bind = ["127.0.0.1:8443"]\n'
+        f'keyfile = "{pki.key}"\nca_certs = "{pki.ca}"\ncert_reqs = "optional"\ntls_bind = ["127.0.0.1:{port}"]\n'
     )
     result = run("check", "-c", "anyserve.toml", cwd=site)
     assert result.returncode == 0, result.stderr
-    assert f"tls: {pki.cert} on 127.0.0.1:8443; client certificates: optional" in result.stdout.splitlines()
-    assert "listen: 127.0.0.1:0, 127.0.0.1:8443" in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert f"tls: {pki.cert} on https://127.0.0.1:{port}; client certificates: optional" in lines
+    assert ["listen: http://127.0.0.1:0 (a free port, picked at start)", f"listen: https://127.0.0.1:{port}"] == [
+        line for line in lines if line.startswith("listen: ")
+    ]
 
 
 def test_check_refuses_a_bad_certificate(site: Path) -> None:
-    assert_error(run("check", "--certfile", "not-a-cert.pem", "webapp", cwd=site), EXIT_USAGE, "not a PEM certificate")
+    result = run("check", "-p", "0", "--certfile", "not-a-cert.pem", "webapp", cwd=site)
+    assert_error(result, EXIT_USAGE, "not a PEM certificate")

@@ -68,6 +68,7 @@ class UwsgiAdapter(Adapter):
     requires = ("pyuwsgi",)
     module = "pyuwsgi"
     capabilities = Capabilities(
+        default_threads=1,
         concurrency="pre-fork workers (--workers), each one request at a time, or --threads at once",
         threads=True,
         workers=True,
@@ -138,7 +139,6 @@ class UwsgiAdapter(Adapter):
             os.set_inheritable(fd, True)
         spec = {
             "config": {name: getattr(config, name) for name in _set_options(config)},
-            "urls": [listener.url() for listener in listeners],
             "described": f"uwsgi {self.version() or ''}".strip(),
             "reports": reports.path,
             "fifo": os.path.join(scratch, FIFO),
@@ -174,6 +174,7 @@ class UwsgiAdapter(Adapter):
     def _notify_ready(self) -> None:
         while self._process is not None and self._process.poll() is None and not self._race.requested:
             if self._reports is not None and self._reports.ever_served():
+                self.first_served()
                 notify("READY=1")
                 return
             time.sleep(0.05)

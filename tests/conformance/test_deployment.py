@@ -96,7 +96,7 @@ def test_usr1_reopens_the_log_files(server: str, tmp_path: Path) -> None:
         ],
     )
     try:
-        url = re.search(r"Listening on (http://\S+)", wait_for_text(errors, r"Listening on http://\S+ ")).group(1)
+        url = re.search(r"Listening on (http://\S+)", wait_for_text(errors, r"Listening on http://\S+\n")).group(1)
         fetch(url, "/echo?before")
         wait_for_text(access, "before")
         access.rename(tmp_path / "access.log.1")  # what logrotate does

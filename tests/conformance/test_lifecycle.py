@@ -6,7 +6,10 @@ accepting thread); one without refuses the option, which is asserted."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,6 +77,47 @@ def test_sigterm_lets_the_request_in_flight_finish(server: str, args: tuple[str,
     assert isinstance(answer, Response)
     assert answer.status == 200
     assert answer.body == b"".join(pattern(BODY_SIZE)), f"{len(answer.body)} of {BODY_SIZE} bytes"
+
+
+@pytest.mark.servers(has="unix")
+def test_tcp_and_unix_listeners_in_one_process(server: str, tmp_path: Path) -> None:
+    """-b HOST:PORT -b unix:PATH, as the README's example: both answer, and a stop
+    lets a request in flight on each of them finish."""
+    directory = tempfile.mkdtemp(prefix="anyserve-", dir="/tmp")  # a unix socket path must be short
+    unix = f"unix:{directory}/app.sock"
+    running = start_anyserve(server, APP, "-b", unix)
+    result: dict[str, Response | BaseException] = {}
+
+    def slow(url: str, mark: Path) -> None:
+        try:
+            result[url] = fetch(url, f"/slow?s=1.0&size={BODY_SIZE}&mark={mark}")
+        except BaseException as exc:  # reported by the assertion below
+            result[url] = exc
+
+    try:
+        for url in (running.url, unix):
+            answer = fetch(url, "/echo")
+            assert answer.status == 200, (url, answer)
+        clients = [
+            threading.Thread(target=slow, args=(url, tmp_path / f"started-{i}"))
+            for i, url in enumerate((running.url, unix))
+        ]
+        for client in clients:
+            client.start()
+        for i in range(len(clients)):
+            wait_for_file(tmp_path / f"started-{i}", what="a slow request never reached the app")
+        running.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.join(timeout=30)
+        assert running.proc.wait(timeout=30) == 0, running.stderr_text()
+        assert not os.path.exists(f"{directory}/app.sock"), "the socket file was left behind"
+    finally:
+        running.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    for url in (running.url, unix):
+        answer = result.get(url)
+        assert isinstance(answer, Response), (url, answer)
+        assert answer.status == 200 and answer.body == b"".join(pattern(BODY_SIZE)), url
 
 
 def test_an_idle_keep_alive_connection_does_not_hold_up_shutdown(server: str) -> None:
