@@ -383,7 +383,11 @@ def in_site(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         (["check", "-s", "werkzeug", "-t", "2", "webapp"], EXIT_USAGE, "werkzeug cannot cap its threads"),
         (["list", "extra"], EXIT_USAGE, "anyserve list takes no arguments, got extra"),
         (["serve"], EXIT_USAGE, "no APP given"),
-        (["-s", "wsgiref", "-p", "0", "--on-start", "webapp:nothing", "webapp"], EXIT_APP, "has no attribute 'nothing'"),
+        (
+            ["-s", "wsgiref", "-p", "0", "--on-start", "webapp:nothing", "webapp"],
+            EXIT_APP,
+            "has no attribute 'nothing'",
+        ),
     ],
 )
 def test_main_returns_the_exit_code_and_one_line(

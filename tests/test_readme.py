@@ -131,9 +131,12 @@ def examples() -> list[Example]:
                 line = line[:-1] + " " + body[index].strip()
                 index += 1
             expected = None
-            if line.startswith("$ "):
-                line, expected = line[2:], body[index].strip()
-                index += 1
+            if line.startswith("$ "):  # the output follows, up to a blank line or the next command
+                output = []
+                while index < len(body) and body[index].strip() and not body[index].startswith("$ "):
+                    output.append(body[index].strip())
+                    index += 1
+                line, expected = line[2:], "\n".join(output)
             found.append(Example(number, _drop_comment(line), expected))
     return found
 
@@ -153,7 +156,7 @@ class Site:
         (path / "app.conf").write_text(CHERRYPY_CONF)
         (path / "pki").mkdir()
         pki = make_pki(path / "pki")
-        (path / "site.pem").write_bytes(pki.cert.read_bytes())
+        (path / "site.pem").write_bytes(pki.combined.read_bytes())  # the key follows, as the README allows
         (path / "site.key").write_bytes(pki.key.read_bytes())
         self.ports: dict[str, str] = {}
 
@@ -272,10 +275,7 @@ def test_readme_example(example: Example, tmp_path: Path) -> None:
         return
     env, argv = split(site.fill_in(example.text))
     if example.expected is not None:
-        result = subprocess.run([ANYSERVE, *argv], cwd=site.path, capture_output=True, text=True, timeout=60)
-        assert result.returncode != 0
-        pattern = ".*".join(re.escape(part) for part in example.expected.split("..."))
-        assert re.fullmatch(pattern, result.stderr.strip()), result.stderr
+        run_shown(site, argv, example.expected)
         return
     if argv[0] == "bench":
         run_bench(site, argv)
@@ -286,6 +286,20 @@ def test_readme_example(example: Example, tmp_path: Path) -> None:
         run_daemon(site, env, argv)
         return
     serve_and_stop(site, {**env}, argv, listener_count(env, argv))
+
+
+def run_shown(site: Site, argv: list[str], shown: str) -> None:
+    """An example shown with its output: the same output (an error on stderr, else stdout),
+    "..." standing for anything, versions for any version, the ports and paths filled in."""
+    result = subprocess.run([ANYSERVE, *argv], cwd=site.path, capture_output=True, text=True, timeout=60)
+    succeeds = shown.splitlines()[-1].startswith("ok:")
+    assert (result.returncode == 0) == succeeds, result.stdout + result.stderr
+    version = re.compile(r"(?<=[a-z] )\d+\.\d+\.\d+(?:\.\w+)?")  # "cheroot 11.1.2"
+    pattern = ".*".join(
+        r"\S+".join(re.escape(piece) for piece in version.split(part)) for part in site.fill_in(shown).split("...")
+    )
+    output = (result.stdout if succeeds else result.stderr).strip()
+    assert re.fullmatch(pattern, output, re.DOTALL), f"{output}\n--- does not match ---\n{shown}"
 
 
 def run_toml(site: Site, example: Example) -> None:
