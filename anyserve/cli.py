@@ -38,7 +38,7 @@ Serve one WSGI application on any of many Python servers.
 commands:
   anyserve [serve] [OPTIONS] APP   serve APP (the default command)
   anyserve list                    known servers: installed?, version, capabilities
-  anyserve check [OPTIONS] APP     load APP and check the options; start nothing
+  anyserve check [OPTIONS] APP     every check serve makes, then what it would serve; start nothing
   anyserve bench [APP] -s S1,S2    servers side by side on one app (see anyserve bench --help)
 
 APP is module:attr, module:factory(args) or path/file.py[:attr]; with no
@@ -77,7 +77,7 @@ OTHER_SPELLINGS = {
     "--limit-request-line": f"{_SERVER_SETTING} -o limit_request_line=N under -s gunicorn",
     "--limit-request-fields": f"{_SERVER_SETTING} -o limit_request_fields=N under -s gunicorn",
     "--name": f"{_SERVER_SETTING} -o proc_name=NAME under -s gunicorn",
-    "--check-config": "anyserve check [OPTIONS] APP loads the app and checks the options",
+    "--check-config": "anyserve check [OPTIONS] APP runs every check serve makes and starts nothing",
     "--reload-extra-file": "--reload-dir DIR also watches the files under DIR",
     "--proxy-allow-from": "anyserve spells it --forwarded-allow-ips ADDRS",
     "--ssl": "HTTPS is --certfile FILE [--keyfile FILE], or --ssl-adhoc for a self-signed certificate (development)",
