@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,11 @@ from .patching import PATCH_OPTION, MonkeyPatching
 
 DEFAULT_POOL = 1024  # eventlet's own default
 
+# eventlet warns on stderr, when first imported, that it is deprecated (with a
+# stray line of importlib's source); this adapter's note in `anyserve list`
+# says it where a user chooses a server.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+
 
 class EventletAdapter(MonkeyPatching, EventLoopAdapter):
     name = "eventlet"
@@ -43,6 +49,7 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
+    loggers = ("eventlet",)
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
         "patch": PATCH_OPTION,
@@ -182,12 +189,10 @@ class EventletServing(LoopServing):
             # Each accepted connection does its handshake in its own green thread, on first read.
             return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
 
-        access_log = logging.getLogger("eventlet.wsgi")
+        server_log = logging.getLogger("eventlet.wsgi")
         settings = {
-            "log": access_log,
-            # eventlet formats each access line before logging it: skip the
-            # work when the line would be dropped anyway.
-            "log_output": self.adapter.logs_access(access_log),
+            "log": server_log,  # its messages; no access lines (log_output)
+            "log_output": False,  # no line per request of its own (Adapter.loggers)
             "custom_pool": self.pool,
             "protocol": Protocol,
             # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks

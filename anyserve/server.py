@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
 from .loader import DeferredApp, load_callable
+from .logs import route_server_loggers
 from .notify import notify
 from .plan import Plan, bind, prepare
 from .sockets import Listener
@@ -68,6 +70,8 @@ class Server:
         self.lifecycle = Lifecycle(plan.config.main_interval)
         self.listeners: list[Listener] = list(listeners or [])
         self.owns_process = owns_process
+        if owns_process:  # anyserve configured this process's logging: the server's loggers join it
+            route_server_loggers(plan.adapter.loggers, plan.config.log_level)
         self._pid = os.getpid()
         self._served: Any = None
         self._deferred: DeferredApp | None = None
@@ -168,11 +172,18 @@ class Server:
             return
 
         def listening() -> None:
-            log_listening(self.urls, self.described, self.config.workers)
+            log_listening(self.urls, self.described, self.config.workers, owner=self.owns_process)
             # Once, from the process the service manager started (not from forked workers).
             if self.owns_process and os.getpid() == self._pid:
                 notify("READY=1")
 
+        if self.adapter_class.capabilities.workers:
+            # Its workers run the Lifecycle: said once, from this process, when
+            # they serve (the server tells the service manager itself).
+            self.adapter.when_serving(
+                lambda: log_listening(self.urls, self.described, self.config.workers, owner=self.owns_process)
+            )
+            return
         # Last, whatever is subscribed later: a deferred app subscribes its
         # hooks (the CherryPy engine's start) only when a worker loads it.
         self.lifecycle.subscribe("started", listening, last=True)
@@ -216,9 +227,14 @@ class Server:
         self.stop()
 
 
-def log_listening(urls: list[str], described: str, workers: int) -> None:
+def log_listening(urls: list[str], described: str, workers: int, *, owner: bool = False) -> None:
+    """Say where the server listens; *owner*: from anyserve's own process, which
+    also says how to stop it when a person watches (stderr is a terminal)."""
     for url in urls:
         log.info("Listening on %s (%s, %d worker%s)", url, described, workers, "" if workers == 1 else "s")
+    if owner and sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+        sys.stderr.write("Press Ctrl-C to quit\n")
+        sys.stderr.flush()
 
 
 def refuse_workers_in_thread(server: Server) -> None:

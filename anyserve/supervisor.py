@@ -189,7 +189,7 @@ class Supervisor:
                 self.retire(self.workers[worker.replaces], "replaced after SIGHUP")
             if not self.announced and sum(w.ready for w in self.workers.values()) >= self.target:
                 self.announced = True
-                log_listening([listener.url() for listener in self.listeners], self.described, self.target)
+                log_listening([listener.url() for listener in self.listeners], self.described, self.target, owner=True)
                 notify("READY=1")
 
     def reap(self) -> None:

@@ -37,6 +37,10 @@ class BootReports:
         self.owner = path is None
         self.path = path if path is not None else tempfile.mkdtemp(prefix="anyserve-workers-")
 
+    def allow(self, uid: int, gid: int) -> None:
+        """Let workers that take on this user and group (--user, --group) report."""
+        os.chown(self.path, uid, gid)
+
     # -- in a worker ---------------------------------------------------------------
 
     def served(self) -> None:

@@ -39,7 +39,7 @@ def application() -> WSGIApp:
 
     from anyserve.logs import configure_logging
     from anyserve.plan import prepare
-    from anyserve.server import Server, log_listening
+    from anyserve.server import Server
 
     spec = json.loads(os.environ[SPEC_ENV])
     config = Config.load(kwargs=spec["config"])
@@ -60,7 +60,6 @@ def application() -> WSGIApp:
         os._exit(code)
     lifecycle = server.lifecycle
     os.environ["ANYSERVE_SERVING"] = spec["described"]
-    lifecycle.subscribe("started", lambda: log_listening(spec["urls"], spec["described"], config.workers), last=True)
     logs_to_files = any(path and path != "-" for path in (config.error_log, config.access_log, config.log_config))
 
     def started() -> None:
