@@ -172,8 +172,6 @@ class GeventServing(LoopServing):
                 self.app,
                 spawn=Pool(self.adapter.settings.get("pool_size")),  # a pool, so the stop can count the handlers
                 handler_class=Handler,
-                # pywsgi formats each access line before writing it: no log at all
-                # when the line would be dropped anyway.
                 log=None,  # no line per request of its own (Adapter.loggers)
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
                 **tls,
