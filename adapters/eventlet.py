@@ -37,6 +37,29 @@ DEFAULT_POOL = 1024  # eventlet's own default
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
 
 
+class _ServerLog:
+    """What eventlet's server logs through: its logger, with the traceback of an
+    app that raised (which eventlet logs at INFO) as an error, and without its
+    line per request (formatted as ACCESS_LINE)."""
+
+    ACCESS_LINE = "(a request)"
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if msg == self.ACCESS_LINE:
+            return
+        error = msg.startswith("Traceback (most recent call last)")
+        self.logger.log(logging.ERROR if error else logging.INFO, "%s", msg.rstrip("\n"))
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.logger.debug("%s", msg)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.logger.error("%s", msg)
+
+
 class EventletAdapter(MonkeyPatching, EventLoopAdapter):
     name = "eventlet"
     patching = ("eventlet", "monkey_patch")
@@ -160,6 +183,10 @@ class EventletServing(LoopServing):
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
 
+            def log_message(self, format: str, *args: Any) -> None:
+                # http.server writes a bad request's line to stderr itself.
+                logging.getLogger("eventlet.wsgi").info("%s - %s", self.address_string(), format % args)
+
             def _read_request_line(self) -> Any:
                 try:
                     line = super()._read_request_line()
@@ -189,10 +216,12 @@ class EventletServing(LoopServing):
             # Each accepted connection does its handshake in its own green thread, on first read.
             return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
 
-        server_log = logging.getLogger("eventlet.wsgi")
         settings = {
-            "log": server_log,  # its messages; no access lines (log_output)
-            "log_output": False,  # no line per request of its own (Adapter.loggers)
+            "log": _ServerLog(logging.getLogger("eventlet.wsgi")),
+            # Without log_output eventlet logs nothing at all, not even an app's
+            # traceback: on, with its line per request dropped (Adapter.loggers).
+            "log_output": True,
+            "log_format": _ServerLog.ACCESS_LINE,
             "custom_pool": self.pool,
             "protocol": Protocol,
             # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks
