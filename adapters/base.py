@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -99,16 +98,18 @@ class Adapter(ABC):
     note: ClassVar[str] = ""
     #: True for the adapter whose server is run by the CherryPy engine itself (-s cherrypy).
     runs_cherrypy_engine: ClassVar[bool] = False
+    #: The server's own loggers. Where anyserve owns the process they write where
+    #: anyserve's messages go, in its format, their INFO lines only with
+    #: ``--log-level debug`` (anyserve.logs.route_server_loggers). A server writes
+    #: no line per request of its own: anyserve's ``--access-log`` is the one
+    #: access log, the same on every server, so each adapter turns its server's off.
+    loggers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config, settings: Mapping[str, Any] | None = None) -> None:
         self.config = config
         #: The ``-o`` options, parsed by :meth:`parse_options`.
         self.settings: Mapping[str, Any] = settings or {}
-        #: For a server whose own workers serve (capability ``workers``): call it
-        #: once, in anyserve's process, when the first worker serves (anyserve
-        #: then logs its start-up summary). Others serve in this process, whose
-        #: ``lifecycle.started()`` says it.
-        self.first_served: Callable[[], object] = lambda: None
+        self._when_serving: Callable[[], object] | None = None
 
     # -- what it is, known without importing the server -------------------------
 
@@ -222,11 +223,19 @@ class Adapter(ABC):
         requests finish (up to the graceful timeout), then make :meth:`serve` return.
         Safe to call from any thread or a signal handler, and more than once."""
 
-    def logs_access(self, logger: logging.Logger) -> bool:
-        """Whether the server writes its own access line to *logger*: not when
-        anyserve's ``--access-log`` has the line, nor when the line would be
-        dropped (servers format it before they log it)."""
-        return self.config.access_log is None and logger.isEnabledFor(logging.INFO)
+    def when_serving(self, hook: Callable[[], object]) -> None:
+        """A server with worker processes of its own (capability ``workers``): have
+        *hook* run once, in this process, when its workers serve; the adapter
+        calls :meth:`workers_serve` from its master then. (Where this process serves,
+        anyserve runs such a hook as the last ``started`` hook instead.)"""
+        self._when_serving = hook
+
+    def workers_serve(self) -> None:
+        """Called by a server with workers of its own, in its master, once they
+        serve: runs the :meth:`when_serving` hook, the first time only."""
+        hook, self._when_serving = self._when_serving, None
+        if hook is not None:
+            hook()
 
     def reopen_logs(self) -> None:
         """On SIGUSR1, in anyserve's process: have the server's own worker processes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_str
@@ -103,6 +104,7 @@ class CherootAdapter(ThreadedAdapter):
     # cheroot joins only the headers it knows to be lists (Accept, ...); of
     # any other repeated header the app sees the last value.
     deviations = Deviations(last_repeated_header=True)
+    loggers = ("cheroot",)
     options = {
         "max_threads": Option(to_int, "grow the pool up to this many threads under load (-1: no limit)"),
         "timeout": Option(to_int, "seconds a connection may stay idle (default 10)"),
@@ -118,7 +120,13 @@ class CherootAdapter(ThreadedAdapter):
         from cheroot import wsgi
 
         config, settings = self.config, self.settings
-        server_class = adopt_listener(wsgi.Server)
+
+        class Server(adopt_listener(wsgi.Server)):  # type: ignore[misc]
+            def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+                # cheroot writes these to stderr itself: through its logger instead.
+                logging.getLogger("cheroot").log(level, "%s", msg, exc_info=traceback)
+
+        server_class = Server
         servers = []
         for listener in listeners:
             server = server_class(

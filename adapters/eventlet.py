@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,34 @@ from .patching import PATCH_OPTION, MonkeyPatching
 
 DEFAULT_POOL = 1024  # eventlet's own default
 
+# eventlet warns on stderr, when first imported, that it is deprecated (with a
+# stray line of importlib's source); this adapter's note in `anyserve list`
+# says it where a user chooses a server.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+
+
+class _ServerLog:
+    """What eventlet's server logs through: its logger, with the traceback of an
+    app that raised (which eventlet logs at INFO) as an error, and without its
+    line per request (formatted as ACCESS_LINE)."""
+
+    ACCESS_LINE = "(a request)"
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if msg == self.ACCESS_LINE:
+            return
+        error = msg.startswith("Traceback (most recent call last)")
+        self.logger.log(logging.ERROR if error else logging.INFO, "%s", msg.rstrip("\n"))
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.logger.debug("%s", msg)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.logger.error("%s", msg)
+
 
 class EventletAdapter(MonkeyPatching, EventLoopAdapter):
     name = "eventlet"
@@ -43,6 +72,7 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
+    loggers = ("eventlet",)
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
         "patch": PATCH_OPTION,
@@ -153,6 +183,10 @@ class EventletServing(LoopServing):
             # an error page with no status line.
             default_request_version = "HTTP/1.0"
 
+            def log_message(self, format: str, *args: Any) -> None:
+                # http.server writes a bad request's line to stderr itself.
+                logging.getLogger("eventlet.wsgi").info("%s - %s", self.address_string(), format % args)
+
             def _read_request_line(self) -> Any:
                 try:
                     line = super()._read_request_line()
@@ -182,12 +216,12 @@ class EventletServing(LoopServing):
             # Each accepted connection does its handshake in its own green thread, on first read.
             return listener.tls.context(GreenSSLContext).wrap_socket(sock, server_side=True)
 
-        access_log = logging.getLogger("eventlet.wsgi")
         settings = {
-            "log": access_log,
-            # eventlet formats each access line before logging it: skip the
-            # work when the line would be dropped anyway.
-            "log_output": self.adapter.logs_access(access_log),
+            "log": _ServerLog(logging.getLogger("eventlet.wsgi")),
+            # Without log_output eventlet logs nothing at all, not even an app's
+            # traceback: on, with its line per request dropped (Adapter.loggers).
+            "log_output": True,
+            "log_format": _ServerLog.ACCESS_LINE,
             "custom_pool": self.pool,
             "protocol": Protocol,
             # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks

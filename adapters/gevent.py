@@ -43,6 +43,7 @@ class GeventAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    loggers = ("gevent",)
     options = {
         "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
         "patch": PATCH_OPTION,
@@ -161,7 +162,6 @@ class GeventServing(LoopServing):
                 finally:
                     tls_socket.close()
 
-        access_log = logging.getLogger("gevent.access")
         servers = []
         for listener in self.listeners:
             listener.socket.setblocking(False)
@@ -172,9 +172,7 @@ class GeventServing(LoopServing):
                 self.app,
                 spawn=Pool(self.adapter.settings.get("pool_size")),  # a pool, so the stop can count the handlers
                 handler_class=Handler,
-                # pywsgi formats each access line before writing it: no log at all
-                # when the line would be dropped anyway.
-                log=LoggingLogAdapter(access_log) if self.adapter.logs_access(access_log) else None,
+                log=None,  # no line per request of its own (Adapter.loggers)
                 error_log=LoggingLogAdapter(logging.getLogger("gevent.error"), logging.ERROR),
                 **tls,
             )

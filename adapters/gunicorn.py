@@ -22,10 +22,11 @@ import signal
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_str
+from anyserve.entry import leave_cut_requests
 from anyserve.errors import AnyserveError, Reported
 from anyserve.lifecycle import Lifecycle
 from anyserve.loader import DeferredApp
-from anyserve.logs import reopen_log_files
+from anyserve.logs import reopen_log_files, route_server_loggers
 from anyserve.notify import notify
 from anyserve.process import drop_privileges, resolve_identity
 from anyserve.sockets import Listener
@@ -55,6 +56,7 @@ class GunicornAdapter(Adapter):
     # With the defaults (one sync worker) requests run one at a time and every
     # connection closes after its response.
     deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True)
+    loggers = ("gunicorn.error", "gunicorn.access")
     options = {
         "worker_class": Option(to_str, "gunicorn worker class: sync, gthread, gevent, eventlet, tornado or a path"),
         "timeout": Option(to_int, "seconds a silent worker is given before it is killed and replaced"),
@@ -89,7 +91,7 @@ class GunicornAdapter(Adapter):
             "loglevel": config.log_level,
             # gunicorn's messages through anyserve's handlers (--error-log,
             # --log-config); the access lines come from anyserve's --access-log.
-            "logger_class": _logger_class(),
+            "logger_class": _logger_class(self.loggers, config.log_level),
             "accesslog": None,
             # anyserve applies the proxy headers itself, only with --proxy-headers:
             # gunicorn's own (X-Forwarded-Proto from 127.0.0.1 by default) stay off.
@@ -176,20 +178,17 @@ class GunicornAdapter(Adapter):
             and stops gracefully on INT as on TERM (a second INT during the stop is
             gunicorn's quick shutdown)."""
 
-            served = False
-
-            def manage_workers(self) -> None:
-                super().manage_workers()
-                if not self.served and reports.ever_served():
-                    self.served = True
-                    adapter.first_served()
-
             def handle_int(self) -> None:
                 raise StopIteration  # as handle_term: the arbiter's graceful halt
 
             def stop(self, graceful: bool = True) -> None:
                 notify("STOPPING=1")
                 super().stop(graceful)
+
+            def manage_workers(self) -> None:
+                super().manage_workers()
+                if len(reports.serving_pids()) >= self.num_workers:
+                    adapter.workers_serve()  # once: "Listening on", from the master
 
             def kill_workers(self, sig: int) -> None:
                 # stop() kills the workers still serving at the graceful timeout, silently.
@@ -199,16 +198,22 @@ class GunicornAdapter(Adapter):
 
         for fd in fds:
             os.set_inheritable(fd, True)  # gunicorn re-execs itself on USR2
+        adapter = self
         reports = BootReports()
         if identity is not None:
             reports.give_to(identity.uid, identity.gid)
         arbiter = NotifyingArbiter(Application())
+        master = os.getpid()
         try:
             arbiter.run()
             code: Any = 0
         except RuntimeError as exc:  # as BaseApplication.run reports it, in one line
             raise AnyserveError(f"gunicorn: {exc}") from None
-        except SystemExit as exc:  # the arbiter ends with sys.exit()
+        except SystemExit as exc:  # the arbiter ends with sys.exit(), and so does each worker
+            if os.getpid() != master:
+                # A worker ends here, as gunicorn's own do: the rest of anyserve's
+                # command (its "Stopped", the pid file) is the master's.
+                leave_cut_requests(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
             code = exc.code
         except HaltServer as exc:
             # gunicorn 27 raises it a second time from halt() when more than
@@ -264,10 +269,10 @@ def _lingering_close(worker: Any) -> Any:
     return close_graceful
 
 
-def _logger_class() -> type:
-    """gunicorn's Logger without handlers of its own: its loggers propagate to
-    the root logger, which anyserve configured. USR1 still reopens every log
-    file (gunicorn's reopen_files walks all loggers), in the master and workers."""
+def _logger_class(loggers: tuple[str, ...], level: str) -> type:
+    """gunicorn's Logger without handlers of its own: its loggers write where
+    anyserve's do (route_server_loggers). USR1 still reopens every log file
+    (gunicorn's reopen_files walks all loggers), in the master and workers."""
     from gunicorn.glogging import Logger
 
     class PropagatingLogger(Logger):  # type: ignore[misc]
@@ -277,7 +282,7 @@ def _logger_class() -> type:
                 for handler in list(log.handlers):
                     if getattr(handler, "_gunicorn", False):
                         log.removeHandler(handler)
-                log.propagate = True
+            route_server_loggers(loggers, level)
 
         def reopen_files(self) -> None:
             super().reopen_files()

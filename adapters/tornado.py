@@ -41,6 +41,7 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
         "max_body_size": Option(to_int, "largest request body in bytes (default 100 MB)"),
@@ -172,8 +173,6 @@ class TornadoServing(LoopServing):
             stream = getattr(request.connection, "stream", None)
             if self.streams.get(stream) == "busy":
                 self.streams[stream] = "idle"
-            if self.adapter.logs_access(logging.getLogger("tornado.access")):
-                _access_log(request, response.status)
 
 
 class _Arriving:
@@ -280,12 +279,3 @@ class _Response:
             httputil.ResponseStartLine("HTTP/1.1", 500, "Internal Server Error"), headers, chunk=body
         )
         connection.finish()
-
-
-def _access_log(request: Any, status: int) -> None:
-    from tornado.log import access_log
-
-    method = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-    method(
-        "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, 1000.0 * request.request_time()
-    )

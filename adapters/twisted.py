@@ -13,7 +13,6 @@ process; to serve from a reactor you already run, use ``anyserve.embed``.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +44,7 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+    loggers = ("twisted",)
 
     @classmethod
     def refuse(cls, config: Config) -> None:
@@ -158,10 +158,16 @@ class TwistedServing(LoopServing):
 
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
         resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
-        access = logging.getLogger("twisted")
 
         class CountingSite(Site):
             """Counts the requests in flight, and knows the open connections."""
+
+            # Twisted logs a factory by its repr and its log prefix ("Starting factory ...").
+            def __repr__(self) -> str:
+                return "anyserve site"
+
+            def logPrefix(self) -> str:
+                return "anyserve site"
 
             def buildProtocol(self, addr: Any) -> Any:
                 channel = super().buildProtocol(addr)
@@ -176,8 +182,7 @@ class TwistedServing(LoopServing):
                 return channel
 
             def log(self, request: Any) -> None:
-                if serving.adapter.logs_access(access):
-                    super().log(request)
+                pass  # no line per request of its own (Adapter.loggers)
 
             def getResourceFor(self, request: Any) -> Any:
                 request.channel.anyserve_answered = True

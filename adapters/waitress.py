@@ -31,6 +31,7 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
+    loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),
         "channel_timeout": Option(to_int, "seconds an idle connection stays open (default 120)"),

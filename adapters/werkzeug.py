@@ -9,7 +9,6 @@ For development; its own docs say not to deploy it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from anyserve.config import Config
@@ -33,6 +32,7 @@ class WerkzeugAdapter(SocketServerAdapter):
     )
     deviations = Deviations(no_keep_alive=True)
     note = "development server"
+    loggers = ("werkzeug",)
 
     @classmethod
     def refuse(cls, config: Config) -> None:
@@ -47,8 +47,6 @@ class WerkzeugAdapter(SocketServerAdapter):
         from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
         threaded = self.config.threads != 1
-        logs_access = self.logs_access
-        access = logging.getLogger("werkzeug")
 
         class Server(DrainingServerMixIn, BaseWSGIServer):
             multithread = threaded
@@ -57,9 +55,7 @@ class WerkzeugAdapter(SocketServerAdapter):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                # werkzeug sets its logger to INFO when nothing set a level: ask anyserve's.
-                if logs_access(logging.getLogger()) or access.level:
-                    super().log_request(code, size)
+                pass  # no line per request of its own (Adapter.loggers)
 
         servers = []
         for listener in listeners:

@@ -33,6 +33,7 @@ class WsgirefAdapter(SocketServerAdapter):
     )
     deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
+    loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
 
     @classmethod
     def is_installed(cls) -> bool:
@@ -53,7 +54,6 @@ class WsgirefAdapter(SocketServerAdapter):
         from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
         threads = self.config.threads or DEFAULT_THREADS
-        logs_access = self.logs_access
 
         class Server(DrainingServerMixIn, WSGIServer):
             pass
@@ -63,8 +63,7 @@ class WsgirefAdapter(SocketServerAdapter):
                 return self.client_address[0] or "unix"
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
-                if logs_access(access):
-                    super().log_request(code, size)
+                pass  # no line per request of its own (Adapter.loggers)
 
             def log_message(self, format: str, *args: Any) -> None:
                 # Through logging (http.server writes to stderr), so --log-level applies.

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import sys
 from typing import Any
 
 from .config import Config
 from .errors import ConfigError
 from .lifecycle import Lifecycle
-from .logs import has_anyserve_handler, stderr_handler
+from .logs import DATE_FORMAT, LOG_FORMAT, has_anyserve_handler, server_level, stderr_handler
 
 log = logging.getLogger("anyserve.cherrypy")
 
@@ -78,6 +79,36 @@ def unwrap_cherrypy_app(app: Any) -> Any:
     return app
 
 
+#: The time CherryPy writes at the start of each message of its own.
+_CHERRYPY_TIME = re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\] ")
+
+
+class _ScreenFormatter(logging.Formatter):
+    """anyserve's format, without the time CherryPy writes into each message."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = _CHERRYPY_TIME.sub("", message, count=1)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
+
+def restyle_screen_log(manager: Any, level: str) -> None:
+    """CherryPy's screen log (``log.screen``: on under ``-s cherrypy``, as under
+    quickstart): its ENGINE lines in anyserve's format, at the level of a
+    server's own messages, and no line per request (``--access-log`` is the
+    one access log). Its log files, when configured, stay as CherryPy writes them."""
+    for handler in manager.error_log.handlers:
+        if getattr(handler, "_cpbuiltin", None) == "screen":
+            handler.setFormatter(_ScreenFormatter(LOG_FORMAT, DATE_FORMAT))
+            handler.setLevel(server_level(level))
+    for handler in list(manager.access_log.handlers):
+        if getattr(handler, "_cpbuiltin", None) == "screen":
+            manager.access_log.removeHandler(handler)
+
+
 class CherryPyBridge:
     """Prepares CherryPy for a host server and subscribes its engine to a Lifecycle."""
 
@@ -115,6 +146,7 @@ class CherryPyBridge:
             # Nothing of CherryPy's own would show a failing handler's traceback
             # (the embedded environment turns the screen off): keep errors visible.
             error_log.addHandler(stderr_handler(logging.ERROR))
+        restyle_screen_log(cherrypy.log, self.config.log_level)
 
     def _apply_config_file(self, path: str) -> None:
         import cherrypy

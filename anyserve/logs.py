@@ -1,6 +1,10 @@
-"""Logging set-up: one format for anyserve and every server's own logger, the
+"""Logging set-up: one format for anyserve's loggers and the server's own, the
 error log and the access log in files or on the console, a user's logging
-config on top, and log files reopened on SIGUSR1 (logrotate)."""
+config on top, and log files reopened on SIGUSR1 (logrotate).
+
+The root logger and every other logger are the app's: anyserve puts no handler
+on the root logger and sets no level there, so an app's ``logging.basicConfig``,
+its own handlers and its INFO lines are as it made them."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import logging.config
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
@@ -19,6 +24,8 @@ LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 #: Apache's combined log format, in gunicorn's atoms.
 COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+#: anyserve's own logger: every ``anyserve.*`` logger is under it.
+OWN_LOGGER = "anyserve"
 #: The logger the access log middleware writes to.
 ACCESS_LOGGER = "anyserve.access"
 
@@ -66,17 +73,24 @@ def configure_logging(
     access_log: str | None = None,
     log_config: str | None = None,
 ) -> None:
-    """Send anyserve's and every server's loggers to the error log (stderr by
-    default) at *level*; the access log lines to *access_log* (``-``: stdout);
-    then apply the user's *log_config* file, which may change any of it."""
-    root = logging.getLogger()
-    if error_log == "-":
-        if not has_anyserve_handler(root):
-            root.addHandler(stderr_handler())
+    """Send anyserve's messages to the error log (stderr by default) at *level*;
+    the access log lines to *access_log* (``-``: stdout); then apply the user's
+    *log_config* file, which may change any of it.
+
+    Only anyserve's loggers are touched here (the server's join them once it is
+    chosen: :func:`route_server_loggers`). With a log config and no
+    ``--error-log``, anyserve's messages go where that config's root logger sends them."""
+    own = logging.getLogger(OWN_LOGGER)
+    _drop_anyserve_handlers(own)
+    if log_config is None or error_log != "-":
+        formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+        own.addHandler(
+            stderr_handler() if error_log == "-" else _handler_for(error_log, sys.stderr, formatter, "--error-log")
+        )
+        own.propagate = False  # not a second time through a handler the app put on the root logger
     else:
-        _drop_anyserve_handlers(root)
-        root.addHandler(_handler_for(error_log, sys.stderr, logging.Formatter(LOG_FORMAT, DATE_FORMAT), "--error-log"))
-    root.setLevel(level.upper())
+        own.propagate = True
+    own.setLevel(level.upper())
     access = logging.getLogger(ACCESS_LOGGER)
     _drop_anyserve_handlers(access)
     if access_log is not None:
@@ -85,6 +99,37 @@ def configure_logging(
         access.propagate = False  # its lines go to the access log only
     if log_config is not None:
         apply_log_config(log_config)
+
+
+def server_level(level: str) -> int:
+    """The level of the server's own loggers for anyserve's *level*: their warnings
+    and errors; their start-up banners and per-worker chatter only with ``debug``."""
+    number = logging.getLevelName(level.upper())
+    return number if number <= logging.DEBUG else max(number, logging.WARNING)
+
+
+class _ToAnyserve(logging.Handler):
+    """Hands a server's record to anyserve's logger: its handlers, its format, its
+    files; the record keeps the server's logger name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(OWN_LOGGER).handle(record)
+
+
+def route_server_loggers(names: Iterable[str], level: str) -> None:
+    """Have the server's own loggers *names* write where anyserve writes, at
+    :func:`server_level`, and not through the root logger (the app's). A logger
+    a log config gave handlers of its own is left as that config made it."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if any(not getattr(handler, "_anyserve", False) for handler in logger.handlers):
+            continue
+        _drop_anyserve_handlers(logger)
+        handler = _ToAnyserve()
+        handler._anyserve = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(server_level(level))
+        logger.propagate = False
 
 
 def apply_log_config(path: str) -> None:

@@ -12,6 +12,7 @@ from .config import Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
 from .loader import DeferredApp, load_callable
+from .logs import route_server_loggers
 from .notify import notify
 from .plan import Plan, bind, prepare
 from .sockets import Listener
@@ -69,6 +70,8 @@ class Server:
         self.lifecycle = Lifecycle(plan.config.main_interval)
         self.listeners: list[Listener] = list(listeners or [])
         self.owns_process = owns_process
+        if owns_process:  # anyserve configured this process's logging: the server's loggers join it
+            route_server_loggers(plan.adapter.loggers, plan.config.log_level)
         self._served: Any = None
         self._deferred: DeferredApp | None = None
         self._thread: threading.Thread | None = None
@@ -174,12 +177,14 @@ class Server:
     def announce(self, *, log_urls: bool = True) -> None:
         """Log the start-up summary (what serves, where) once requests are answered,
         from this process: as the last start hook, or, for a server whose own
-        workers serve (gunicorn, uWSGI), when the adapter says the first one does."""
+        workers serve (gunicorn, uWSGI), when the adapter says they serve."""
         os.environ[SERVING_ENV] = self.described
         if not log_urls:
             return
         if self.adapter_class.capabilities.workers:
-            self.adapter.first_served = lambda: log_summary(self.plan, self.listeners, owns_process=self.owns_process)
+            # Its workers run the Lifecycle: said once, from this process, when
+            # they serve (the server tells the service manager itself).
+            self.adapter.when_serving(lambda: log_summary(self.plan, self.listeners, owns_process=self.owns_process))
             return
 
         def listening() -> None:

@@ -2,7 +2,8 @@
 
 The program owns the asyncio loop; anyserve serves through Tornado's asyncio
 integration on that loop. Send SIGUSR1 to stop the WSGI apps (the program's own
-asyncio work goes on: it prints a heartbeat); SIGTERM ends the program.
+asyncio work goes on: it prints a heartbeat); SIGTERM or Ctrl-C (SIGINT) stops
+them gracefully, if they still serve, and ends the program.
 
     python examples/asyncio_embed.py [CHERRYPY_PORT PLAIN_PORT]
 """
@@ -35,15 +36,25 @@ async def main(ports: list[int]) -> None:
 
     stop_wsgi, done = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, stop_wsgi.set)
-    loop.add_signal_handler(signal.SIGTERM, done.set)
-    await stop_wsgi.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, done.set)
+    await first_of(stop_wsgi, done)
     await cp.stop()
     await wsgi.stop()
-    before = beats[0]
-    await asyncio.sleep(0.3)
-    print(f"wsgi stopped; the loop runs on: {beats[0] > before}", flush=True)
-    await done.wait()
+    if not done.is_set():
+        before = beats[0]
+        await asyncio.sleep(0.3)
+        print(f"wsgi stopped; the loop runs on: {beats[0] > before}", flush=True)
+        await done.wait()
     beating.cancel()
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until one of *events* is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The program owns the gevent hub (and monkey-patches, as gevent programs do);
 anyserve starts its servers in that hub and CherryPy's engine ticks from a
 greenlet. Send SIGUSR1 to stop the WSGI apps (the program's own greenlet keeps
-beating); SIGTERM ends the program.
+beating); SIGTERM or Ctrl-C (SIGINT) stops them gracefully, if they still
+serve, and ends the program.
 
     python examples/gevent_embed.py [CHERRYPY_PORT PLAIN_PORT]
 """
@@ -40,14 +41,16 @@ def main(ports: list[int]) -> None:
 
     stop_wsgi, done = Event(), Event()
     gevent.signal_handler(signal.SIGUSR1, stop_wsgi.set)
-    gevent.signal_handler(signal.SIGTERM, done.set)
-    stop_wsgi.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, done.set)
+    gevent.wait([stop_wsgi, done], count=1)
     cp.stop()
     wsgi.stop()
-    before = beats[0]
-    gevent.sleep(0.3)
-    print(f"wsgi stopped; the loop runs on: {beats[0] > before}", flush=True)
-    done.wait()
+    if not done.is_set():
+        before = beats[0]
+        gevent.sleep(0.3)
+        print(f"wsgi stopped; the loop runs on: {beats[0] > before}", flush=True)
+        done.wait()
     beating.kill()
 
 

@@ -2,7 +2,8 @@
 
 Tornado owns the IOLoop; anyserve serves the two WSGI apps on two more ports
 from that same loop, and CherryPy's engine ticks from it. Send SIGUSR1 to stop
-the WSGI apps while Tornado's own app keeps serving; SIGTERM ends the program.
+the WSGI apps while Tornado's own app keeps serving; SIGTERM or Ctrl-C (SIGINT)
+stops them gracefully, if they still serve, and ends the program.
 
     python examples/tornado_embed.py [TORNADO_PORT CHERRYPY_PORT PLAIN_PORT]
 """
@@ -35,12 +36,23 @@ async def main(ports: list[int]) -> None:
 
     stop_wsgi, done = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, stop_wsgi.set)
-    loop.add_signal_handler(signal.SIGTERM, done.set)
-    await stop_wsgi.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, done.set)
+    await first_of(stop_wsgi, done)
     await cp.stop()
     await wsgi.stop()
-    print("wsgi stopped; the loop runs on", flush=True)
-    await done.wait()
+    if not done.is_set():
+        print("wsgi stopped; the loop runs on", flush=True)
+        await done.wait()
+    own.stop()
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until one of *events* is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
 
 
 if __name__ == "__main__":

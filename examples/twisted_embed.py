@@ -2,7 +2,8 @@
 
 Twisted owns the reactor; anyserve adopts its listeners into that reactor and
 CherryPy's engine ticks from a LoopingCall. Twisted's own site keeps serving on
-its port. Send SIGUSR1 to stop the WSGI apps; SIGTERM ends the program.
+its port. Send SIGUSR1 to stop the WSGI apps; SIGTERM or Ctrl-C (SIGINT) stops
+the reactor, which lets the WSGI apps finish their requests first, and ends the program.
 
     python examples/twisted_embed.py [TWISTED_PORT CHERRYPY_PORT PLAIN_PORT]
 """
@@ -46,7 +47,8 @@ def main(ports: list[int]) -> None:
         defer.gatherResults([e.stop() for e in embedded]).addCallback(report)
 
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(stop_wsgi))
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.callWhenRunning(start)
     reactor.run(installSignalHandlers=False)
 

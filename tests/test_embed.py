@@ -126,3 +126,38 @@ def test_embed_on_a_free_port() -> None:
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         assert answer == b"hello"
         assert refused(url)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize("loop", list(PROGRAMS))
+def test_a_stop_signal_ends_the_program_while_it_serves(loop: str, signum: int) -> None:
+    """As the programs' docstrings say: TERM, or Ctrl-C, stops the embedded servers
+    and ends the program within moments, without a traceback."""
+    script, *ports = PROGRAMS[loop]
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script), *ports],
+        cwd=EXAMPLES,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output = Output(proc)
+    try:
+        urls = dict(output.next().split(" ", 1) for _ in range(len(ports)))
+        assert get(urls["plain"]) == b"plain WSGI app\n"
+        proc.send_signal(signum)
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{script} still runs 5 s after {signal.Signals(signum).name}") from None
+        errors = proc.stderr.read() if proc.stderr else ""
+        assert "Traceback" not in errors, errors
+        assert code == 0, errors
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()

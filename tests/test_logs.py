@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 
 from anyserve.errors import ConfigError
-from anyserve.logs import ACCESS_LOGGER, configure_logging, reopen_log_files
+from anyserve.logs import ACCESS_LOGGER, OWN_LOGGER, configure_logging, reopen_log_files, route_server_loggers
+
+SERVER = "anyserve-test-server"
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """configure_logging changes the process's loggers: put them back afterwards."""
-    root, access = logging.getLogger(), logging.getLogger(ACCESS_LOGGER)
-    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in (root, access)]
+    names = ("", OWN_LOGGER, ACCESS_LOGGER, SERVER, f"{SERVER}.mine")
+    loggers = [logging.getLogger(name or None) for name in names]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
     try:
         yield
     finally:
@@ -31,9 +34,65 @@ def _restore_logging() -> Iterator[None]:
 
 
 def flush() -> None:
-    for logger in (logging.getLogger(), logging.getLogger(ACCESS_LOGGER)):
+    for logger in (logging.getLogger(), logging.getLogger(OWN_LOGGER), logging.getLogger(ACCESS_LOGGER)):
         for handler in logger.handlers:
             handler.flush()
+
+
+def test_the_root_logger_is_left_to_the_app(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    configure_logging("warning", error_log=str(tmp_path / "error.log"))
+    assert (list(root.handlers), root.level) == before
+    assert logging.getLogger(OWN_LOGGER).propagate is False  # not a second time through the app's root handler
+
+
+def test_the_servers_loggers_write_where_anyserve_does(tmp_path: Path) -> None:
+    errors = tmp_path / "error.log"
+    configure_logging("info", error_log=str(errors))
+    route_server_loggers([SERVER], "info")
+    server = logging.getLogger(SERVER)
+    server.info("a banner")  # a server's chatter: only with --log-level debug
+    server.warning("a problem")
+    route_server_loggers([SERVER], "debug")
+    server.info("a banner, debugging")
+    flush()
+    text = errors.read_text()
+    assert "a banner\n" not in text
+    assert f"[WARNING] {SERVER}: a problem" in text
+    assert f"[INFO] {SERVER}: a banner, debugging" in text
+    assert len(server.handlers) == 1 and server.propagate is False
+
+
+def test_a_server_logger_a_log_config_configured_is_left_alone() -> None:
+    mine = logging.getLogger(f"{SERVER}.mine")
+    handler = logging.NullHandler()
+    mine.addHandler(handler)
+    route_server_loggers([f"{SERVER}.mine"], "info")
+    assert mine.handlers == [handler] and mine.propagate is True
+
+
+def test_with_a_log_config_anyserve_writes_through_its_root_handlers(tmp_path: Path) -> None:
+    out = tmp_path / "all.log"
+    config = tmp_path / "logging.json"
+    handler = {"class": "logging.FileHandler", "filename": str(out), "formatter": "short"}
+    config.write_text(
+        json.dumps(
+            {
+                "formatters": {"short": {"format": "%(name)s %(message)s"}},
+                "handlers": {"file": handler},
+                "root": {"handlers": ["file"], "level": "INFO"},
+            }
+        )
+    )
+    configure_logging("info", log_config=str(config))
+    logging.getLogger("anyserve.test").info("hello")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert out.read_text() == "anyserve.test hello\n"
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
 
 
 def test_error_and_access_logs_in_files_and_reopened_after_a_move(tmp_path: Path) -> None:

@@ -16,6 +16,11 @@ worker, which turns it, as a TERM or INT of its own, into its graceful stop
 kills what is left. HUP: the workers reloaded one at a time (a SIGHUP to each,
 the next once its replacement serves) so none is refused. ``-o
 protocol=uwsgi`` speaks the uwsgi protocol, for nginx's ``uwsgi_pass``.
+
+uWSGI's own lines (its start-up banner, its notices) reach anyserve through a
+pipe and are logged as the logger ``uwsgi``: shown with ``--log-level debug``,
+those that report a problem as warnings. Python's stderr in uWSGI's processes
+(anyserve's messages, the app's) is anyserve's own stderr (``master.py``).
 """
 
 from __future__ import annotations
@@ -27,19 +32,22 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import IO, Any
 
 from anyserve.child import python_command
 from anyserve.config import Config, to_choice, to_int, to_positive_int
 from anyserve.errors import AnyserveError, Reported, ServerError
 from anyserve.lifecycle import Lifecycle
 from anyserve.notify import notify
+from anyserve.process import resolve_identity
 from anyserve.sockets import Listener
 from anyserve.workers import BootReports, process_title
 
@@ -48,6 +56,15 @@ from ..draining import StopRace
 from .worker import SPEC_ENV, fifo_command
 
 log = logging.getLogger("anyserve.uwsgi")
+#: uWSGI's own lines, as anyserve relays them.
+uwsgi_log = logging.getLogger("uwsgi")
+#: Where Python's stderr goes in uWSGI's processes: a descriptor of anyserve's stderr.
+STDERR_ENV = "_ANYSERVE_UWSGI_STDERR"
+#: uWSGI's lines that report a problem (the rest is its banner and notices).
+PROBLEM = re.compile(r"HARAKIRI|DAMN|!!!|\berror\b|unable to|cannot|fatal|no app loaded|segmentation", re.IGNORECASE)
+#: Its notice, repeated at each of its steps, that it runs as root: anyserve's
+#: --user and --require-non-root are the way to act on that.
+AS_ROOT = re.compile(r"running (uWSGI )?as root")
 #: What the anyserve process tells the launcher: the listeners' descriptors, the
 #: process title, and a uwsgi binary to exec instead of pyuwsgi.
 FDS_ENV = "_ANYSERVE_UWSGI_FDS"
@@ -84,6 +101,7 @@ class UwsgiAdapter(Adapter):
         # uWSGI's http-socket serves "GET / HTTX/1.1" and answers "HTTX/1.1 200 OK".
         any_http_version=True,
     )
+    loggers = ("uwsgi",)
     options = {
         "protocol": Option(
             to_choice(*PROTOCOLS),
@@ -133,10 +151,14 @@ class UwsgiAdapter(Adapter):
         if any(not isinstance(hook, str) for hook in (*config.on_start, *config.on_stop)):
             raise ServerError("uwsgi runs the hooks in a process of its own: give them as module:function strings")
         reports = self._reports = BootReports()
+        identity = resolve_identity(config)
+        if identity is not None:  # uWSGI's master takes it on before it forks the workers
+            reports.allow(identity.uid, identity.gid)
         scratch = self._scratch = reports.path
         fds = [listener.socket.fileno() for listener in listeners]
         for fd in fds:
             os.set_inheritable(fd, True)
+        python_stderr = os.dup(sys.stderr.fileno())
         spec = {
             "config": {name: getattr(config, name) for name in _set_options(config)},
             "described": f"uwsgi {self.version() or ''}".strip(),
@@ -150,6 +172,7 @@ class UwsgiAdapter(Adapter):
             **{key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"},
             SPEC_ENV: json.dumps(spec),
             FDS_ENV: ",".join(map(str, fds)),
+            STDERR_ENV: str(python_stderr),
             TITLE_ENV: process_title("uwsgi", config.app, "master"),
         }
         binary = None if importlib.util.find_spec("pyuwsgi") else shutil.which("uwsgi")
@@ -158,24 +181,42 @@ class UwsgiAdapter(Adapter):
         args = self.arguments(config, settings, spec["fifo"], binary is not None)
         launcher = python_command("anyserve.adapters.uwsgi.launcher")
         try:
-            self._process = subprocess.Popen([*launcher, *args], env=env, pass_fds=fds)
+            try:
+                self._process = subprocess.Popen(
+                    [*launcher, *args], env=env, pass_fds=[*fds, python_stderr], stderr=subprocess.PIPE
+                )
+            finally:
+                os.close(python_stderr)
+            assert self._process.stderr is not None
+            last: deque[str] = deque(maxlen=20)
+            relay = threading.Thread(
+                target=_relay, args=(self._process.stderr, last), name="anyserve-uwsgi-log", daemon=True
+            )
+            relay.start()
             threading.Thread(target=self._notify_ready, daemon=True).start()
             if not self._race.ready(self._process):  # shutdown() came while it started
                 self._stop_soon()
             code = self._process.wait()
+            relay.join(5)
             reported = reports.reported()
             if reported is not None:
                 raise Reported(reported)  # a worker said why the app did not load
             if code not in (0, -signal.SIGKILL) and not self._race.requested:
+                if not uwsgi_log.isEnabledFor(logging.INFO):
+                    for line in last:  # the lines that were not shown
+                        uwsgi_log.warning("%s", line)
                 raise AnyserveError(f"uWSGI exited with code {code}; see its lines above")
         finally:
             reports.close()
 
     def _notify_ready(self) -> None:
+        notified = False
         while self._process is not None and self._process.poll() is None and not self._race.requested:
-            if self._reports is not None and self._reports.ever_served():
-                self.first_served()
+            if self._reports is not None and not notified and self._reports.ever_served():
                 notify("READY=1")
+                notified = True
+            if self._reports is not None and len(self._reports.serving_pids()) >= self.config.workers:
+                self.workers_serve()  # once: "Listening on", from this process
                 return
             time.sleep(0.05)
 
@@ -213,8 +254,7 @@ class UwsgiAdapter(Adapter):
             args += ["--threads", str(config.threads)]
         if not (config.preload or config.user or config.group):
             args.append("--lazy-apps")  # else the master imports the app, before taking on --user
-        if config.log_level != "debug":
-            args.append("--disable-logging")  # uWSGI's line per request
+        args.append("--disable-logging")  # no line per request of its own (Adapter.loggers)
         if settings.get("protocol", "http") == "http":
             # It closes the connection after each response: say so, or an HTTP/1.1
             # client expects it to stay open.
@@ -312,6 +352,18 @@ class UwsgiAdapter(Adapter):
                     time.sleep(0.05)
         finally:
             self._restarting.release()
+
+
+def _relay(stream: IO[bytes], last: deque[str]) -> None:
+    """Log uWSGI's lines as they come (the logger ``uwsgi``), keeping the last ones."""
+    with stream:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            last.append(line)
+            problem = PROBLEM.search(line) and not AS_ROOT.search(line)
+            uwsgi_log.log(logging.WARNING if problem else logging.INFO, "%s", line)
 
 
 def _children(pid: int) -> list[int]:

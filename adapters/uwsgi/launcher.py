@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from anyserve.adapters.uwsgi import BINARY_ENV, FDS_ENV, TITLE_ENV
+from anyserve.adapters.uwsgi import BINARY_ENV, FDS_ENV, STDERR_ENV, TITLE_ENV
 from anyserve.workers import die_with_parent, set_process_title
 
 SD_LISTEN_FDS_START = 3
@@ -33,8 +33,19 @@ def place_listeners(fds: list[int]) -> None:
     os.environ["LISTEN_PID"] = str(os.getpid())
 
 
+def keep_python_stderr(above: int) -> None:
+    """Move the descriptor of anyserve's stderr (for Python's stderr in uWSGI's
+    processes, master.py) to *above* or higher, out of the listeners' way."""
+    fd = int(os.environ[STDERR_ENV])
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, above)  # inheritable: a uwsgi binary is exec'd
+    os.close(fd)
+    os.environ[STDERR_ENV] = str(moved)
+
+
 def main(argv: list[str]) -> None:
-    place_listeners([int(fd) for fd in os.environ.pop(FDS_ENV).split(",")])
+    fds = [int(fd) for fd in os.environ.pop(FDS_ENV).split(",")]
+    keep_python_stderr(SD_LISTEN_FDS_START + len(fds))
+    place_listeners(fds)
     # anyserve killed: its master's stop, which ends the workers gracefully.
     die_with_parent(signal.SIGQUIT)
     set_process_title(os.environ.pop(TITLE_ENV, ""))
