@@ -42,10 +42,11 @@ def summary(plan: Plan, listeners: list[Listener], *, serving: bool) -> list[str
 
 def log_summary(plan: Plan, listeners: list[Listener], *, owns_process: bool = True) -> None:
     """Log the summary of what serves, one line each, at INFO; then, in a process
-    of anyserve's own (*owns_process*) run from a terminal, how to stop it."""
+    of anyserve's own (*owns_process*) whose messages a person watches on a
+    terminal, how to stop it."""
     for line in summary(plan, listeners, serving=True):
         log.info("%s", line)
-    if owns_process and sys.stdin is not None and sys.stdin.isatty():
+    if owns_process and plan.config.error_log in (None, "-") and sys.stderr is not None and sys.stderr.isatty():
         log.info("Press Ctrl-C to quit")
 
 

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from anyserve.cli import main
 from anyserve.config import settings
 from anyserve.errors import EXIT_APP, EXIT_BIND, EXIT_OK, EXIT_USAGE
 
-from .harness import POLL, Running, fetch, free_port
+from .harness import Running, fetch, free_port
 
 ANYSERVE = str(Path(sys.executable).parent / "anyserve")
 
@@ -605,36 +604,6 @@ def test_serve_starts_with_the_summary_check_prints(site: Path, tmp_path_factory
     ]
     assert logged == expected, started
     assert "Press Ctrl-C" not in started  # not on a terminal
-
-
-def test_on_a_terminal_the_start_says_how_to_stop(site: Path, tmp_path: Path) -> None:
-    import pty
-
-    controller, terminal = pty.openpty()
-    errors = tmp_path / "stderr"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANYSERVE_", "LISTEN_"))}
-    with open(errors, "wb") as stderr:
-        proc = subprocess.Popen(
-            [ANYSERVE, "-s", "wsgiref", "-p", "0", "webapp"],
-            cwd=site,
-            env=environ,
-            stdin=terminal,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while "Press Ctrl-C to quit" not in errors.read_text() and proc.poll() is None:
-            assert time.monotonic() < deadline, errors.read_text()
-            time.sleep(POLL)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        os.close(controller)
-        os.close(terminal)
-    lines = errors.read_text().splitlines()
-    said = [i for i, line in enumerate(lines) if line.endswith("] anyserve: Press Ctrl-C to quit")]
-    assert said and lines[said[0] - 1].endswith("] anyserve: access log: off"), lines  # right after the summary
 
 
 def test_check_picks_the_server_auto_would(site: Path) -> None:

@@ -249,6 +249,10 @@ class UwsgiAdapter(Adapter):
             "--socket-timeout",
             str(settings.get("socket_timeout", 4)),
             "--no-orphans",
+            # Its output comes to anyserve through a pipe: with anyserve gone, uWSGI's
+            # own SIGPIPE warning, written to that pipe, would raise SIGPIPE again,
+            # for ever, instead of letting the stop go on.
+            "--ignore-sigpipe",
         ]
         if config.threads:
             args += ["--threads", str(config.threads)]

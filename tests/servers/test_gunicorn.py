@@ -10,7 +10,8 @@ LINE = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] gunicorn\.error: Booting worker 
 
 
 def test_gunicorn_logs_in_anyserve_format() -> None:
-    running = start_anyserve("gunicorn", APP, "-w", "2")
+    # gunicorn's INFO lines ("Booting worker") show at --log-level debug only.
+    running = start_anyserve("gunicorn", APP, "-w", "2", "--log-level", "debug")
     try:
         running.wait_for_output(r"Booting worker with pid: \d+\n(.|\n)*Booting worker with pid: \d+\n")
     finally:
