@@ -1,12 +1,24 @@
-"""The built-in load generator: asyncio, keep-alive, N connections, raw HTTP/1.1.
+"""The built-in load generator: asyncio, N connections, raw HTTP/1.1; closed or open loop.
 
-Used when wrk is not on PATH. It runs as its own process, so it can be pinned to
-the client CPUs and its CPU time is its own:
+Used when wrk is not on PATH, and for every open-loop run (wrk has no fixed
+rate). It runs as its own process, so it can be pinned to the client CPUs and
+its CPU time is its own:
 
-    python -m anyserve.bench.loadgen URL -c 32 -d 10 [--method POST --body-size 1048576]
+    python -m anyserve.bench.loadgen URL -c 32 -d 10 [--rate 500] [--close] [--method POST --body-size 1048576]
 
 and prints one JSON object: requests, duration, latency percentiles, non-2xx
-responses, socket errors and its own CPU seconds (``time.process_time()``).
+responses, socket errors and its own CPU seconds (``time.process_time()``);
+with ``--progress``, a line on stderr every half second with the requests/s
+and p99 so far.
+
+Closed loop: each connection sends its next request when the previous answer
+arrived. Open loop (``--rate R``): request i is due at ``start + i / R``; the
+due requests wait in one queue that every connection takes from, and each
+latency counts from when the request was due, so time spent queued behind a
+stalled server is in the percentiles (no coordinated omission). A request that
+found a connection free when it was due but was written more than LATE_AFTER
+later was held up by the client itself: it is counted as late, and a run with
+too many late requests measured the client, not the server.
 """
 
 from __future__ import annotations
@@ -21,12 +33,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..child import python_command
-from .load import Generator, LoadError, LoadResult, no_socket_errors, run_measured
+from .load import (
+    PROGRESS_PREFIX,
+    Generator,
+    LoadError,
+    LoadResult,
+    ProgressCallback,
+    no_socket_errors,
+    run_measured,
+)
 from .scenarios import Scenario
-from .stats import Reservoir
+from .stats import Reservoir, percentile
 
 #: A request still unanswered this long after it was sent counts as a timeout, as in wrk.
 REQUEST_TIMEOUT = 10.0
+#: Open loop: how long after the end the answers to requests due in the window are still waited for.
+DRAIN = 2.0
+#: Open loop: a request written this long after it was due, a connection being free, was sent late.
+LATE_AFTER = 0.01
+#: How often the progress line is written (--progress).
+PROGRESS_INTERVAL = 0.5
 
 
 class Counters:
@@ -35,9 +61,22 @@ class Counters:
         self.non_2xx = 0
         self.errors = no_socket_errors()
         self.in_flight: dict[int, float] = {}
+        self.connections = 0
+        #: Latencies since the last progress line.
+        self.recent: list[float] = []
+        #: Open loop: answers that arrived within the measured window, requests the client sent late.
+        self.in_window = 0
+        self.late = 0
+
+    def record(self, latency_s: float, status: int) -> None:
+        ms = latency_s * 1000
+        self.latencies.add(ms)
+        self.recent.append(ms)
+        if not 200 <= status < 400:
+            self.non_2xx += 1
 
 
-def build_request(url: str, method: str, body: bytes) -> tuple[str, int, bytes]:
+def build_request(url: str, method: str, body: bytes, close: bool = False) -> tuple[str, int, bytes]:
     """Host, port and the bytes of the request repeated on every connection."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
@@ -45,6 +84,8 @@ def build_request(url: str, method: str, body: bytes) -> tuple[str, int, bytes]:
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc
     head = f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: anyserve-bench\r\n"
+    if close:
+        head += "Connection: close\r\n"
     if body or method in ("POST", "PUT", "PATCH"):
         head += f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
     return parts.hostname, parts.port or 80, (head + "\r\n").encode("latin-1") + body
@@ -81,75 +122,184 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep_alive
 
 
-async def connection(host: str, port: int, request: bytes, deadline: float, counters: Counters) -> None:
-    writer: asyncio.StreamWriter | None = None
+class Client:
+    """One connection to the server, opened again whenever it was closed; socket errors counted."""
+
+    def __init__(self, host: str, port: int, request: bytes, close: bool, counters: Counters) -> None:
+        self.host, self.port, self.request, self.close_each = host, port, request, close
+        self.counters = counters
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> bool:
+        try:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
+        except OSError:
+            self.counters.errors["connect"] += 1
+            return False
+        self.counters.connections += 1
+        return True
+
+    async def exchange(self) -> int | None:
+        """Send the request and read the whole answer: its status, or None after a socket error."""
+        if self.writer is None and not await self.connect():
+            await asyncio.sleep(0.01)
+            return None
+        assert self.reader is not None and self.writer is not None
+        try:
+            self.writer.write(self.request)
+            await self.writer.drain()
+        except OSError:
+            self.counters.errors["write"] += 1
+            self.close()
+            return None
+        try:
+            status, keep_alive = await read_response(self.reader)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError):
+            self.counters.errors["read"] += 1
+            self.close()
+            return None
+        if self.close_each or not keep_alive:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def closed_loop(client: Client, deadline: float, counters: Counters) -> None:
+    """Send, wait for the answer, send again, until *deadline*."""
     key = id(asyncio.current_task())
     try:
         while time.perf_counter() < deadline:
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection(host, port, limit=2**20)
-                except OSError:
-                    counters.errors["connect"] += 1
-                    await asyncio.sleep(0.01)
-                    continue
             start = time.perf_counter()
             counters.in_flight[key] = start
             try:
-                writer.write(request)
-                await writer.drain()
-            except OSError:
-                counters.errors["write"] += 1
-                writer.close()
-                writer = None
-                continue
-            try:
-                status, keep_alive = await read_response(reader)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError):
-                counters.errors["read"] += 1
-                writer.close()
-                writer = None
-                continue
+                status = await client.exchange()
             finally:
                 counters.in_flight.pop(key, None)
             end = time.perf_counter()
-            if end <= deadline:  # a response finishing after the end is not counted, as in wrk
-                counters.latencies.add((end - start) * 1000)
-                if not 200 <= status < 400:
-                    counters.non_2xx += 1
-            if not keep_alive:
-                writer.close()
-                writer = None
+            if status is not None and end <= deadline:  # an answer after the end is not counted, as in wrk
+                counters.record(end - start, status)
     finally:
-        if writer is not None:
-            writer.close()
+        client.close()
+
+
+async def open_loop(client: Client, due: asyncio.Queue[float], window_end: float, counters: Counters) -> None:
+    """Take the next due request from the queue, send it, count its latency from when it was due."""
+    key = id(asyncio.current_task())
+    try:
+        while True:
+            idle_since = time.perf_counter()
+            intended = await due.get()
+            if idle_since <= intended and time.perf_counter() - intended > LATE_AFTER:
+                counters.late += 1  # a connection was free: only the client kept it waiting
+            counters.in_flight[key] = intended
+            try:
+                status = await client.exchange()
+            finally:
+                counters.in_flight.pop(key, None)
+                due.task_done()
+            end = time.perf_counter()
+            if status is not None:
+                counters.record(end - intended, status)
+                if end <= window_end:
+                    counters.in_window += 1
+    finally:
+        client.close()
+
+
+async def schedule(due: asyncio.Queue[float], start: float, rate: float, count: int) -> None:
+    """Put request i in the queue at ``start + i / rate``, for i below *count*."""
+    sent = 0
+    while sent < count:
+        now = time.perf_counter()
+        ready = min(count, int((now - start) * rate) + 1)
+        while sent < ready:
+            due.put_nowait(start + sent / rate)
+            sent += 1
+        if sent < count:
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+
+
+async def report_progress(counters: Counters, start: float) -> None:
+    """A line on stderr every PROGRESS_INTERVAL: elapsed seconds, requests/s and p99 since the last line."""
+    last = start
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        now = time.perf_counter()
+        recent, counters.recent = counters.recent, []
+        line = {"elapsed": round(now - start, 2), "rps": round(len(recent) / (now - last), 1)}
+        if recent:
+            line["p99"] = round(percentile(recent, 99), 3)
+        last = now
+        sys.stderr.write(PROGRESS_PREFIX + json.dumps(line) + "\n")
+        sys.stderr.flush()
 
 
 async def generate(
-    url: str, concurrency: int, duration: float, method: str = "GET", body: bytes = b""
+    url: str,
+    concurrency: int,
+    duration: float,
+    method: str = "GET",
+    body: bytes = b"",
+    *,
+    rate: float | None = None,
+    close: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Run the load for *duration* seconds and return what was measured."""
-    host, port, request = build_request(url, method, body)
+    """Run the load for *duration* seconds, closed-loop or at *rate* requests/s; return what was measured."""
+    host, port, request = build_request(url, method, body, close)
     counters = Counters()
+    clients = [Client(host, port, request, close, counters) for _ in range(concurrency)]
+    if not close:  # kept-alive connections are opened before the clock starts, as wrk does
+        await asyncio.gather(*(client.connect() for client in clients))
     cpu_start = time.process_time()
     start = time.perf_counter()
     deadline = start + duration
-    tasks = [asyncio.create_task(connection(host, port, request, deadline, counters)) for _ in range(concurrency)]
-    await asyncio.sleep(duration)
-    await asyncio.wait(tasks, timeout=0.05)  # let responses about to arrive land
+    reporter = asyncio.create_task(report_progress(counters, start)) if progress else None
+    scheduled = 0
+    unfinished = 0
+    if rate is None:
+        tasks = [asyncio.create_task(closed_loop(client, deadline, counters)) for client in clients]
+        await asyncio.sleep(duration)
+        await asyncio.wait(tasks, timeout=0.05)  # let responses about to arrive land
+    else:
+        due: asyncio.Queue[float] = asyncio.Queue()
+        scheduled = max(1, int(duration * rate))
+        tasks = [asyncio.create_task(open_loop(client, due, deadline, counters)) for client in clients]
+        await schedule(due, start, rate, scheduled)
+        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+        drained = asyncio.create_task(due.join())
+        await asyncio.wait([drained], timeout=DRAIN)
+        drained.cancel()
+        # Still unanswered: counted with the time they have waited so far, a lower bound of their latency.
+        now = time.perf_counter()
+        waiting = [*counters.in_flight.values()]
+        while not due.empty():
+            waiting.append(due.get_nowait())
+        for intended in waiting:
+            counters.latencies.add((now - intended) * 1000)
+        unfinished = len(waiting)
     now = time.perf_counter()
     counters.errors["timeout"] += sum(1 for sent in counters.in_flight.values() if now - sent >= REQUEST_TIMEOUT)
-    for task in tasks:
+    for task in [*tasks, *([reporter] if reporter else [])]:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, *([reporter] if reporter else []), return_exceptions=True)
     elapsed = min(time.perf_counter(), deadline) - start
     return {
-        "requests": counters.latencies.count,
+        "requests": counters.latencies.count if rate is None else counters.in_window,
         "duration_s": elapsed,
         "latency_ms": counters.latencies.percentiles(),
         "non_2xx": counters.non_2xx,
         "socket_errors": counters.errors,
         "cpu_s": time.process_time() - cpu_start,
+        "connections": counters.connections,
+        "scheduled": scheduled,
+        "late": counters.late,
+        "unfinished": unfinished,
     }
 
 
@@ -157,6 +307,7 @@ class BuiltinGenerator(Generator):
     """The asyncio generator above, in its own process on the client CPUs."""
 
     name = "anyserve-builtin"
+    open_loop = True
 
     def __init__(self, cpus: Sequence[int] | None = None) -> None:
         self.cpus = list(cpus) if cpus else None
@@ -166,10 +317,33 @@ class BuiltinGenerator(Generator):
 
         return f"{__version__} (Python {sys.version.split()[0]}, asyncio)"
 
-    def run(self, url: str, scenario: Scenario, concurrency: int, duration: float) -> LoadResult:
+    def command(
+        self, url: str, scenario: Scenario, concurrency: int, duration: float, rate: float | None, connection: str
+    ) -> list[str]:
         command = python_command("anyserve.bench.loadgen", url, "-c", str(concurrency), "-d", str(duration))
         command += ["--method", scenario.method, "--body-size", str(scenario.body_size)]
-        code, out, err, _ = run_measured(command, self.cpus, timeout=duration + REQUEST_TIMEOUT + 30)
+        if rate is not None:
+            command += ["--rate", repr(float(rate))]
+        if connection == "close":
+            command.append("--close")
+        return command
+
+    def run(
+        self,
+        url: str,
+        scenario: Scenario,
+        concurrency: int,
+        duration: float,
+        *,
+        rate: float | None = None,
+        connection: str = "keep-alive",
+        on_progress: ProgressCallback | None = None,
+    ) -> LoadResult:
+        command = self.command(url, scenario, concurrency, duration, rate, connection)
+        if on_progress is not None:
+            command.append("--progress")
+        timeout = duration + REQUEST_TIMEOUT + DRAIN + 30
+        code, out, err, _ = run_measured(command, self.cpus, timeout=timeout, on_progress=on_progress)
         if code != 0:
             raise LoadError(f"the built-in load generator exited with {code}: {err.strip()[-500:]}")
         data = json.loads(out)
@@ -182,6 +356,11 @@ class BuiltinGenerator(Generator):
             socket_errors=data["socket_errors"],
             client_cpu_s=data["cpu_s"],
             client_cores=1,
+            connection=connection,
+            target_rate=rate,
+            scheduled=data["scheduled"],
+            late=data["late"],
+            unfinished=data["unfinished"],
         )
 
 
@@ -190,11 +369,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("-c", "--connections", type=int, default=32)
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
+    parser.add_argument("--rate", type=float, help="open loop: requests per second")
+    parser.add_argument("--close", action="store_true", help="a new connection for every request")
+    parser.add_argument("--progress", action="store_true", help="a line on stderr every half second")
     parser.add_argument("--method", default="GET")
     parser.add_argument("--body-size", type=int, default=0)
     args = parser.parse_args(argv)
     body = b"x" * args.body_size
-    result = asyncio.run(generate(args.url, args.connections, args.duration, args.method, body))
+    result = asyncio.run(
+        generate(
+            args.url,
+            args.connections,
+            args.duration,
+            args.method,
+            body,
+            rate=args.rate,
+            close=args.close,
+            progress=args.progress,
+        )
+    )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

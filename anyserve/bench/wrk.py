@@ -1,4 +1,4 @@
-"""wrk as the load generator: the command, a Lua script for bodies, and its output parsed.
+"""wrk as the load generator (closed loop): the command, a Lua script for bodies, and its output parsed.
 
 wrk prints human units (``312.45us``, ``15.30k``, ``9.15MB``); :func:`parse_output`
 turns one ``wrk --latency`` report into numbers, and refuses one it cannot read.
@@ -14,7 +14,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .load import SOCKET_ERROR_KINDS, Generator, LoadError, LoadResult, no_socket_errors, run_measured
+from .load import (
+    SOCKET_ERROR_KINDS,
+    Generator,
+    LoadError,
+    LoadResult,
+    ProgressCallback,
+    no_socket_errors,
+    run_measured,
+)
 from .scenarios import Scenario
 from .stats import PERCENTILES
 
@@ -140,16 +148,32 @@ class Wrk(Generator):
         """wrk's threads for *concurrency* connections: it needs a connection per thread."""
         return max(1, min(self.threads, concurrency))
 
-    def command(self, url: str, concurrency: int, duration: float, script: str | None) -> list[str]:
+    def command(
+        self, url: str, concurrency: int, duration: float, script: str | None, connection: str = "keep-alive"
+    ) -> list[str]:
         threads = self.threads_for(concurrency)
         # wrk takes whole seconds.
         command = [self.path, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s"]
         command += ["--timeout", "10s", "--latency"]
+        if connection == "close":  # wrk then opens a new connection for every request
+            command += ["-H", "Connection: close"]
         if script:
             command += ["-s", script]
         return [*command, url]
 
-    def run(self, url: str, scenario: Scenario, concurrency: int, duration: float) -> LoadResult:
+    def run(
+        self,
+        url: str,
+        scenario: Scenario,
+        concurrency: int,
+        duration: float,
+        *,
+        rate: float | None = None,
+        connection: str = "keep-alive",
+        on_progress: ProgressCallback | None = None,
+    ) -> LoadResult:
+        if rate is not None:
+            raise LoadError("wrk has no fixed-rate mode; open-loop runs use the built-in generator")
         source = lua_script(scenario)
         script = None
         if source is not None:
@@ -157,7 +181,7 @@ class Wrk(Generator):
                 fh.write(source)
                 script = fh.name
         try:
-            command = self.command(url, concurrency, duration, script)
+            command = self.command(url, concurrency, duration, script, connection)
             code, out, err, cpu = run_measured(command, self.cpus, timeout=duration + 60)
         finally:
             if script:
@@ -181,4 +205,5 @@ class Wrk(Generator):
             socket_errors=parsed.socket_errors,
             client_cpu_s=cpu,
             client_cores=min(threads, len(self.cpus)) if self.cpus else threads,
+            connection=connection,
         )
