@@ -26,15 +26,19 @@ scenarios (--scenario, default hello; 'all' for every one):
 
 EPILOG = """\
 The load generator is wrk when it is on PATH (apt-get install wrk), else a
-built-in asyncio keep-alive generator; the report names it and warns when it used
-more than 80% of a core. With two or more CPUs, servers run on all CPUs but the
-last and the load generator on the last (change with --server-cpus/--client-cpus,
-or --no-pin).
+built-in asyncio generator; the report names it and warns when it used more than
+80% of a core. Open-loop runs (--rate) use the built-in generator, whose own
+ceiling is measured first against a trivial responder; a run it could not keep
+the rate of is flagged invalid. With two or more CPUs, servers run on all CPUs
+but the last and the load generator on the last (change with
+--server-cpus/--client-cpus, or --no-pin).
 
 examples:
   anyserve bench -s cheroot,waitress,gunicorn --scenario hello,json --concurrency 1,16,64
   anyserve bench --all --scenario all --duration 5s --html bench.html --json bench.json
   anyserve bench myapp:application --path /api/items -s gevent,eventlet -o pool_size=100
+  anyserve bench --all --scenario hello --rate sweep --latency-budget 50ms --html sweep.html
+  anyserve bench myapp:application --tune --budget 10m
 """
 
 
@@ -60,10 +64,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warmup", metavar="TIME", help="load before each measurement (default: 2s, or --duration if shorter)"
     )
-    parser.add_argument("--repeat", default="3", metavar="N", help="runs of each server per scenario (default 3)")
+    parser.add_argument("--repeat", metavar="N", help="runs of each server per scenario (default 3; 1 with --tune)")
+    parser.add_argument(
+        "--connection",
+        default="keep-alive",
+        metavar="MODE,MODE",
+        help="keep-alive, close (a new connection per request), or both as separate runs (default keep-alive)",
+    )
+    loop = parser.add_argument_group("open loop: latency at a fixed rate")
+    loop.add_argument(
+        "--rate",
+        metavar="R,R|sweep",
+        help="send R requests/s, latency counted from when each request was due; 'sweep' (or sweep:FROM) "
+        "raises the rate from 100 (or FROM) until the server saturates",
+    )
+    loop.add_argument(
+        "--latency-budget",
+        default="50ms",
+        metavar="TIME",
+        help="the p99 a server must stay within at a rate (default 50ms)",
+    )
+    tune = parser.add_argument_group("tuning: which workers and threads")
+    tune.add_argument(
+        "--tune",
+        action="store_true",
+        help="try each server with --workers 1..CPUs x --threads default,1,4,16,64 (or the -w/-t lists given)",
+    )
+    tune.add_argument("--budget", default="10m", metavar="TIME", help="the time --tune may take (default 10m)")
     group = parser.add_argument_group("options passed to every server")
-    group.add_argument("-w", "--workers", metavar="N", help="worker processes")
-    group.add_argument("-t", "--threads", metavar="N", help="threads per worker")
+    group.add_argument("-w", "--workers", metavar="N", help="worker processes (with --tune, a list: 1,2)")
+    group.add_argument("-t", "--threads", metavar="N", help="threads per worker (with --tune, a list: 1,4,16)")
     group.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE", help="server setting")
     group.add_argument("--app-dir", metavar="DIR", help="directory put first on sys.path to import APP")
     group.add_argument("--factory", action="store_true", help="APP names a factory to call")
@@ -184,9 +214,10 @@ def choose_servers(args: argparse.Namespace) -> dict[str, str | None]:
 
 def server_args(args: argparse.Namespace) -> list[str]:
     result: list[str] = []
-    if args.workers is not None:
+    tuning = getattr(args, "tune", False)  # then -w and -t are the grid, not options for every run
+    if args.workers is not None and not tuning:
         result += ["-w", str(parse_count(args.workers, "--workers"))]
-    if args.threads is not None:
+    if args.threads is not None and not tuning:
         result += ["-t", str(parse_count(args.threads, "--threads"))]
     for option in args.options or ():
         if "=" not in option:
@@ -218,10 +249,52 @@ def choose_cpus(args: argparse.Namespace) -> tuple[list[int] | None, list[int] |
     return server, client
 
 
+def parse_rates(text: str | None) -> tuple[list[float] | None, float | None]:
+    """``--rate``: (fixed rates, None), (None, the rate a sweep starts from), or (None, None) for a closed loop."""
+    if text is None:
+        return None, None
+    name, _, start = text.strip().partition(":")
+    if name == "sweep":
+        first = _positive(start, "--rate", text) if start else 100.0
+        return None, first
+    rates = [_positive(part, "--rate", text) for part in text.split(",") if part.strip()]
+    if not rates:
+        raise ConfigError(f"--rate {text!r}: expected requests per second such as 500 or 100,500, or sweep")
+    return sorted(dict.fromkeys(rates)), None
+
+
+def _positive(part: str, option: str, text: str) -> float:
+    try:
+        value = float(part)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(
+            f"{option} {text!r}: expected requests per second such as 500 or 100,500, or sweep, or sweep:FROM"
+        )
+    return value
+
+
+def parse_connections(text: str) -> list[str]:
+    from .load import CONNECTION_MODES
+
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [mode for mode in modes if mode not in CONNECTION_MODES]
+    if unknown or not modes:
+        raise ConfigError(f"--connection {text!r}: expected {' or '.join(CONNECTION_MODES)}, or both: keep-alive,close")
+    return list(dict.fromkeys(modes))
+
+
 def choose_generator(args: argparse.Namespace, client_cpus: list[int] | None) -> Any:
     from .loadgen import BuiltinGenerator
     from .wrk import Wrk
 
+    if getattr(args, "rate", None) is not None:  # open loop: wrk has no fixed rate
+        if args.generator == "wrk":
+            raise ConfigError(
+                "--generator wrk cannot send at a fixed rate (--rate); open-loop runs use --generator builtin"
+            )
+        return BuiltinGenerator(cpus=client_cpus)
     path = Wrk.find()
     if args.generator == "wrk" and path is None:
         raise ConfigError(
@@ -255,6 +328,29 @@ def _require_libraries() -> None:
 # -- running -----------------------------------------------------------------------------
 
 
+def tune_settings(args: argparse.Namespace) -> tuple[list[int] | None, list[int] | None, float]:
+    """--tune's -w and -t lists (None: the default grid) and its --budget in seconds."""
+    workers = parse_counts(args.workers, "--workers") if args.workers is not None else None
+    threads = parse_counts(args.threads, "--threads") if args.threads is not None else None
+    return workers, threads, parse_duration(args.budget, "--budget")
+
+
+def check_tune(plan: Any) -> None:
+    """--tune measures each setting at one load: one concurrency, one rate, one connection mode."""
+    if plan.sweep_from is not None:
+        raise ConfigError("--tune measures each setting at one rate: give --rate R, not a sweep")
+    for option, values in (
+        ("--concurrency", plan.concurrency),
+        ("--rate", plan.rates or [None]),
+        ("--connection", plan.connections),
+    ):
+        if len(values) > 1:
+            raise ConfigError(f"--tune measures each setting at one load: give one {option}, not {len(values)}")
+
+
+# -- running -----------------------------------------------------------------------------
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``anyserve bench`` with parsed options; the exit code is 0 when every server ran cleanly."""
     _require_libraries()
@@ -263,21 +359,25 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..loader import add_app_dir
     from .display import Display
     from .results import build_report, describe_machine, rps_chart_svg, to_html, to_markdown, write_json, write_text
-    from .runner import Plan, Run, run_plan
+    from .runner import Plan, Run, available_cpus, measure_ceiling, run_plan
+    from .tune import fit_budget, format_seconds, grid, rank, run_tune
 
     add_app_dir(args.app_dir or ".")  # as serve does: APP and -s module:Class import from there
     scenarios = choose_scenarios(args)
     versions = choose_servers(args)
     duration = parse_duration(args.duration, "--duration")
+    rates, sweep_from = parse_rates(args.rate)
+    budget_ms = parse_duration(args.latency_budget, "--latency-budget") * 1000
     server_cpus, client_cpus = choose_cpus(args)
     generator = choose_generator(args, client_cpus)
+    repeat = parse_count(args.repeat, "--repeat") if args.repeat is not None else 1 if args.tune else 3
     plan = Plan(
         servers=list(versions),
         scenarios=scenarios,
         concurrency=parse_counts(args.concurrency, "--concurrency"),
         duration=duration,
         warmup=min(2.0, duration) if args.warmup is None else parse_duration(args.warmup, "--warmup", allow_zero=True),
-        repeat=parse_count(args.repeat, "--repeat"),
+        repeat=repeat,
         generator=generator,
         server_args=server_args(args),
         server_cpus=server_cpus,
@@ -285,28 +385,81 @@ def run_bench(args: argparse.Namespace) -> int:
         start_timeout=parse_duration(args.start_timeout, "--start-timeout"),
         cwd=os.getcwd(),
         retry_noisy=parse_count(args.retry_noisy, "--retry-noisy", minimum=0),
+        connections=parse_connections(args.connection),
+        rates=rates,
+        sweep_from=sweep_from,
+        latency_budget_ms=budget_ms,
     )
+    grids = None
+    tune_runs = budget = 0.0
+    if args.tune:
+        check_tune(plan)
+        workers, threads, budget = tune_settings(args)
+        cores = len(server_cpus) if server_cpus else len(available_cpus()) or os.cpu_count() or 1
+        grids = {server: grid(server, cores, workers, threads) for server in plan.servers}
+        tune_runs = float(sum(len(settings) for settings in grids.values()) * len(plan.scenarios) * plan.repeat)
+        plan = fit_budget(plan, int(tune_runs), budget)
     if args.app is not None:
         check_app(args)
     for path in (args.json, args.markdown, args.html, args.svg):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ConfigError(f"cannot write {path}: its directory does not exist")
-    generator_info = {"name": generator.name, "version": generator.version()}
+    generator_info: dict[str, Any] = {"name": generator.name, "version": generator.version()}
     started = datetime.datetime.now(datetime.timezone.utc)
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough for the whole table
         console = Console(width=200)
-    display = Display(plan, versions, generator_info, console)
+    if plan.open_loop:
+        generator_info["ceiling"] = ceiling = {}
+        console.print(f"measuring the load generator's own ceiling ({', '.join(plan.connections)}) ...")
+        for connection in plan.connections:
+            run = measure_ceiling(plan, max(plan.concurrency), connection, min(3.0, plan.duration))
+            if run.load is None:
+                raise ConfigError(f"the load generator could not be measured: {run.error}")
+            ceiling[connection] = round(run.load.requests_per_s, 1)
+        plan.max_rate = max(ceiling.values())
+    announce = None
+    if grids is not None:
+        per_run = plan.warmup + plan.duration + 1.5
+        announce = (
+            f"anyserve bench --tune: {len(plan.servers)} server(s), "
+            + ", ".join(f"{server} {len(settings)} setting(s)" for server, settings in grids.items())
+            + f"; {len(plan.scenarios)} scenario(s) x {plan.repeat} repeat(s) = {tune_runs:.0f} runs of about "
+            f"{per_run:.1f} s ({plan.warmup:g} s warm-up, {plan.duration:g} s measured): about "
+            f"{format_seconds(tune_runs * per_run)}, budget {format_seconds(budget)}; "
+            f"load generator {generator_info['name']} {generator_info['version']}"
+        )
+    display = Display(
+        plan, versions, generator_info, console, total_runs=int(tune_runs) if grids else None, announce=announce
+    )
     interrupted = False
+    completed = True
     runs: list[Run] = []
     machine = describe_machine()
     with display:
         try:
-            run_plan(plan, on_start=display.started, on_run=display.finished, on_skip=display.skipped, runs=runs)
+            if grids is not None:
+                completed = run_tune(
+                    plan, grids, budget, display.started, display.finished, display.progressed, runs=runs
+                )
+            else:
+                run_plan(
+                    plan,
+                    on_start=display.started,
+                    on_run=display.finished,
+                    on_skip=display.skipped,
+                    runs=runs,
+                    on_progress=display.progressed,
+                )
         except KeyboardInterrupt:  # the server of the current run is already stopped; keep what was measured
             interrupted = True
     report = build_report(plan, runs, versions, generator_info, started, machine)
     report["interrupted"] = interrupted
+    report["estimate_s"] = round(tune_runs * (plan.warmup + plan.duration + 1.5) if grids else plan.estimate_seconds())
+    if grids is not None:
+        report["tune"] = rank(report, plan.scenarios)
+        if not completed:
+            report["warnings"].append(f"--budget {args.budget} ran out: the settings after the last run were not tried")
     display.print_footer(report)
     if interrupted:
         console.print("[red]interrupted:[/] the reports hold the runs finished so far", highlight=False)

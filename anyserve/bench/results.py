@@ -27,7 +27,7 @@ LATENCY_KEYS = ("p50", "p90", "p99", "max")
 
 @dataclass
 class Summary:
-    """The repeats of one server on one scenario at one concurrency."""
+    """The repeats of one server (with one setting) on one scenario, concurrency, connection mode and rate."""
 
     server: str
     scenario: str
@@ -35,6 +35,9 @@ class Summary:
     status: str
     error: str | None
     runs: list[Run]
+    connection: str = "keep-alive"
+    rate: float | None = None
+    variant: str = ""
 
     @property
     def measured(self) -> list[Run]:
@@ -57,8 +60,11 @@ class Summary:
         }
         return {
             "server": self.server,
+            "variant": self.variant,
             "scenario": self.scenario,
             "concurrency": self.concurrency,
+            "connection": self.connection,
+            "rate": self.rate,
             "status": self.status,
             "error": self.error,
             "runs": len(self.runs),
@@ -79,6 +85,11 @@ class Summary:
             "other_cpu_s": median_of([run.other_cpu_s for run in measured if run.other_cpu_s is not None]),
             "startup_s": median_of([run.startup_s for run in measured if run.startup_s is not None]),
             "client_cpu_share": median_of([run.load.client_cpu_share for run in measured if run.load]),
+            "late": sum(run.load.late for run in measured if run.load),
+            "unfinished": sum(run.load.unfinished for run in measured if run.load),
+            "saturated": next((run.saturated for run in measured if run.saturated), None),
+            "client_bound": next((run.client_bound for run in measured if run.client_bound), None),
+            "fingerprint": next((run.fingerprint for run in self.runs if run.fingerprint), None),
         }
 
 
@@ -91,24 +102,41 @@ def overall_status(statuses: Sequence[str]) -> str:
 
 
 def summarize(plan: Plan, runs: Sequence[Run]) -> list[Summary]:
-    """One Summary per scenario x concurrency x server that has runs, in the plan's order."""
+    """One Summary per scenario x concurrency x connection x rate x server (x setting) that has runs,
+    in the plan's order (rates rising, settings as first measured)."""
+    grouped: dict[tuple[str, int, str, float | None, str, str], list[Run]] = {}
+    for run in runs:
+        if not run.discarded:
+            key = (run.scenario, run.concurrency, run.connection, run.rate, run.server, run.variant)
+            grouped.setdefault(key, []).append(run)
+    scenarios = [s.name for s in plan.scenarios]
+    variants = list(dict.fromkeys(key[5] for key in grouped))
+
+    def position(key: tuple[str, int, str, float | None, str, str]) -> tuple[Any, ...]:
+        scenario, concurrency, connection, rate, server, variant = key
+        return (
+            _index(scenarios, scenario),
+            _index(plan.concurrency, concurrency),
+            _index(plan.connections, connection),
+            -1.0 if rate is None else rate,
+            _index(plan.servers, server),
+            variants.index(variant),
+        )
+
     summaries = []
-    for scenario in plan.scenarios:
-        for concurrency in plan.concurrency:
-            for server in plan.servers:
-                mine = [
-                    r
-                    for r in runs
-                    if (r.server, r.scenario, r.concurrency) == (server, scenario.name, concurrency) and not r.discarded
-                ]
-                if not mine:
-                    continue
-                status = overall_status([r.status for r in mine])
-                failed = [r for r in mine if r.status == "failed"]
-                with_errors = [r for r in mine if r.status == "errors"]
-                error = (failed or with_errors)[0].error if status != "ok" else None
-                summaries.append(Summary(server, scenario.name, concurrency, status, error, mine))
+    for key in sorted(grouped, key=position):
+        mine = grouped[key]
+        scenario, concurrency, connection, rate, server, variant = key
+        status = overall_status([r.status for r in mine])
+        failed = [r for r in mine if r.status == "failed"]
+        with_errors = [r for r in mine if r.status == "errors"]
+        error = (failed or with_errors)[0].error if status != "ok" else None
+        summaries.append(Summary(server, scenario, concurrency, status, error, mine, connection, rate, variant))
     return summaries
+
+
+def _index(items: Sequence[Any], item: Any) -> int:
+    return items.index(item) if item in items else len(items)
 
 
 def client_warnings(runs: Sequence[Run]) -> list[str]:
@@ -122,15 +150,20 @@ def client_warnings(runs: Sequence[Run]) -> list[str]:
             continue
         if run.noisy and run.load is not None and run.other_cpu_s is not None:
             lines.append(
-                f"{run.server} {run.scenario} c={run.concurrency} repeat {run.repeat}: other processes used "
+                f"{run.server} {run.scenario} c={run.concurrency} {run.connection} repeat {run.repeat}: "
+                "other processes used "
                 f"{run.other_cpu_s / run.load.duration_s:.0%} of a core during the run; the machine was not quiet"
             )
+        name = f"{run.server}{' ' + run.variant if run.variant else ''} {run.scenario} c={run.concurrency}"
+        name += f" {run.connection}" + (f" at {run.rate:g} req/s" if run.rate is not None else "")
         if run.load is not None and run.load.client_saturated:
             lines.append(
-                f"{run.server} {run.scenario} c={run.concurrency} repeat {run.repeat}: the load generator used "
+                f"{name} repeat {run.repeat}: the load generator used "
                 f"{run.load.client_cpu_share:.0%} of a core (of {run.load.client_cores}); "
                 "this number may measure the client rather than the server"
             )
+        if run.client_bound:
+            lines.append(f"{name} repeat {run.repeat}: invalid, {run.client_bound}")
     return lines
 
 
@@ -209,6 +242,11 @@ def build_report(
             "server_cpus": plan.server_cpus,
             "client_cpus": plan.client_cpus,
             "retry_noisy": plan.retry_noisy,
+            "connections": plan.connections,
+            "mode": "open" if plan.open_loop else "closed",
+            "rates": plan.rates,
+            "sweep_from": plan.sweep_from,
+            "latency_budget_ms": plan.latency_budget_ms,
         },
         "servers": server_status,
         "runs": [run.as_dict() for run in runs],
@@ -246,9 +284,23 @@ def fmt_spread(rps: dict[str, Any] | None) -> str:
     return f"±{rps['spread'] * 50:.1f}% ({fmt_rps(rps['min'])}-{fmt_rps(rps['max'])})"
 
 
-TABLE_COLUMNS = (
+#: The column of each value over the best one of its table (the multiplication sign, written out for the linter).
+X_BEST = "\u00d7 best"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:g}"
+
+
+#: A closed-loop table: N connections, each sending its next request when the previous answer came.
+CLOSED_COLUMNS = (
     "server",
     "req/s",
+    X_BEST,
     "spread",
     "p50 ms",
     "p90 ms",
@@ -260,35 +312,143 @@ TABLE_COLUMNS = (
     "start s",
     "status",
 )
+TABLE_COLUMNS = CLOSED_COLUMNS
+#: An open-loop table: one row per server and rate asked for.
+OPEN_COLUMNS = (
+    "server",
+    "rate",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "errors",
+    "late",
+    "peak RSS",
+    "CPU s",
+    "status",
+)
+#: An open-loop summary: per server, the highest rate it took within the latency budget.
+SWEEP_COLUMNS = ("server", "highest rate in budget", X_BEST, "p99 ms there", "saturated at", "why")
 
 
-def table_row(row: dict[str, Any], versions: dict[str, str | None]) -> list[str]:
-    """The cells of one summary row, shared by the terminal, Markdown and HTML tables."""
+def server_label(row: dict[str, Any], versions: dict[str, str | None]) -> str:
+    version = versions.get(row["server"])
+    label = f"{row['server']} {version}" if version else row["server"]
+    return f"{label} {row['variant']}" if row.get("variant") else label
+
+
+def status_text(row: dict[str, Any]) -> str:
+    if row.get("client_bound"):
+        return f"invalid: {row['client_bound']}"
+    if row.get("saturated") and row["status"] == "ok":
+        return f"saturated: {row['saturated']}"
+    return row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
+
+
+def is_open(rows: Sequence[dict[str, Any]]) -> bool:
+    return any(row.get("rate") is not None for row in rows)
+
+
+def best_rps(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The highest median requests/s among the rows that ran (the reference of the X_BEST column)."""
+    return max(
+        (row["requests_per_s"]["median"] for row in rows if row["requests_per_s"] and row["status"] != "failed"),
+        default=None,
+    )
+
+
+def table_row(row: dict[str, Any], versions: dict[str, str | None], best: float | None = None) -> list[str]:
+    """The cells of one closed-loop summary row, shared by the terminal, Markdown and HTML tables."""
     rps = row["requests_per_s"]
     latency = row["latency_ms"] or {}
-    version = versions.get(row["server"])
-    status = row["status"] if not row["error"] else f"{row['status']}: {row['error']}"
     return [
-        f"{row['server']} {version}" if version else row["server"],
+        server_label(row, versions),
         fmt_rps(rps["median"] if rps else None),
+        fmt_ratio(rps["median"] / best if rps and best else None),
         fmt_spread(rps),
         *(fmt_ms(latency.get(key)) for key in LATENCY_KEYS),
         str(row["non_2xx"] + row["socket_errors"]),
         fmt_bytes(row["server_rss_peak_bytes"]),
         "-" if row["server_cpu_s"] is None else f"{row['server_cpu_s']:.2f}",
         "-" if row["startup_s"] is None else f"{row['startup_s']:.2f}",
-        status,
+        status_text(row),
+    ]
+
+
+def open_row(row: dict[str, Any], versions: dict[str, str | None]) -> list[str]:
+    """The cells of one open-loop summary row (one server at one rate)."""
+    rps = row["requests_per_s"]
+    latency = row["latency_ms"] or {}
+    return [
+        server_label(row, versions),
+        fmt_rate(row["rate"]),
+        fmt_rps(rps["median"] if rps else None),
+        *(fmt_ms(latency.get(key)) for key in LATENCY_KEYS),
+        str(row["non_2xx"] + row["socket_errors"]),
+        str(row.get("late", 0)),
+        fmt_bytes(row["server_rss_peak_bytes"]),
+        "-" if row["server_cpu_s"] is None else f"{row['server_cpu_s']:.2f}",
+        status_text(row),
+    ]
+
+
+def table(rows: Sequence[dict[str, Any]], versions: dict[str, str | None]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The columns and cells of one group's table, closed- or open-loop."""
+    if is_open(rows):
+        return OPEN_COLUMNS, [open_row(row, versions) for row in rows]
+    best = best_rps(rows)
+    return CLOSED_COLUMNS, [table_row(row, versions, best) for row in rows]
+
+
+def sweep_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per server (and setting), over its rates in rising order: the highest rate it took cleanly before
+    the first it could not (p99 over budget, errors, too few answers, or a client that fell behind)."""
+    by_server: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("rate") is not None:
+            by_server.setdefault((row["server"], row.get("variant", "")), []).append(row)
+    result = []
+    for (server, variant), mine in by_server.items():
+        highest = p99 = stopped = None
+        why = f"not reached (up to {fmt_rate(max(r['rate'] for r in mine))} req/s)"
+        for row in sorted(mine, key=lambda r: r["rate"]):
+            if row["status"] != "ok" or row.get("saturated") or row.get("client_bound"):
+                stopped, why = row["rate"], status_text(row)
+                break
+            highest, p99 = row["rate"], (row["latency_ms"] or {}).get("p99")
+        result.append(
+            {"server": server, "variant": variant, "highest": highest, "p99": p99, "saturated_at": stopped, "why": why}
+        )
+    best = max((r["highest"] for r in result if r["highest"]), default=None)
+    for r in result:
+        r["x_best"] = r["highest"] / best if r["highest"] and best else None
+    return result
+
+
+def sweep_cells(rows: Sequence[dict[str, Any]], versions: dict[str, str | None]) -> list[list[str]]:
+    return [
+        [
+            server_label(r, versions),
+            fmt_rate(r["highest"]),
+            fmt_ratio(r["x_best"]),
+            fmt_ms(r["p99"]),
+            fmt_rate(r["saturated_at"]),
+            r["why"],
+        ]
+        for r in sweep_rows(rows)
     ]
 
 
 def groups(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The summary rows grouped by scenario and concurrency, with a title for each group."""
+    """The summary rows grouped by scenario, concurrency and connection mode, with a title for each group."""
     titled: dict[str, list[dict[str, Any]]] = {}
     descriptions = {s["name"]: s for s in report["settings"]["scenarios"]}
     for row in report["summary"]:
         scenario = descriptions.get(row["scenario"], {})
         title = (
-            f"{row['scenario']} ({scenario.get('method', 'GET')} {scenario.get('path', '/')}), c={row['concurrency']}"
+            f"{row['scenario']} ({scenario.get('method', 'GET')} {scenario.get('path', '/')}), "
+            f"c={row['concurrency']}, {row.get('connection', 'keep-alive')}"
         )
         titled.setdefault(title, []).append(row)
     return list(titled.items())
@@ -299,38 +459,106 @@ def versions_of(report: dict[str, Any]) -> dict[str, str | None]:
 
 
 def describe_setup(report: dict[str, Any]) -> list[str]:
+    """The machine and the settings, one line each: what every report shows above its tables."""
     machine, settings, gen = report["machine"], report["settings"], report["generator"]
     pinning = (
         f"server on CPUs {settings['server_cpus']}, client on CPUs {settings['client_cpus']}"
         if settings["server_cpus"] or settings["client_cpus"]
         else "not pinned"
     )
-    return [
+    lines = [
         f"machine: {machine['cpu_model']}, {machine['cpus_available']} of {machine['cpu_count']} CPUs, "
         f"{machine['system']}, {machine['python']}; load average at the start "
         f"{machine.get('load_average_at_start')}, at the end {report.get('load_average_at_end')}",
         f"load generator: {gen['name']} {gen['version']}; {pinning}",
-        f"each run: {settings['warmup_s']:g} s warm-up, {settings['duration_s']:g} s measured; "
+    ]
+    for connection, ceiling in (gen.get("ceiling") or {}).items():
+        lines.append(
+            f"load generator's own ceiling, {connection}: {fmt_rps(ceiling)} req/s "
+            f"(closed loop against a trivial asyncio responder on the server CPUs)"
+        )
+    connections = settings.get("connections") or ["keep-alive"]
+    if settings.get("mode") == "open":
+        rates = (
+            f"rates raised from {fmt_rate(settings['sweep_from'])} req/s until the server saturates"
+            if settings.get("sweep_from") is not None
+            else "rates " + ", ".join(fmt_rate(rate) for rate in settings.get("rates") or []) + " req/s"
+        )
+        lines.append(
+            f"open loop: {rates}; latency from each request's due time; p99 budget "
+            f"{settings['latency_budget_ms']:g} ms; saturated when p99 is over it, on errors, or under "
+            "95% of the rate answered"
+        )
+    else:
+        lines.append("closed loop: each connection sends its next request when the previous answer came")
+    lines += [
+        f"connections: {', '.join(connections)}; each run: {settings['warmup_s']:g} s warm-up, "
+        f"{settings['duration_s']:g} s measured; "
         f"{settings['repeat']} repeat(s), servers interleaved; medians shown, spread = half the min-max range",
         "server options: " + (" ".join(settings["server_args"]) or "none (each server's defaults)"),
+    ]
+    return lines
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    last = len(columns) - 1
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join("---" if i in (0, last) else "---:" for i in range(len(columns))) + "|")
+    for cells in rows:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
+
+
+def tune_cells(section: dict[str, Any], versions: dict[str, str | None]) -> list[list[str]]:
+    return [
+        [
+            str(row.get("rank", "-")),
+            server_label({**row, "variant": ""}, versions),
+            row["variant"],
+            fmt_rps(row["rps"]),
+            fmt_ratio(row.get("x_best")),
+            fmt_ms(row["p99"]),
+            row["verdict"],
+        ]
+        for row in section["rows"]
+    ]
+
+
+TUNE_COLUMNS = ("rank", "server", "setting", "req/s", X_BEST, "p99 ms", "verdict")
+
+
+def tune_picks(section: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The best settings of a tune: what each is best at, and its command line (None: no such setting)."""
+    best, fast = section["best_throughput"], section["best_latency"]
+    budget = f"{section['latency_budget_ms']:g} ms"
+    return [
+        (f"most requests/s ({fmt_rps(best['rps'])}, p99 {fmt_ms(best['p99'])} ms)", best["command"])
+        if best
+        else ("most requests/s: no setting ran cleanly", None),
+        (f"lowest p99 within {budget} ({fmt_ms(fast['p99'])} ms, {fmt_rps(fast['rps'])} req/s)", fast["command"])
+        if fast
+        else (f"lowest p99 within {budget}: no setting stayed within it", None),
     ]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    """Summary tables, one per scenario and concurrency, with the setup above them."""
+    """Summary tables, one per scenario, concurrency and connection mode, with the setup above them:
+    pasteable into an issue as they are."""
     versions = versions_of(report)
     lines = ["# anyserve bench", "", *(f"- {line}" for line in describe_setup(report)), ""]
-    for title, rows in groups(report):
-        lines += [f"## {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |"]
-        lines.append(
-            "|"
-            + "|".join("---" if i in (0, len(TABLE_COLUMNS) - 1) else "---:" for i in range(len(TABLE_COLUMNS)))
-            + "|"
-        )
-        for row in rows:
-            cells = [cell.replace("|", "\\|") for cell in table_row(row, versions)]
-            lines.append("| " + " | ".join(cells) + " |")
+    for section in report.get("tune") or []:
+        lines += [f"## tune: {section['scenario']}", ""]
+        lines += _markdown_table(TUNE_COLUMNS, tune_cells(section, versions))
+        lines += ["", *(f"- {text}: `{command}`" if command else f"- {text}" for text, command in tune_picks(section))]
         lines.append("")
+    for title, rows in groups(report):
+        lines += [f"## {title}", ""]
+        if is_open(rows):
+            budget = report["settings"]["latency_budget_ms"]
+            lines += [f"Highest rate with p99 ≤ {budget:g} ms:", ""]
+            lines += [*_markdown_table(SWEEP_COLUMNS, sweep_cells(rows, versions)), ""]
+        columns, cells = table(rows, versions)
+        lines += [*_markdown_table(columns, cells), ""]
     if report["warnings"]:
         lines += ["## Warnings", "", *(f"- {w}" for w in report["warnings"]), ""]
     return "\n".join(lines)
@@ -366,12 +594,19 @@ def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _closed_groups(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [(title, rows) for title, rows in groups(report) if not is_open(rows)]
+
+
 def rps_chart_svg(report: dict[str, Any]) -> str:
     """Requests/s (median) per server, min-max as error bars: one panel per scenario, each on its own
-    scale (a 50 ms scenario would be invisible next to a hello), its concurrency levels side by side."""
-    grouped = groups(report)
+    scale (a 50 ms scenario would be invisible next to a hello), its concurrency levels side by side.
+    Closed-loop runs only: an open-loop run's requests/s is the rate it was asked for."""
+    grouped = _closed_groups(report)
     scenarios = list(dict.fromkeys(rows[0]["scenario"] for _, rows in grouped))
     panels = [_rps_panel(report, [(t, rows) for t, rows in grouped if rows[0]["scenario"] == s]) for s in scenarios]
+    if not panels:
+        panels = [_rps_panel(report, [])]
     if len(panels) == 1:
         return panels[0][0]
     width = max(w for _, w, _ in panels)
@@ -385,17 +620,24 @@ def rps_chart_svg(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _series_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(_series_name(row) for row in rows))
+
+
+def _series_name(row: dict[str, Any]) -> str:
+    return f"{row['server']} {row['variant']}" if row.get("variant") else row["server"]
+
+
 def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, Any]]]]) -> tuple[str, int, int]:
-    """One bar chart (its SVG, width and height) for the groups of one scenario."""
-    servers = list(report["servers"])
+    """One bar chart (its SVG, width and height) for the groups of one scenario, as wide as its bars."""
+    servers = _series_names([row for _, rows in grouped for row in rows]) or list(report["servers"])
     if not grouped:
-        grouped = [("no runs", [])]
-    gap, pad_left, pad_top, height = 26, 70, 40, 260
-    slots = max(1, len(servers)) * max(1, len(grouped))
-    # Bars fill a 640-pixel-wide chart when there are few; past that the chart widens.
-    bar = min(48.0, max(18.0, (640 - pad_left - 20 - gap * max(1, len(grouped))) / slots))
+        grouped = [("no closed-loop runs", [])]
+    gap, pad_left, pad_top, height, bar = 26, 70, 40, 260, 40.0
     group_width = bar * len(servers) + gap
-    width = max(640, round(pad_left + group_width * max(1, len(grouped)) + 20))
+    title = f"{grouped[0][0].split(' (')[0]}: requests/s"
+    # As wide as the bars need, and the title and one legend entry: no empty half.
+    width = max(round(pad_left + group_width * len(grouped) + 20), pad_left + 8 * len(title) + 20, 240)
     legend_rows = math.ceil(len(servers) / _legend_columns(width - pad_left))
     total_height = pad_top + height + 60 + 18 * legend_rows
     top = _nice_max(
@@ -404,8 +646,7 @@ def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, A
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_height}" '
         f'viewBox="0 0 {width} {total_height}" font-family="sans-serif" font-size="11">',
-        f'<text x="{pad_left}" y="20" font-size="14" font-weight="bold">{_esc(grouped[0][0].split(", c=")[0])}: '
-        "requests/s, median of the repeats (bars: min-max)</text>",
+        f'<text x="{pad_left}" y="20" font-size="14" font-weight="bold">{_esc(title)}</text>',
     ]
     for i in range(6):
         value = top * i / 5
@@ -414,7 +655,7 @@ def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, A
         out.append(f'<text x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:,.0f}</text>')
     for g, (title, rows) in enumerate(grouped):
         x0 = pad_left + g * group_width + gap / 2
-        by_server = {row["server"]: row for row in rows}
+        by_server = {_series_name(row): row for row in rows}
         for s, server in enumerate(servers):
             row = by_server.get(server)
             x = x0 + s * bar
@@ -433,7 +674,7 @@ def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, A
                 f"(min {rps['min']:,.0f}, max {rps['max']:,.0f})</title></rect>"
             )
             cx = x + (bar - 3) / 2
-            if bar >= 30 and h >= 45:
+            if h >= 45:
                 out.append(
                     f'<text x="{cx:.1f}" y="{pad_top + height - h / 2:.1f}" text-anchor="middle" fill="#fff" '
                     f'font-size="10" transform="rotate(-90 {cx:.1f} {pad_top + height - h / 2:.1f})">'
@@ -446,17 +687,121 @@ def _rps_panel(report: dict[str, Any], grouped: list[tuple[str, list[dict[str, A
                 'stroke="#222" fill="none"/>'
             )
         label_x = x0 + (bar * len(servers)) / 2
-        out.append(
-            f'<text x="{label_x:.1f}" y="{pad_top + height + 16}" text-anchor="middle">{_esc(title.split(" (")[0])}'
-            f"</text>"
-        )
+        parts = title.split(", ")
+        out.append(f'<text x="{label_x:.1f}" y="{pad_top + height + 16}" text-anchor="middle">{_esc(parts[1])}</text>')
         out.append(
             f'<text x="{label_x:.1f}" y="{pad_top + height + 30}" text-anchor="middle" fill="#666">'
-            f"c={rows[0]['concurrency']}</text>"
+            f"{_esc(parts[-1])}</text>"
         )
     out += _legend(servers, pad_left, pad_top + height + 48, width - pad_left)
     out.append("</svg>")
     return "\n".join(out), width, total_height
+
+
+def _log_range(values: Sequence[float]) -> tuple[float, float]:
+    low = 10 ** math.floor(math.log10(min(values)))
+    high = 10 ** math.ceil(math.log10(max(values)))
+    return low, high if high > low else low * 10
+
+
+def _log_ticks(low: float, high: float) -> list[tuple[float, bool]]:
+    """1-2-5 ticks from *low* to *high* (powers of ten), each with whether it is a power of ten."""
+    ticks = []
+    decade = low
+    while decade <= high * 1.0001:
+        for factor in (1, 2, 5):
+            if decade * factor > high * 1.0001:
+                break
+            ticks.append((decade * factor, factor == 1))
+        decade *= 10
+    return ticks
+
+
+def latency_rate_chart_svg(report: dict[str, Any], scenario: str) -> str:
+    """p99 against requests/s for one scenario, both on log scales, a line per server: open loop
+    at each rate asked for (the latency-throughput curve), closed loop at each concurrency.
+    A point the server could not take (saturated, errors) or the client could not keep is hollow."""
+    rows = [
+        row
+        for row in report["summary"]
+        if row["scenario"] == scenario and row["requests_per_s"] and (row["latency_ms"] or {}).get("p99")
+    ]
+    connections = {row.get("connection") for row in rows}
+    lines: dict[str, list[tuple[float, float, bool, dict[str, Any]]]] = {}
+    for row in rows:
+        name = _series_name(row) + (f" ({row.get('connection')})" if len(connections) > 1 else "")
+        x = row["rate"] if row.get("rate") is not None else row["requests_per_s"]["median"]
+        bad = row["status"] != "ok" or bool(row.get("saturated")) or bool(row.get("client_bound"))
+        lines.setdefault(name, []).append((x, row["latency_ms"]["p99"], bad, row))
+    pad_left, pad_top, width, height = 70, 40, 520, 240
+    budget = report["settings"].get("latency_budget_ms") if is_open(rows) else None
+    names = list(lines)
+    legend_rows = math.ceil(len(names) / _legend_columns(width)) if names else 0
+    total_height = pad_top + height + 48 + 18 * legend_rows
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + pad_left + 20}" height="{total_height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<text x="{pad_left}" y="20" font-size="14" font-weight="bold">{_esc(scenario)}: p99 latency (ms) '
+        "against requests/s, log scales</text>",
+    ]
+    if not lines:
+        out.append(f'<text x="{pad_left}" y="{pad_top + 20}">no latency measured</text></svg>')
+        return "\n".join(out)
+    xs = [x for points in lines.values() for x, _, _, _ in points]
+    ys = [y for points in lines.values() for _, y, _, _ in points] + ([budget] if budget else [])
+    x_low, x_high = _log_range(xs)
+    y_low, y_high = _log_range(ys)
+
+    def x_of(v: float) -> float:
+        return pad_left + width * (math.log10(v) - math.log10(x_low)) / (math.log10(x_high) - math.log10(x_low))
+
+    def y_of(v: float) -> float:
+        return (
+            pad_top + height - height * (math.log10(v) - math.log10(y_low)) / (math.log10(y_high) - math.log10(y_low))
+        )
+
+    for tick, major in _log_ticks(y_low, y_high):
+        y = y_of(tick)
+        out.append(
+            f'<line x1="{pad_left}" x2="{pad_left + width}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{"#ccc" if major else "#eee"}"/>'
+        )
+        out.append(f'<text x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for tick, major in _log_ticks(x_low, x_high):
+        x = x_of(tick)
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad_top}" y2="{pad_top + height}" '
+            f'stroke="{"#ccc" if major else "#eee"}"/>'
+        )
+        out.append(f'<text x="{x:.1f}" y="{pad_top + height + 16}" text-anchor="middle">{tick:,g}</text>')
+    out.append(
+        f'<text x="{pad_left + width / 2}" y="{pad_top + height + 32}" text-anchor="middle" fill="#666">'
+        f"{'requests/s asked for (open loop)' if budget else 'requests/s'}</text>"
+    )
+    if budget:
+        y = y_of(budget)
+        out.append(
+            f'<line x1="{pad_left}" x2="{pad_left + width}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c00" '
+            'stroke-dasharray="6 4"/>'
+        )
+        out.append(
+            f'<text x="{pad_left + width - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#c00">'
+            f"budget {budget:g} ms</text>"
+        )
+    for i, (name, points) in enumerate(lines.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        points.sort(key=lambda p: p[0])
+        path = " ".join(f"{'M' if j == 0 else 'L'}{x_of(x):.1f} {y_of(y):.1f}" for j, (x, y, _, _) in enumerate(points))
+        out.append(f'<path d="{path}" stroke="{colour}" stroke-width="2" fill="none"/>')
+        for x, y, bad, row in points:
+            out.append(
+                f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3.5" fill="{"#fff" if bad else colour}" '
+                f'stroke="{colour}" stroke-width="1.5"><title>{_esc(name)} c={row["concurrency"]}: '
+                f"{fmt_rate(x)} req/s, p99 {fmt_ms(y)} ms; {_esc(status_text(row))}</title></circle>"
+            )
+    out += _legend(names, pad_left, pad_top + height + 52, width)
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 def _legend_columns(width: float) -> int:
@@ -476,10 +821,10 @@ def _legend(servers: Sequence[str], x: float, y: float, width: float) -> list[st
 
 def latency_chart_svg(report: dict[str, Any], title: str, rows: Sequence[dict[str, Any]]) -> str:
     """Latency at p50, p90, p99 and max per server (log scale), for one scenario and concurrency."""
-    servers = list(report["servers"])
+    servers = _series_names(rows) or list(report["servers"])
     pad_left, pad_top, width, height = 70, 40, 560, 220
     points = [
-        (row["server"], [row["latency_ms"].get(key) for key in LATENCY_KEYS])
+        (_series_name(row), [row["latency_ms"].get(key) for key in LATENCY_KEYS])
         for row in rows
         if row["latency_ms"] and all(row["latency_ms"].get(key) for key in LATENCY_KEYS)
     ]
@@ -533,8 +878,22 @@ def latency_chart_svg(report: dict[str, Any], title: str, rows: Sequence[dict[st
     return "\n".join(out)
 
 
+def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = ()) -> list[str]:
+    parts = ["<table><tr>", *(f"<th>{_esc(c)}</th>" for c in columns), "</tr>"]
+    for r, cells in enumerate(rows):
+        cls = classes[r] if r < len(classes) else ""
+        parts.append(f'<tr class="{_esc(cls)}">' if cls else "<tr>")
+        for i, cell in enumerate(cells):
+            numeric = 0 < i < len(cells) - 1 and (cell[:1].isdigit() or cell == "-")
+            parts.append(f'<td class="n">{_esc(cell)}</td>' if numeric else f"<td>{_esc(cell)}</td>")
+        parts.append("</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def to_html(report: dict[str, Any]) -> str:
-    """One self-contained page: setup, charts and tables; no script, no external resource."""
+    """One self-contained page: the machine and settings on top, then charts and tables;
+    no script, no external resource, so it opens offline."""
     versions = versions_of(report)
     parts = [
         "<!DOCTYPE html>",
@@ -542,28 +901,37 @@ def to_html(report: dict[str, Any]) -> str:
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
         "td.n{text-align:right;font-variant-numeric:tabular-nums}tr.failed td{color:#b00}"
+        "tr.errors td{color:#a60}code{background:#f4f4f4;padding:1px 4px}"
         ".warn{color:#a60}</style></head><body>",
         "<h1>anyserve bench</h1><ul>",
         *(f"<li>{_esc(line)}</li>" for line in describe_setup(report)),
         f"<li>started {_esc(report['started'])}, finished {_esc(report['finished'])}</li></ul>",
-        rps_chart_svg(report),
     ]
     if report["warnings"]:
         parts.append('<h2>Warnings</h2><ul class="warn">')
         parts += [f"<li>{_esc(w)}</li>" for w in report["warnings"]]
         parts.append("</ul>")
+    for section in report.get("tune") or []:
+        parts.append(f"<h2>tune: {_esc(section['scenario'])}</h2><ul>")
+        for text, command in tune_picks(section):
+            parts.append(f"<li>{_esc(text)}" + (f": <code>{_esc(command)}</code>" if command else "") + "</li>")
+        parts.append("</ul>")
+        parts += _html_table(TUNE_COLUMNS, tune_cells(section, versions))
+    if _closed_groups(report):
+        parts += ["<h2>Requests/s</h2>", "<p>Median of the repeats; the error bars span the min-max.</p>"]
+        parts.append(rps_chart_svg(report))
+    scenarios = list(dict.fromkeys(row["scenario"] for row in report["summary"]))
+    if scenarios:
+        parts.append("<h2>Latency against throughput</h2>")
+        parts += [latency_rate_chart_svg(report, scenario) for scenario in scenarios]
     for title, rows in groups(report):
-        parts.append(f"<h2>{_esc(title)}</h2><table><tr>")
-        parts += [f"<th>{_esc(c)}</th>" for c in TABLE_COLUMNS]
-        parts.append("</tr>")
-        for row in rows:
-            cells = table_row(row, versions)
-            parts.append(f'<tr class="{_esc(row["status"])}">')
-            for i, cell in enumerate(cells):
-                cls = ' class="n"' if 0 < i < len(cells) - 1 else ""
-                parts.append(f"<td{cls}>{_esc(cell)}</td>")
-            parts.append("</tr>")
-        parts.append("</table>")
-        parts.append(latency_chart_svg(report, title, rows))
+        parts.append(f"<h2>{_esc(title)}</h2>")
+        if is_open(rows):
+            parts.append(f"<p>Highest rate with p99 ≤ {report['settings']['latency_budget_ms']:g} ms:</p>")
+            parts += _html_table(SWEEP_COLUMNS, sweep_cells(rows, versions))
+        columns, cells = table(rows, versions)
+        parts += _html_table(columns, cells, [row["status"] for row in rows])
+        if not is_open(rows):
+            parts.append(latency_chart_svg(report, title, rows))
     parts.append("</body></html>\n")
     return "\n".join(parts)

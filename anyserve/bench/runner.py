@@ -9,8 +9,10 @@ cannot start, or answers with an error, is recorded as failed and the run goes o
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import itertools
+import math
 import os
 import signal
 import socket
@@ -19,18 +21,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from ..child import python_command
 from ..errors import EXIT_BIND
-from .load import Generator, LoadError, LoadResult, pin_to
-from .scenarios import Scenario
+from .load import Generator, LoadError, LoadResult, ProgressCallback, pin_to
+from .scenarios import SCENARIOS, Scenario
 
 SAMPLE_INTERVAL = 0.1
 STOP_TIMEOUT = 15.0
 #: Above this share of one core used by other processes during a run, the machine was not quiet.
 NOISY_SHARE = 0.1
+#: Open loop: a server answering less than this share of the requests/s asked for is saturated.
+ACHIEVED_SHARE = 0.95
+#: The steps of ``--rate sweep`` within each power of ten (about x1.4 each).
+SWEEP_STEPS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+#: What a run costs besides its warm-up and measured time (start-up, first answer, stop), for estimates.
+RUN_OVERHEAD_S = 1.5
 
 
 @dataclass
@@ -52,18 +61,68 @@ class Plan:
     cwd: str = "."
     #: How many times a run during which the machine was not quiet is measured again.
     retry_noisy: int = 0
+    #: Each run once per connection mode: "keep-alive", "close".
+    connections: list[str] = field(default_factory=lambda: ["keep-alive"])
+    #: Open loop: the requests/s to send at, each measured in turn on one start of the server; None: closed loop.
+    rates: list[float] | None = None
+    #: Open loop, ``--rate sweep``: rates raised from this one (SWEEP_STEPS) until the server saturates.
+    sweep_from: float | None = None
+    #: Open loop: a run whose p99 is above this is over budget (saturated, for a sweep).
+    latency_budget_ms: float = 50.0
+    #: A sweep goes no higher than this (the load generator's own ceiling, once measured).
+    max_rate: float | None = None
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rates is not None or self.sweep_from is not None
+
+    def rates_of_series(self) -> list[float | None]:
+        """The rates one start of a server is measured at: [None] for a closed loop; a sweep's whole ladder."""
+        if self.sweep_from is not None:
+            return sweep_rates(self.sweep_from, self.max_rate or 1e6)
+        return list(self.rates) if self.rates is not None else [None]
 
     def total_runs(self) -> int:
-        return len(self.servers) * len(self.scenarios) * len(self.concurrency) * self.repeat
+        """The runs of the plan; for a sweep, the most it can make (each server's stops where it saturates)."""
+        series = len(self.servers) * len(self.scenarios) * len(self.concurrency) * len(self.connections)
+        return series * self.repeat * len(self.rates_of_series())
+
+    def estimate_seconds(self) -> float:
+        """About how long the plan takes (for a sweep, at most)."""
+        series = self.total_runs() // len(self.rates_of_series())
+        per_series = RUN_OVERHEAD_S + self.warmup + self.duration * len(self.rates_of_series())
+        return series * per_series
 
     def order(self) -> list[tuple[Scenario, int, int, str]]:
         """(scenario, concurrency, repeat, server): servers interleaved within each repeat (A B C A B C ...)."""
+        return [(s, c, r, server) for s, c, _, r, server in self.series()]
+
+    def series(self) -> list[tuple[Scenario, int, str, int, str]]:
+        """(scenario, concurrency, connection, repeat, server): each one start of a server, measured at
+        every rate of the series; servers interleaved within each repeat (A B C A B C ...)."""
         return [
-            (scenario, concurrency, repeat, server)
-            for scenario, concurrency in itertools.product(self.scenarios, self.concurrency)
+            (scenario, concurrency, connection, repeat, server)
+            for scenario, concurrency, connection in itertools.product(
+                self.scenarios, self.concurrency, self.connections
+            )
             for repeat in range(1, self.repeat + 1)
             for server in self.servers
         ]
+
+
+def sweep_rates(start: float, highest: float) -> list[float]:
+    """Rates from *start* up to *highest*, on SWEEP_STEPS in each power of ten: 100, 150, 200, 300, 500, 700, 1000..."""
+    rates = [float(start)]
+    decade = 10.0 ** math.floor(math.log10(start))
+    while rates[-1] < highest:
+        steps = [decade * step for step in SWEEP_STEPS if decade * step > rates[-1] * 1.0001]
+        if steps:
+            rates.append(steps[0])
+        else:
+            decade *= 10
+    if len(rates) > 1 and rates[-1] > highest:
+        rates.pop()
+    return rates
 
 
 @dataclass
@@ -83,6 +142,15 @@ class Run:
     #: Measured while the machine was busy, and measured again (kept in the JSON, left out of the summary).
     discarded: bool = False
     load: LoadResult | None = None
+    connection: str = "keep-alive"
+    #: Open loop: the requests/s asked for; None for a closed loop.
+    rate: float | None = None
+    #: The server options this run adds to the plan's (``--tune``: "-w 2 -t 16"), as a label.
+    variant: str = ""
+    #: Open loop: why the server could not take this rate (p99 over budget, errors, too few answers); None if it did.
+    saturated: str | None = None
+    #: Status and SHA-256 of the body of one answer after the run: what the app said.
+    fingerprint: str | None = None
 
     @property
     def noisy(self) -> bool:
@@ -91,12 +159,33 @@ class Run:
             return False
         return self.other_cpu_s > NOISY_SHARE * self.load.duration_s
 
+    @property
+    def client_bound(self) -> str | None:
+        """Open loop: why the load generator, not the server, set the pace; None when it kept the rate."""
+        return self.load.client_bound if self.load is not None else None
+
     def as_dict(self) -> dict[str, Any]:
         data = {key: value for key, value in vars(self).items() if key != "load"}
         data["noisy"] = self.noisy
         if self.load is not None:
             data.update(self.load.as_dict())
         return data
+
+
+def saturation(load: LoadResult, budget_ms: float) -> str | None:
+    """Why an open-loop run shows the server saturated at its rate, in a few words; None when it kept up."""
+    if load.target_rate is None:
+        return None
+    if load.errors:
+        return f"{load.errors} error(s)"
+    p99 = load.latency_ms.get("p99")
+    if p99 is None:
+        return "no answer"
+    if load.requests_per_s < ACHIEVED_SHARE * load.target_rate:
+        return f"answered {load.requests_per_s:,.0f} req/s, under {ACHIEVED_SHARE:.0%} of {load.target_rate:g}"
+    if p99 > budget_ms:
+        return f"p99 {p99:,.1f} ms over the {budget_ms:g} ms budget"
+    return None
 
 
 class RunFailed(Exception):
@@ -285,38 +374,99 @@ def measure(
 
     *command* (port -> argv) starts something else than ``anyserve serve`` the
     same way, e.g. a server started by hand, for a comparison."""
-    run = Run(server, scenario.name, concurrency, repeat)
+    connection = plan.connections[0] if plan.connections else "keep-alive"
+    rate = plan.rates[0] if plan.rates else None
+    return measure_series(
+        server, scenario, concurrency, repeat, plan, [rate], connection, generator=generator, command=command
+    )[0]
+
+
+def measure_series(
+    server: str,
+    scenario: Scenario,
+    concurrency: int,
+    repeat: int,
+    plan: Plan,
+    rates: Sequence[float | None],
+    connection: str = "keep-alive",
+    *,
+    generator: Generator | None = None,
+    command: Callable[[int], list[str]] | None = None,
+    stop_when_saturated: bool = False,
+    on_start: Callable[[Run], None] | None = None,
+    on_progress: Callable[[Run, dict[str, float]], None] | None = None,
+) -> list[Run]:
+    """Start *server* once, warm it up, measure it at each of *rates* in turn (None: closed loop), stop it.
+
+    With *stop_when_saturated* (a sweep), the series ends at the first rate the server
+    could not take, or the load generator could not keep."""
     generator = generator or plan.generator
+    runs: list[Run] = []
     if command is None:
 
         def command(port: int) -> list[str]:
             return server_command(server, port, scenario, plan.server_args)
 
+    def new_run(rate: float | None) -> Run:
+        return Run(server, scenario.name, concurrency, repeat, connection=connection, rate=rate)
+
     for attempt in range(2):  # a port taken between choosing it and binding it gets one more try
         port = free_port()
         process = ServerProcess(command(port), plan.cwd, plan.server_cpus)
+        runs = []
+        startup = None
         try:
-            run.startup_s = process.wait_first_answer(port, scenario, plan.start_timeout)
+            startup = process.wait_first_answer(port, scenario, plan.start_timeout)
             url = f"http://127.0.0.1:{port}{scenario.path}"
             if plan.warmup > 0:
-                generator.run(url, scenario, concurrency, plan.warmup)
-            sampler = Sampler(process.proc.pid)
-            sampler.start()
-            try:
-                run.load = generator.run(url, scenario, concurrency, plan.duration)
-            finally:
-                sampler.stop()
-            if process.proc.poll() is not None:
-                raise RunFailed(f"the server exited during the run: {process.failure()}")
-            run.server_rss_peak_bytes = sampler.peak_rss
-            run.server_cpu_s = round(sampler.cpu_seconds, 3)
-            # CPU the rest of the machine used meanwhile: other work competing with what is measured.
-            run.other_cpu_s = round(max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3)
+                generator.run(url, scenario, concurrency, plan.warmup, connection=connection)
+            for rate in rates:
+                run = new_run(rate)
+                run.startup_s = startup
+                runs.append(run)
+                if on_start:
+                    on_start(run)
+                progress: ProgressCallback | None = None if on_progress is None else partial(on_progress, run)
+                sampler = Sampler(process.proc.pid)
+                sampler.start()
+                try:
+                    run.load = generator.run(
+                        url,
+                        scenario,
+                        concurrency,
+                        plan.duration,
+                        rate=rate,
+                        connection=connection,
+                        on_progress=progress,
+                    )
+                finally:
+                    sampler.stop()
+                if process.proc.poll() is not None:
+                    raise RunFailed(f"the server exited during the run: {process.failure()}")
+                run.server_rss_peak_bytes = sampler.peak_rss
+                run.server_cpu_s = round(sampler.cpu_seconds, 3)
+                # CPU the rest of the machine used meanwhile: other work competing with what is measured.
+                run.other_cpu_s = round(
+                    max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3
+                )
+                run.saturated = saturation(run.load, plan.latency_budget_ms)
+                if stop_when_saturated and (run.saturated or run.client_bound):
+                    break
+            answer = fingerprint(port, scenario)
+            for run in runs:
+                run.fingerprint = answer
         except RunFailed as exc:
             if process.proc.returncode == EXIT_BIND and attempt == 0:
                 continue
+            run = runs[-1] if runs else new_run(rates[0] if rates else None)
+            if not runs:
+                runs.append(run)
+                run.startup_s = startup
             run.status, run.error, run.load = "failed", str(exc), None
         except LoadError as exc:
+            run = runs[-1] if runs else new_run(rates[0] if rates else None)
+            if not runs:
+                runs.append(run)
             run.status, run.error, run.load = "failed", f"load generator: {exc}", None
         except BaseException:  # Ctrl-C: no graceful drain of requests a killed client left behind
             process.kill()
@@ -324,13 +474,40 @@ def measure(
         finally:
             process.stop()
         break
-    if run.load is not None:
-        if run.load.requests == 0:
-            run.status, run.error = "failed", "no request completed"
-        elif run.load.errors:
-            run.status = "errors"
-            run.error = _describe_errors(run.load)
-    return run
+    for run in runs:
+        if run.load is not None:
+            if run.load.requests == 0:
+                run.status, run.error = "failed", "no request completed"
+            elif run.load.errors:
+                run.status = "errors"
+                run.error = _describe_errors(run.load)
+    return runs
+
+
+def fingerprint(port: int, scenario: Scenario, timeout: float = 10.0) -> str | None:
+    """``"200 sha256:..."``: the status and a hash of the body of one answer to the scenario's request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(scenario.method, scenario.path, body=scenario.body() if scenario.body_size else None)
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return f"{response.status} sha256:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def measure_ceiling(plan: Plan, concurrency: int, connection: str, duration: float) -> Run:
+    """The load generator's own ceiling: its closed-loop requests/s against a trivial asyncio responder
+    (:mod:`anyserve.bench.responder`), on the same CPUs as the servers."""
+    scenario = SCENARIOS["hello"]
+    ceiling = replace(plan, warmup=min(plan.warmup, 1.0), duration=duration, rates=None, sweep_from=None)
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "anyserve.bench.responder", str(port)]
+
+    return measure_series("responder", scenario, concurrency, 1, ceiling, [None], connection, command=command)[0]
 
 
 def measure_quietly(retries: int, *args: Any, **kwargs: Any) -> list[Run]:
@@ -349,34 +526,66 @@ def _describe_errors(load: LoadResult) -> str:
     return "errors: " + ", ".join(parts)
 
 
+def measure_series_quietly(retries: int, *args: Any, **kwargs: Any) -> list[Run]:
+    """measure_series(), again up to *retries* times while the machine was busy during one of its
+    runs: every run taken, the busy series first (marked discarded), the one kept last."""
+    taken: list[Run] = []
+    for attempt in range(retries + 1):
+        runs = measure_series(*args, **kwargs)
+        if attempt == retries or not any(run.noisy for run in runs):
+            return taken + runs
+        for run in runs:
+            run.discarded = True
+        taken += runs
+    return taken
+
+
 def run_plan(
     plan: Plan,
-    on_start: Callable[[str, Scenario, int, int], None] | None = None,
+    on_start: Callable[[Run], None] | None = None,
     on_run: Callable[[Run], None] | None = None,
-    on_skip: Callable[[str, Scenario, int, int], None] | None = None,
+    on_skip: Callable[[Run], None] | None = None,
     runs: list[Run] | None = None,
+    on_progress: Callable[[Run, dict[str, float]], None] | None = None,
 ) -> list[Run]:
     """Every run of the plan, in its interleaved order. A server that failed to start on a
-    scenario is not started again for that scenario and concurrency (its error would not change).
+    scenario is not started again for that scenario, concurrency and connection mode (its
+    error would not change). A sweep stops each server's series where it saturated.
 
     Runs are appended to *runs* as they end, so an interrupted caller keeps the finished ones."""
     runs = [] if runs is None else runs
-    failed: set[tuple[str, str, int]] = set()
-    for scenario, concurrency, repeat, server in plan.order():
-        key = (server, scenario.name, concurrency)
+    failed: set[tuple[str, str, int, str]] = set()
+    rates = plan.rates_of_series()
+    for scenario, concurrency, connection, repeat, server in plan.series():
+        key = (server, scenario.name, concurrency, connection)
         if key in failed:
             if on_skip:
-                on_skip(server, scenario, concurrency, repeat)
+                for rate in rates:
+                    on_skip(Run(server, scenario.name, concurrency, repeat, connection=connection, rate=rate))
             continue
-        if on_start:
-            on_start(server, scenario, concurrency, repeat)
-        *discarded, run = measure_quietly(plan.retry_noisy, server, scenario, concurrency, repeat, plan)
-        runs += discarded
-        if run.status == "failed":
-            failed.add(key)
-        runs.append(run)
-        if on_run:
-            on_run(run)
+        series = measure_series_quietly(
+            plan.retry_noisy,
+            server,
+            scenario,
+            concurrency,
+            repeat,
+            plan,
+            rates,
+            connection,
+            stop_when_saturated=plan.sweep_from is not None,
+            on_start=on_start,
+            on_progress=on_progress,
+        )
+        for run in series:
+            if run.status == "failed" and not run.discarded:
+                failed.add(key)
+            runs.append(run)
+            if on_run and not run.discarded:
+                on_run(run)
+        kept = [run for run in series if not run.discarded]
+        if on_skip and plan.sweep_from is not None:  # the steps of the ladder a saturated server did not take
+            for rate in rates[len(kept) :]:
+                on_skip(Run(server, scenario.name, concurrency, repeat, connection=connection, rate=rate))
     return runs
 
 
