@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,11 +198,13 @@ def test_runs_on_a_busy_machine_are_measured_again(monkeypatch: pytest.MonkeyPat
     # Other processes' CPU during each successive run: 3 s then 0 s for "a"; 0.4 s (under 10% of 5 s) for "b".
     other = iter([3.0, 0.0, 0.4])
 
-    def fake_measure(server: str, scenario: Scenario, concurrency: int, repeat: int, plan: Plan) -> Run:
+    def fake_measure(
+        server: str, scenario: Scenario, concurrency: int, repeat: int, plan: Plan, *args: Any, **kwargs: Any
+    ) -> list[Run]:
         load = LoadResult(requests=100, duration_s=5.0, requests_per_s=20.0, latency_ms={"p50": 1.0})
-        return Run(server, scenario.name, concurrency, repeat, other_cpu_s=next(other), load=load)
+        return [Run(server, scenario.name, concurrency, repeat, other_cpu_s=next(other), load=load)]
 
-    monkeypatch.setattr(runner, "measure", fake_measure)
+    monkeypatch.setattr(runner, "measure_series", fake_measure)
     plan = Plan(["a", "b"], [SCENARIOS["hello"]], [32], 5.0, 0.0, 1, BuiltinGenerator(), retry_noisy=2)
     runs = runner.run_plan(plan)
     assert [(run.server, run.other_cpu_s, run.noisy, run.discarded) for run in runs] == [

@@ -129,8 +129,8 @@ class Display:
 
         for section in report.get("tune") or []:
             self.console.print(f"[bold]tune, {section['scenario']}:[/]", highlight=False)
-            for text, command in tune_picks(section):
-                self.console.print(f"  {text}" + (f":\n    {command}" if command else ""), highlight=False)
+            for text, command in tune_picks(section):  # an APP may hold [brackets]: no markup
+                self.console.print(f"  {text}" + (f":\n    {command}" if command else ""), markup=False)
         for warning in report["warnings"]:
             self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for name, info in report["servers"].items():

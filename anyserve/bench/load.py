@@ -59,6 +59,8 @@ class LoadResult:
     scheduled: int = 0
     late: int = 0
     unfinished: int = 0
+    #: Connections the client opened (the built-in generator; 0 where unknown).
+    connections: int = 0
 
     @property
     def errors(self) -> int:

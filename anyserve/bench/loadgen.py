@@ -361,6 +361,7 @@ class BuiltinGenerator(Generator):
             scheduled=data["scheduled"],
             late=data["late"],
             unfinished=data["unfinished"],
+            connections=data["connections"],
         )
 
 

@@ -531,7 +531,12 @@ def tune_picks(section: dict[str, Any]) -> list[tuple[str, str | None]]:
     """The best settings of a tune: what each is best at, and its command line (None: no such setting)."""
     best, fast = section["best_throughput"], section["best_latency"]
     budget = f"{section['latency_budget_ms']:g} ms"
+    per_server = [
+        (f"best for {server}: {pick['variant']} ({fmt_rps(pick['rps'])} req/s, p99 {fmt_ms(pick['p99'])} ms)", None)
+        for server, pick in (section.get("best_per_server") or {}).items()
+    ]
     return [
+        *(per_server if len(per_server) > 1 else []),
         (f"most requests/s ({fmt_rps(best['rps'])}, p99 {fmt_ms(best['p99'])} ms)", best["command"])
         if best
         else ("most requests/s: no setting ran cleanly", None),

@@ -169,10 +169,14 @@ def rank(report: dict[str, Any], scenarios: Sequence[Scenario]) -> list[dict[str
             row["rank"] = position
             row["x_best"] = row["rps"] / best if best else None
         in_budget = [r for r in ranked if r["p99"] is not None and r["p99"] <= budget]
+        per_server: dict[str, dict[str, Any]] = {}
+        for row in ranked:  # best first: the first row of each server is its best setting
+            per_server.setdefault(row["server"], _pick(row))
         result.append(
             {
                 "scenario": scenario.name,
                 "rows": ranked + [r for r in rows if r["verdict"] != "ok"],
+                "best_per_server": per_server,
                 "best_throughput": _pick(ranked[0]) if ranked else None,
                 "best_latency": _pick(min(in_budget, key=lambda r: r["p99"])) if in_budget else None,
                 "latency_budget_ms": budget,
