@@ -144,11 +144,12 @@ def test_saturation_rules() -> None:
 
 
 def test_a_sweep_stops_where_the_server_saturates(tmp_path: Path) -> None:
-    # slow (50 ms a request) on one thread takes at most 20 requests/s.
+    # slow (50 ms a request) on one thread answers at most 20 requests/s: the sweep (10, 15, 20, 30)
+    # ends at 30 at the latest, where fewer than 95% of the requests asked for are answered.
     out, page, table = tmp_path / "sweep.json", tmp_path / "sweep.html", tmp_path / "sweep.md"
     result = run_anyserve(
         "bench", "-s", "wsgiref", "-t", "1", "--scenario", "slow", "--concurrency", "4", "--rate", "sweep:10",
-        "--latency-budget", "250ms", "--duration", "1s", "--warmup", "0", "--repeat", "1",
+        "--latency-budget", "1s", "--duration", "1s", "--warmup", "0", "--repeat", "1",
         "--json", str(out), "--html", str(page), "--markdown", str(table), cwd=REPO_ROOT,
     )  # fmt: skip
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
@@ -157,22 +158,29 @@ def test_a_sweep_stops_where_the_server_saturates(tmp_path: Path) -> None:
     assert report["settings"]["mode"] == "open" and report["settings"]["sweep_from"] == 10
     assert report["generator"]["name"] == "anyserve-builtin"
     assert report["generator"]["ceiling"]["keep-alive"] > 200
-    rates = [run["rate"] for run in report["runs"]]
-    assert rates == sorted(rates) and rates[0] == 10
-    assert all(run["saturated"] is None for run in report["runs"][:-1])
-    last = report["runs"][-1]
-    assert last["saturated"] and 15 <= last["rate"] <= 30, report["runs"]
+    kept = [run for run in report["runs"] if not run["discarded"]]
+    seen = [(r["rate"], r["status"], r["error"], r["saturated"], r["client_bound"]) for r in kept]
+    rates = [run["rate"] for run in kept]
+    assert rates == sorted(rates) and rates[0] == 10, seen
+    assert all(run["saturated"] is None for run in kept[:-1]), seen
+    last = kept[-1]
+    assert last["saturated"] and last["rate"] <= 30, seen
     (row,) = sweep_rows(report["summary"])
-    assert row["saturated_at"] == last["rate"] and row["highest"] == rates[-2]
+    assert row["saturated_at"] == last["rate"] and row["highest"] == (rates[-2] if len(rates) > 1 else None)
     assert "## slow (GET /), c=4, keep-alive" in table.read_text()
     assert "highest rate in budget" in page.read_text()
 
 
 def test_tune_picks_more_threads_for_slow_than_for_hello(tmp_path: Path) -> None:
+    # At 200 requests/s, cheroot answers hello as fast as asked with 1 thread or 16, and of
+    # settings that do alike the one with fewer threads is named; on slow (50 ms a request)
+    # one thread answers 20 a second, 16 threads all 200. A fixed rate keeps the comparison
+    # out of reach of other work on the machine, which moves closed-loop requests/s by half.
     out = tmp_path / "tune.json"
     result = run_anyserve(
         "bench", "-s", "cheroot", "--scenario", "hello,slow", "--tune", "-w", "1", "-t", "1,16",
-        "--concurrency", "16", "--duration", "1s", "--warmup", "0.3s", "--budget", "1m", "--json", str(out),
+        "--concurrency", "16", "--rate", "200", "--duration", "0.6s", "--warmup", "0", "--budget", "1m",
+        "--json", str(out),
     )  # fmt: skip
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     assert "anyserve bench --tune: 1 server(s), cheroot 2 setting(s); 2 scenario(s) x 1 repeat(s) = 4 runs" in (

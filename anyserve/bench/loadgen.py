@@ -18,7 +18,9 @@ latency counts from when the request was due, so time spent queued behind a
 stalled server is in the percentiles (no coordinated omission). A request that
 found a connection free when it was due but was written more than LATE_AFTER
 later was held up by the client itself: it is counted as late, and a run with
-too many late requests measured the client, not the server.
+too many late requests measured the client, not the server. Its requests/s is
+the pace of the answers, from the first to the last: the answers to a run's last
+requests arrive after its end.
 """
 
 from __future__ import annotations
@@ -64,9 +66,9 @@ class Counters:
         self.connections = 0
         #: Latencies since the last progress line.
         self.recent: list[float] = []
-        #: Open loop: answers that arrived within the measured window, requests the client sent late.
-        self.in_window = 0
+        #: Open loop: requests the client sent late; when the first and the last answer arrived.
         self.late = 0
+        self.first_answer = self.last_answer = 0.0
 
     def record(self, latency_s: float, status: int) -> None:
         ms = latency_s * 1000
@@ -187,7 +189,7 @@ async def closed_loop(client: Client, deadline: float, counters: Counters) -> No
         client.close()
 
 
-async def open_loop(client: Client, due: asyncio.Queue[float], window_end: float, counters: Counters) -> None:
+async def open_loop(client: Client, due: asyncio.Queue[float], counters: Counters) -> None:
     """Take the next due request from the queue, send it, count its latency from when it was due."""
     key = id(asyncio.current_task())
     try:
@@ -205,8 +207,8 @@ async def open_loop(client: Client, due: asyncio.Queue[float], window_end: float
             end = time.perf_counter()
             if status is not None:
                 counters.record(end - intended, status)
-                if end <= window_end:
-                    counters.in_window += 1
+                counters.first_answer = counters.first_answer or end
+                counters.last_answer = end
     finally:
         client.close()
 
@@ -269,7 +271,7 @@ async def generate(
     else:
         due: asyncio.Queue[float] = asyncio.Queue()
         scheduled = max(1, int(duration * rate))
-        tasks = [asyncio.create_task(open_loop(client, due, deadline, counters)) for client in clients]
+        tasks = [asyncio.create_task(open_loop(client, due, counters)) for client in clients]
         await schedule(due, start, rate, scheduled)
         await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
         drained = asyncio.create_task(due.join())
@@ -289,8 +291,14 @@ async def generate(
         task.cancel()
     await asyncio.gather(*tasks, *([reporter] if reporter else []), return_exceptions=True)
     elapsed = min(time.perf_counter(), deadline) - start
+    answered = counters.latencies.count - unfinished
+    # Open loop: the pace the answers came at, from the first to the last; a run's last requests are
+    # answered after its end, so counting the answers within it would shortchange a short run.
+    span = counters.last_answer - counters.first_answer
+    pace = (answered - 1) / span if answered > 1 and span > 0 else answered / elapsed if elapsed else 0.0
     return {
-        "requests": counters.latencies.count if rate is None else counters.in_window,
+        "requests": answered,
+        "requests_per_s": answered / elapsed if rate is None and elapsed else pace,
         "duration_s": elapsed,
         "latency_ms": counters.latencies.percentiles(),
         "non_2xx": counters.non_2xx,
@@ -350,7 +358,7 @@ class BuiltinGenerator(Generator):
         return LoadResult(
             requests=data["requests"],
             duration_s=data["duration_s"],
-            requests_per_s=data["requests"] / data["duration_s"] if data["duration_s"] else 0.0,
+            requests_per_s=data["requests_per_s"],
             latency_ms=data["latency_ms"],
             non_2xx=data["non_2xx"],
             socket_errors=data["socket_errors"],

@@ -27,7 +27,8 @@ from typing import Any
 
 from ..child import python_command
 from ..errors import EXIT_BIND
-from .load import Generator, LoadError, LoadResult, ProgressCallback, pin_to
+from .load import Generator, LoadError, LoadResult, pin_to
+from .loadgen import DRAIN as DRAIN_S
 from .scenarios import SCENARIOS, Scenario
 
 SAMPLE_INTERVAL = 0.1
@@ -178,6 +179,8 @@ def saturation(load: LoadResult, budget_ms: float) -> str | None:
         return None
     if load.errors:
         return f"{load.errors} error(s)"
+    if load.unfinished:
+        return f"{load.unfinished} request(s) still unanswered {DRAIN_S:g} s after the end"
     p99 = load.latency_ms.get("p99")
     if p99 is None:
         return "no answer"
@@ -398,8 +401,9 @@ def measure_series(
 ) -> list[Run]:
     """Start *server* once, warm it up, measure it at each of *rates* in turn (None: closed loop), stop it.
 
-    With *stop_when_saturated* (a sweep), the series ends at the first rate the server
-    could not take, or the load generator could not keep."""
+    An open-loop run whose load generator could not keep the rate is measured once more
+    (the first kept as discarded). With *stop_when_saturated* (a sweep), the series ends
+    at the first rate the server could not take, or the load generator could not keep."""
     generator = generator or plan.generator
     runs: list[Run] = []
     if command is None:
@@ -421,35 +425,35 @@ def measure_series(
             if plan.warmup > 0:
                 generator.run(url, scenario, concurrency, plan.warmup, connection=connection)
             for rate in rates:
-                run = new_run(rate)
-                run.startup_s = startup
-                runs.append(run)
-                if on_start:
-                    on_start(run)
-                progress: ProgressCallback | None = None if on_progress is None else partial(on_progress, run)
-                sampler = Sampler(process.proc.pid)
-                sampler.start()
-                try:
-                    run.load = generator.run(
-                        url,
-                        scenario,
-                        concurrency,
-                        plan.duration,
-                        rate=rate,
-                        connection=connection,
-                        on_progress=progress,
+                for again in (False, True):
+                    run = new_run(rate)
+                    run.startup_s = startup
+                    runs.append(run)
+                    if on_start:
+                        on_start(run)
+                    progress = None if on_progress is None else partial(on_progress, run)
+                    sampler = Sampler(process.proc.pid)
+                    sampler.start()
+                    try:
+                        run.load = generator.run(
+                            url, scenario, concurrency, plan.duration, rate=rate, connection=connection,
+                            on_progress=progress,
+                        )  # fmt: skip
+                    finally:
+                        sampler.stop()
+                    if process.proc.poll() is not None:
+                        raise RunFailed(f"the server exited during the run: {process.failure()}")
+                    run.server_rss_peak_bytes = sampler.peak_rss
+                    run.server_cpu_s = round(sampler.cpu_seconds, 3)
+                    # CPU the rest of the machine used meanwhile: other work competing with what is measured.
+                    run.other_cpu_s = round(
+                        max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3
                     )
-                finally:
-                    sampler.stop()
-                if process.proc.poll() is not None:
-                    raise RunFailed(f"the server exited during the run: {process.failure()}")
-                run.server_rss_peak_bytes = sampler.peak_rss
-                run.server_cpu_s = round(sampler.cpu_seconds, 3)
-                # CPU the rest of the machine used meanwhile: other work competing with what is measured.
-                run.other_cpu_s = round(
-                    max(0.0, sampler.machine_busy_s - sampler.cpu_seconds - run.load.client_cpu_s), 3
-                )
-                run.saturated = saturation(run.load, plan.latency_budget_ms)
+                    run.saturated = saturation(run.load, plan.latency_budget_ms)
+                    if again or not run.client_bound:
+                        break
+                    # The client fell behind (a moment of other load on its CPU, often): once more.
+                    run.discarded = True
                 if stop_when_saturated and (run.saturated or run.client_bound):
                     break
             answer = fingerprint(port, scenario)

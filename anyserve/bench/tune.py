@@ -2,9 +2,11 @@
 
 Each server is measured on a small grid of settings: ``--workers`` 1 to the
 number of server CPUs, times ``--threads`` (the server's default, 1, 4, 16, 64)
-where the server has threads. The settings are ranked by requests/s, and the
-one with the lowest p99 within the latency budget is named too, each with the
-``anyserve`` command line that serves it. A setting whose answer (status and
+where the server has threads. The settings are ranked by requests/s; the best
+for throughput is the one with the fewest workers and threads among those within
+5% of the most requests/s (the server's defaults first: no option needed), and
+the one with the lowest p99 within the latency budget is named too, each with
+the ``anyserve`` command line that serves it. A setting whose answer (status and
 body hash, taken after its run) differs from the first run's is reported and
 left out of the ranking: a faster wrong answer is no answer.
 """
@@ -25,6 +27,9 @@ from .scenarios import Scenario
 THREADS = (None, 1, 4, 16, 64)
 #: The shortest measured time a budget may cut a run to.
 MIN_DURATION = 1.0
+#: Settings this close to the most requests/s do as well (about the spread of repeated runs): of
+#: them, the one with the fewest workers and threads is named, the same throughput for less.
+AS_GOOD = 0.05
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def run_tune(
                     ):
                         run.variant = setting.label()
                         runs.append(run)
-                        if on_run:
+                        if on_run and not run.discarded:
                             on_run(run)
     return True
 
@@ -169,20 +174,35 @@ def rank(report: dict[str, Any], scenarios: Sequence[Scenario]) -> list[dict[str
             row["rank"] = position
             row["x_best"] = row["rps"] / best if best else None
         in_budget = [r for r in ranked if r["p99"] is not None and r["p99"] <= budget]
-        per_server: dict[str, dict[str, Any]] = {}
-        for row in ranked:  # best first: the first row of each server is its best setting
-            per_server.setdefault(row["server"], _pick(row))
+        per_server = {
+            server: _pick(_cheapest([r for r in ranked if r["server"] == server]))
+            for server in dict.fromkeys(r["server"] for r in ranked)
+        }
         result.append(
             {
                 "scenario": scenario.name,
                 "rows": ranked + [r for r in rows if r["verdict"] != "ok"],
                 "best_per_server": per_server,
-                "best_throughput": _pick(ranked[0]) if ranked else None,
+                "best_throughput": _pick(_cheapest(ranked)) if ranked else None,
                 "best_latency": _pick(min(in_budget, key=lambda r: r["p99"])) if in_budget else None,
                 "latency_budget_ms": budget,
             }
         )
     return result
+
+
+def _cheapest(ranked: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Of the rows within AS_GOOD of the first (the most requests/s), the fewest workers, then threads."""
+    good = [row for row in ranked if row["rps"] >= (1 - AS_GOOD) * ranked[0]["rps"]]
+    return min(good, key=lambda row: (*_cost(row["variant"]), -row["rps"]))
+
+
+def _cost(variant: str) -> tuple[int, int]:
+    """(workers, threads) of a setting's label; the server's defaults count as the least."""
+    words = variant.split()
+    workers = int(words[words.index("-w") + 1]) if "-w" in words else 1
+    threads = int(words[words.index("-t") + 1]) if "-t" in words else 0
+    return workers, threads
 
 
 def _pick(row: dict[str, Any]) -> dict[str, Any]:
