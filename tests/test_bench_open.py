@@ -302,3 +302,26 @@ def test_closed_loop_report_files() -> None:
     # Two groups of two bars: the chart is as wide as they need, not a fixed 640 pixels.
     assert width < 400
     assert "p99 latency (ms) against requests/s" in page and "(close)" in page
+
+
+def test_the_terminal_announces_the_time_and_shows_the_run_going_on() -> None:
+    import io
+
+    from rich.console import Console
+
+    from anyserve.bench.display import Display
+
+    plan = _plan(servers=["cheroot", "waitress"], scenarios=[SCENARIOS["hello"]], rates=[100.0, 200.0])
+    console = Console(file=io.StringIO(), width=200)
+    display = Display(plan, {"cheroot": "11", "waitress": "3"}, {"name": "anyserve-builtin", "version": "0"}, console)
+    # 2 servers x 2 rates, each server started once: 1.5 s to start and stop, 2 x 3 s measured.
+    assert plan.total_runs() == 4 and plan.estimate_seconds() == 2 * (1.5 + 2 * 3.0)
+    assert "2 server(s) x 1 scenario(s) x 1 concurrency level(s) x 2 rate(s) x 1 repeat(s): 4 run(s), about 15s" in (
+        console.file.getvalue()  # type: ignore[attr-defined]
+    )
+    run = Run("cheroot", "hello", 2, 1, rate=100.0)
+    display.started(run)
+    display.progressed(run, {"elapsed": 1.0, "rps": 99.5, "p99": 2.5})
+    task = display.progress.tasks[0]
+    assert task.description == "cheroot · hello · c=2 · keep-alive · 100 req/s"
+    assert task.fields["live"] == "100 req/s, p99 2.50 ms, 2 s left"
