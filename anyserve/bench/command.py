@@ -359,7 +359,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..loader import add_app_dir
     from .display import Display
     from .results import build_report, describe_machine, rps_chart_svg, to_html, to_markdown, write_json, write_text
-    from .runner import Plan, Run, available_cpus, measure_ceiling, run_plan
+    from .runner import RUN_OVERHEAD_S, Plan, Run, available_cpus, measure_ceiling, run_plan
     from .tune import fit_budget, format_seconds, grid, rank, run_tune
 
     add_app_dir(args.app_dir or ".")  # as serve does: APP and -s module:Class import from there
@@ -420,7 +420,7 @@ def run_bench(args: argparse.Namespace) -> int:
         plan.max_rate = max(ceiling.values())
     announce = None
     if grids is not None:
-        per_run = plan.warmup + plan.duration + 1.5
+        per_run = plan.warmup + plan.duration + RUN_OVERHEAD_S
         announce = (
             f"anyserve bench --tune: {len(plan.servers)} server(s), "
             + ", ".join(f"{server} {len(settings)} setting(s)" for server, settings in grids.items())
@@ -455,7 +455,9 @@ def run_bench(args: argparse.Namespace) -> int:
             interrupted = True
     report = build_report(plan, runs, versions, generator_info, started, machine)
     report["interrupted"] = interrupted
-    report["estimate_s"] = round(tune_runs * (plan.warmup + plan.duration + 1.5) if grids else plan.estimate_seconds())
+    report["estimate_s"] = round(
+        tune_runs * (plan.warmup + plan.duration + RUN_OVERHEAD_S) if grids else plan.estimate_seconds()
+    )
     if grids is not None:
         report["tune"] = rank(report, plan.scenarios)
         if not completed:

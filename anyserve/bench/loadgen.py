@@ -58,7 +58,8 @@ PROGRESS_INTERVAL = 0.5
 
 
 class Counters:
-    def __init__(self) -> None:
+    def __init__(self, progress: bool = False) -> None:
+        self.progress = progress
         self.latencies = Reservoir()
         self.non_2xx = 0
         self.errors = no_socket_errors()
@@ -73,7 +74,8 @@ class Counters:
     def record(self, latency_s: float, status: int) -> None:
         ms = latency_s * 1000
         self.latencies.add(ms)
-        self.recent.append(ms)
+        if self.progress:
+            self.recent.append(ms)
         if not 200 <= status < 400:
             self.non_2xx += 1
 
@@ -254,7 +256,7 @@ async def generate(
 ) -> dict[str, Any]:
     """Run the load for *duration* seconds, closed-loop or at *rate* requests/s; return what was measured."""
     host, port, request = build_request(url, method, body, close)
-    counters = Counters()
+    counters = Counters(progress)
     clients = [Client(host, port, request, close, counters) for _ in range(concurrency)]
     if not close:  # kept-alive connections are opened before the clock starts, as wrk does
         await asyncio.gather(*(client.connect() for client in clients))

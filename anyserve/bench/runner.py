@@ -168,6 +168,7 @@ class Run:
     def as_dict(self) -> dict[str, Any]:
         data = {key: value for key, value in vars(self).items() if key != "load"}
         data["noisy"] = self.noisy
+        data["client_bound"] = self.client_bound
         if self.load is not None:
             data.update(self.load.as_dict())
         return data
