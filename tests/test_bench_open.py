@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -24,6 +23,7 @@ from anyserve.bench.results import X_BEST, build_report, sweep_rows, to_html, to
 from anyserve.bench.runner import Plan, Run, ServerProcess, free_port, measure_series, saturation, sweep_rates
 from anyserve.bench.scenarios import SCENARIOS, Scenario
 from anyserve.bench.wrk import Wrk
+from anyserve.child import python_command
 from anyserve.errors import EXIT_OK, EXIT_USAGE
 
 from .harness import run_anyserve
@@ -54,7 +54,7 @@ def stall_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 def responder() -> Iterator[str]:
     """The trivial responder a generator's ceiling is measured against, on a free port."""
     port = free_port()
-    process = ServerProcess([sys.executable, "-m", "anyserve.bench.responder", str(port)], str(REPO_ROOT), None)
+    process = ServerProcess(python_command("anyserve.bench.responder", str(port)), str(REPO_ROOT), None)
     try:
         process.wait_first_answer(port, SCENARIOS["hello"], 20)
         yield f"http://127.0.0.1:{port}/"

@@ -510,7 +510,7 @@ def measure_ceiling(plan: Plan, concurrency: int, connection: str, duration: flo
     ceiling = replace(plan, warmup=min(plan.warmup, 1.0), duration=duration, rates=None, sweep_from=None)
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "anyserve.bench.responder", str(port)]
+        return python_command("anyserve.bench.responder", str(port))
 
     return measure_series("responder", scenario, concurrency, 1, ceiling, [None], connection, command=command)[0]
 
