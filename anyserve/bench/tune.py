@@ -38,6 +38,8 @@ class Setting:
 
     workers: int | None = None
     threads: int | None = None
+    #: The server's own thread count, for the label of the default setting (None: unknown or no threads).
+    default_threads: int | None = None
 
     def args(self) -> list[str]:
         """The options of ``anyserve serve`` that make this setting."""
@@ -47,7 +49,11 @@ class Setting:
         ]
 
     def label(self) -> str:
-        return " ".join(self.args()) or "defaults"
+        """``-w 2 -t 16``; ``defaults`` (with the server's thread count where it is known)."""
+        if self.args():
+            return " ".join(self.args())
+        n = self.default_threads
+        return f"defaults ({n} thread{'s' if n != 1 else ''})" if n else "defaults"
 
 
 def grid(
@@ -57,11 +63,15 @@ def grid(
     where the server honours --threads, else its own default alone."""
     from ..registry import get_adapter
 
-    has_threads = get_adapter(server).capabilities.threads
+    capabilities = get_adapter(server).capabilities
+    default = capabilities.default_threads if capabilities.threads else None
     counts: list[int | None] = list(threads) if threads else list(THREADS)
-    thread_counts = counts if has_threads else [None]
+    if capabilities.threads:  # the default measured once, as "defaults"
+        thread_counts = [t for t in counts if t is None or t != default or threads]
+    else:
+        thread_counts = [None]
     worker_counts = list(workers) if workers else list(range(1, max(1, cores) + 1))
-    settings = [Setting(w if w > 1 else None, t) for w in worker_counts for t in thread_counts]
+    settings = [Setting(w if w > 1 else None, t, default) for w in worker_counts for t in thread_counts]
     return list(dict.fromkeys(settings))
 
 
@@ -135,7 +145,7 @@ def run_tune(
 
 def command_line(server: str, variant: str, server_args: Sequence[str], scenario: Scenario) -> str:
     """The ``anyserve`` command that serves *scenario*'s app with this setting."""
-    args = [] if variant == "defaults" else shlex.split(variant)
+    args = [] if variant.startswith("defaults") else shlex.split(variant)
     return shlex.join(["anyserve", "-s", server, *args, *server_args, scenario.app])
 
 
