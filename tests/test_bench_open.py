@@ -325,3 +325,47 @@ def test_the_terminal_announces_the_time_and_shows_the_run_going_on() -> None:
     task = display.progress.tasks[0]
     assert task.description == "cheroot · hello · c=2 · keep-alive · 100 req/s"
     assert task.fields["live"] == "100 req/s, p99 2.50 ms, 2 s left"
+
+
+def test_the_tune_grid_and_its_budget() -> None:
+    from anyserve.bench.tune import fit_budget, grid
+
+    labels = {server: [s.label() for s in grid(server, 2)] for server in ("cheroot", "gunicorn", "gevent")}
+    assert labels["cheroot"][:5] == ["defaults (10 threads)", "-t 1", "-t 4", "-t 16", "-t 64"]
+    assert len(labels["cheroot"]) == 10 and labels["cheroot"][5:7] == ["-w 2", "-w 2 -t 1"]
+    assert labels["gunicorn"][:4] == ["defaults (1 thread)", "-t 4", "-t 16", "-t 64"]  # -t 1 is the default
+    assert labels["gevent"] == ["defaults", "-w 2"]  # no threads: workers only
+    plan = _plan(duration=10.0, warmup=2.0)
+    assert fit_budget(plan, 10, 600) is plan
+    cut = fit_budget(plan, 10, 60)  # 6 s a run: 1.5 s to start and stop, 4.5 s for the rest
+    assert cut.warmup == 0.9 and cut.duration == 3.6
+
+
+def test_a_setting_that_answers_differently_is_reported_not_ranked() -> None:
+    from anyserve.bench.tune import rank
+
+    runs = [
+        _run("cheroot", "hello", 5000, 10.0, variant="-t 1", fingerprint="200 sha256:aaaa"),
+        _run("cheroot", "hello", 5100, 30.0, variant="-t 16", fingerprint="200 sha256:aaaa"),
+        _run("waitress", "hello", 9000, 5.0, variant="-t 4", fingerprint="500 sha256:bbbb"),
+        _run("waitress", "hello", 4000, 60.0, variant="-t 16", fingerprint="200 sha256:aaaa"),
+    ]
+    report = _report(runs, server_args=[])
+    (section,) = rank(report, [SCENARIOS["hello"]])
+    verdicts = [(row["server"], row["variant"], row.get("rank"), row["verdict"]) for row in section["rows"]]
+    assert verdicts == [
+        ("cheroot", "-t 16", 1, "ok"),
+        ("cheroot", "-t 1", 2, "ok"),
+        ("waitress", "-t 16", 3, "ok"),
+        (
+            "waitress",
+            "-t 4",
+            None,
+            "answers differ: 500 sha256:bbbb where the first run answered 200 sha256:aaaa",
+        ),
+    ]
+    # -t 1 is within 5% of -t 16 with fewer threads; and it has the lowest p99 within 50 ms.
+    assert section["best_throughput"]["command"] == "anyserve -s cheroot -t 1 anyserve.bench.scenarios:hello"
+    assert section["best_latency"]["variant"] == "-t 1"
+    assert section["best_per_server"]["waitress"]["variant"] == "-t 16"
+    assert "answers differ" in to_markdown({**report, "tune": [section]})
