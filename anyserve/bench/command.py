@@ -417,7 +417,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if run.load is None:
                 raise ConfigError(f"the load generator could not be measured: {run.error}")
             ceiling[connection] = round(run.load.requests_per_s, 1)
-        plan.max_rate = max(ceiling.values())
+        plan.ceiling = dict(ceiling)
     announce = None
     if grids is not None:
         per_run = plan.warmup + plan.duration + RUN_OVERHEAD_S

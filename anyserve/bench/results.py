@@ -140,30 +140,35 @@ def _index(items: Sequence[Any], item: Any) -> int:
 
 
 def client_warnings(runs: Sequence[Run]) -> list[str]:
-    """One line per run whose load generator was close to saturating its CPU, or whose machine was busy."""
+    """One line per run whose load generator was close to saturating its CPU or fell behind its rate,
+    or whose machine was busy."""
     lines = []
-    discarded = sum(1 for run in runs if run.discarded)
-    if discarded:
-        lines.append(f"{discarded} run(s) measured while the machine was busy were measured again (kept in the JSON)")
+    behind = sum(1 for run in runs if run.discarded and run.client_bound)
+    busy = sum(1 for run in runs if run.discarded) - behind
+    if busy:
+        lines.append(f"{busy} run(s) measured while the machine was busy were measured again (kept in the JSON)")
+    if behind:
+        lines.append(
+            f"{behind} run(s) whose load generator fell behind its rate were measured again (kept in the JSON)"
+        )
     for run in runs:
         if run.discarded:
             continue
-        if run.noisy and run.load is not None and run.other_cpu_s is not None:
-            lines.append(
-                f"{run.server} {run.scenario} c={run.concurrency} {run.connection} repeat {run.repeat}: "
-                "other processes used "
-                f"{run.other_cpu_s / run.load.duration_s:.0%} of a core during the run; the machine was not quiet"
-            )
         name = f"{run.server}{' ' + run.variant if run.variant else ''} {run.scenario} c={run.concurrency}"
         name += f" {run.connection}" + (f" at {run.rate:g} req/s" if run.rate is not None else "")
+        name += f" repeat {run.repeat}"
+        if run.noisy and run.load is not None and run.other_cpu_s is not None:
+            lines.append(
+                f"{name}: other processes used {run.other_cpu_s / run.load.duration_s:.0%} of a core during the run; "
+                "the machine was not quiet"
+            )
         if run.load is not None and run.load.client_saturated:
             lines.append(
-                f"{name} repeat {run.repeat}: the load generator used "
-                f"{run.load.client_cpu_share:.0%} of a core (of {run.load.client_cores}); "
-                "this number may measure the client rather than the server"
+                f"{name}: the load generator used {run.load.client_cpu_share:.0%} of a core "
+                f"(of {run.load.client_cores}); this number may measure the client rather than the server"
             )
         if run.client_bound:
-            lines.append(f"{name} repeat {run.repeat}: invalid, {run.client_bound}")
+            lines.append(f"{name}: invalid, {run.client_bound}")
     return lines
 
 

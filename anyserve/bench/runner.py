@@ -70,29 +70,29 @@ class Plan:
     sweep_from: float | None = None
     #: Open loop: a run whose p99 is above this is over budget (saturated, for a sweep).
     latency_budget_ms: float = 50.0
-    #: A sweep goes no higher than this (the load generator's own ceiling, once measured).
-    max_rate: float | None = None
+    #: A sweep goes no higher than the load generator's own ceiling, per connection mode, once measured.
+    ceiling: dict[str, float] = field(default_factory=dict)
 
     @property
     def open_loop(self) -> bool:
         return self.rates is not None or self.sweep_from is not None
 
-    def rates_of_series(self) -> list[float | None]:
-        """The rates one start of a server is measured at: [None] for a closed loop; a sweep's whole ladder."""
+    def rates_of_series(self, connection: str = "keep-alive") -> list[float | None]:
+        """The rates one start of a server is measured at: [None] for a closed loop; a sweep's whole
+        ladder, up to the generator's ceiling with this connection mode."""
         if self.sweep_from is not None:
-            return sweep_rates(self.sweep_from, self.max_rate or 1e6)
+            return sweep_rates(self.sweep_from, self.ceiling.get(connection) or 1e6)
         return list(self.rates) if self.rates is not None else [None]
 
     def total_runs(self) -> int:
         """The runs of the plan; for a sweep, the most it can make (each server's stops where it saturates)."""
-        series = len(self.servers) * len(self.scenarios) * len(self.concurrency) * len(self.connections)
-        return series * self.repeat * len(self.rates_of_series())
+        series = len(self.servers) * len(self.scenarios) * len(self.concurrency) * self.repeat
+        return series * sum(len(self.rates_of_series(connection)) for connection in self.connections)
 
     def estimate_seconds(self) -> float:
         """About how long the plan takes (for a sweep, at most)."""
-        series = self.total_runs() // len(self.rates_of_series())
-        per_series = RUN_OVERHEAD_S + self.warmup + self.duration * len(self.rates_of_series())
-        return series * per_series
+        starts = len(self.servers) * len(self.scenarios) * len(self.concurrency) * self.repeat * len(self.connections)
+        return starts * (RUN_OVERHEAD_S + self.warmup) + self.total_runs() * self.duration
 
     def order(self) -> list[tuple[Scenario, int, int, str]]:
         """(scenario, concurrency, repeat, server): servers interleaved within each repeat (A B C A B C ...)."""
@@ -186,7 +186,7 @@ def saturation(load: LoadResult, budget_ms: float) -> str | None:
     if p99 is None:
         return "no answer"
     if load.requests_per_s < ACHIEVED_SHARE * load.target_rate:
-        return f"answered {load.requests_per_s:,.0f} req/s, under {ACHIEVED_SHARE:.0%} of {load.target_rate:g}"
+        return f"answered {load.requests_per_s:,.0f} req/s, under {ACHIEVED_SHARE:.0%} of {load.target_rate:,g}"
     if p99 > budget_ms:
         return f"p99 {p99:,.1f} ms over the {budget_ms:g} ms budget"
     return None
@@ -560,8 +560,8 @@ def run_plan(
     Runs are appended to *runs* as they end, so an interrupted caller keeps the finished ones."""
     runs = [] if runs is None else runs
     failed: set[tuple[str, str, int, str]] = set()
-    rates = plan.rates_of_series()
     for scenario, concurrency, connection, repeat, server in plan.series():
+        rates = plan.rates_of_series(connection)
         key = (server, scenario.name, concurrency, connection)
         if key in failed:
             if on_skip:
