@@ -18,8 +18,9 @@ from .scenarios import SCENARIOS, Scenario
 DESCRIPTION = """\
 Servers side by side on one app: for each server x scenario x concurrency, start
 the server as 'anyserve serve' would (own process, same options for all), time
-it to its first answer, warm it up, measure it, stop it. Servers are interleaved
-across repeats (A B C A B C ...) and the report gives medians and the spread.
+it to its first answer, warm it up, measure it (closed loop, or at each --rate),
+stop it. Servers are interleaved across repeats (A B C A B C ...) and the report
+gives medians and the spread. --tune finds each server's workers and threads.
 
 scenarios (--scenario, default hello; 'all' for every one):
 """ + "\n".join(f"  {s.name:<9} {s.description}" for s in SCENARIOS.values())

@@ -1,10 +1,12 @@
-"""Run the plan: each server x scenario x concurrency, interleaved across repeats.
+"""Run the plan: each server x scenario x concurrency x connection mode, interleaved across repeats.
 
-Every run starts the server as its own process with the real ``anyserve``
+Every series starts the server as its own process with the real ``anyserve``
 command (``python -m anyserve serve -s NAME ...``, the code ``anyserve serve``
 runs), times it to its first successful answer, warms it up, measures it while
-sampling its processes with psutil, and stops it with SIGTERM. A server that
-cannot start, or answers with an error, is recorded as failed and the run goes on.
+sampling its processes with psutil (closed loop once; open loop at each rate in
+turn, a sweep until it saturates), takes one answer's status and body hash,
+and stops it with SIGTERM. A server that cannot start, or answers with an
+error, is recorded as failed and the run goes on.
 """
 
 from __future__ import annotations
