@@ -412,12 +412,14 @@ def run_bench(args: argparse.Namespace) -> int:
         console = Console(width=200)
     if plan.open_loop:
         generator_info["ceiling"] = ceiling = {}
+        generator_info["ceiling_client_cpu_share"] = shares = {}
         console.print(f"measuring the load generator's own ceiling ({', '.join(plan.connections)}) ...")
         for connection in plan.connections:
             run = measure_ceiling(plan, max(plan.concurrency), connection, min(3.0, plan.duration))
             if run.load is None:
                 raise ConfigError(f"the load generator could not be measured: {run.error}")
             ceiling[connection] = round(run.load.requests_per_s, 1)
+            shares[connection] = round(run.load.client_cpu_share, 2)
         plan.ceiling = dict(ceiling)
     announce = None
     if grids is not None:

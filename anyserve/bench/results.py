@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .load import CLIENT_CPU_WARNING
 from .runner import Plan, Run
 from .stats import spread
 
@@ -477,10 +478,15 @@ def describe_setup(report: dict[str, Any]) -> list[str]:
         f"{machine.get('load_average_at_start')}, at the end {report.get('load_average_at_end')}",
         f"load generator: {gen['name']} {gen['version']}; {pinning}",
     ]
+    shares = gen.get("ceiling_client_cpu_share") or {}
     for connection, ceiling in (gen.get("ceiling") or {}).items():
+        share = shares.get(connection)
+        # Below CLIENT_CPU_WARNING of its core, the responder rather than the generator set the pace.
+        bound = "" if share is None or share > CLIENT_CPU_WARNING else "at least "
+        used = "" if share is None else f", the generator at {share:.0%} of its core"
         lines.append(
-            f"load generator's own ceiling, {connection}: {fmt_rps(ceiling)} req/s "
-            f"(closed loop against a trivial asyncio responder on the server CPUs)"
+            f"load generator's own ceiling, {connection}: {bound}{fmt_rps(ceiling)} req/s "
+            f"(closed loop against a trivial asyncio responder on the server CPUs{used})"
         )
     connections = settings.get("connections") or ["keep-alive"]
     if settings.get("mode") == "open":
