@@ -511,10 +511,13 @@ def describe_setup(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: The columns of words, aligned left; numbers are aligned right.
+TEXT_COLUMNS = ("server", "setting", "status", "why", "verdict")
+
+
 def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    last = len(columns) - 1
     lines = ["| " + " | ".join(columns) + " |"]
-    lines.append("|" + "|".join("---" if i in (0, last) else "---:" for i in range(len(columns))) + "|")
+    lines.append("|" + "|".join("---" if column in TEXT_COLUMNS else "---:" for column in columns) + "|")
     for cells in rows:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return lines
