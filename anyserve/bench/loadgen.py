@@ -18,9 +18,10 @@ latency counts from when the request was due, so time spent queued behind a
 stalled server is in the percentiles (no coordinated omission). A request that
 found a connection free when it was due but was written more than LATE_AFTER
 later was held up by the client itself: it is counted as late, and a run with
-too many late requests measured the client, not the server. Its requests/s is
-the pace of the answers, from the first to the last: the answers to a run's last
-requests arrive after its end.
+too many late requests measured the client, not the server. Its requests/s
+counts the answers in a window as long as the run, shifted by the median
+latency: the answers to a run's last requests arrive after its end, and a
+server that keeps up answers at the rate asked for, one that cannot at its own.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class Counters:
         self.connections = 0
         #: Latencies since the last progress line.
         self.recent: list[float] = []
-        #: Open loop: requests the client sent late; when the first and the last answer arrived.
+        #: Open loop: requests the client sent late; when each answer arrived.
         self.late = 0
-        self.first_answer = self.last_answer = 0.0
+        self.answered_at: list[float] = []
 
     def record(self, latency_s: float, status: int) -> None:
         ms = latency_s * 1000
@@ -209,8 +210,7 @@ async def open_loop(client: Client, due: asyncio.Queue[float], counters: Counter
             end = time.perf_counter()
             if status is not None:
                 counters.record(end - intended, status)
-                counters.first_answer = counters.first_answer or end
-                counters.last_answer = end
+                counters.answered_at.append(end)
     finally:
         client.close()
 
@@ -294,10 +294,9 @@ async def generate(
     await asyncio.gather(*tasks, *([reporter] if reporter else []), return_exceptions=True)
     elapsed = min(time.perf_counter(), deadline) - start
     answered = counters.latencies.count - unfinished
-    # Open loop: the pace the answers came at, from the first to the last; a run's last requests are
-    # answered after its end, so counting the answers within it would shortchange a short run.
-    span = counters.last_answer - counters.first_answer
-    pace = (answered - 1) / span if answered > 1 and span > 0 else answered / elapsed if elapsed else 0.0
+    # Open loop: the answers in the window of the run shifted by the median latency (see above).
+    shift = counters.latencies.percentiles((50.0,)).get("p50", 0.0) / 1000
+    pace = sum(1 for t in counters.answered_at if start + shift <= t <= deadline + shift) / duration
     return {
         "requests": answered,
         "requests_per_s": answered / elapsed if rate is None and elapsed else pace,
