@@ -374,3 +374,19 @@ def test_a_setting_that_answers_differently_is_reported_not_ranked() -> None:
     assert section["best_latency"]["variant"] == "-t 1"
     assert section["best_per_server"]["waitress"]["variant"] == "-t 16"
     assert "answers differ" in to_markdown({**report, "tune": [section]})
+
+
+def test_a_setting_whose_client_fell_behind_ranks_by_requests_only() -> None:
+    from anyserve.bench.tune import rank
+
+    runs = [
+        _run("cheroot", "hello", 200, 5.0, variant="-t 1", fingerprint="200 sha256:aaaa", rate=200.0),
+        _run("cheroot", "hello", 199, 1.0, variant="-t 16", fingerprint="200 sha256:aaaa", rate=200.0),
+    ]
+    assert runs[1].load is not None
+    runs[1].load.late = 50  # of 1,000 due: 5%
+    (section,) = rank(_report(runs, server_args=[]), [SCENARIOS["hello"]])
+    assert [(row["variant"], row["rank"]) for row in section["rows"]] == [("-t 1", 1), ("-t 16", 2)]
+    assert section["rows"][1]["verdict"].startswith("ranked by requests/s only: the load generator sent 50")
+    # Its p99 holds the client's delay: the lowest p99 within the budget is the other one's.
+    assert section["best_latency"]["variant"] == "-t 1"
