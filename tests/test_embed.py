@@ -61,8 +61,8 @@ class Output:
             raise AssertionError(f"the program printed nothing in {timeout} s") from None
 
 
-@pytest.mark.parametrize("loop", list(PROGRAMS))
-def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
+def start_program(loop: str) -> tuple[subprocess.Popen[str], Output]:
+    """Start examples/<loop>_embed.py on its ports; its output, line by line."""
     script, *ports = PROGRAMS[loop]
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / script), *ports],
@@ -72,9 +72,14 @@ def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    output = Output(proc)
+    return proc, Output(proc)
+
+
+@pytest.mark.parametrize("loop", list(PROGRAMS))
+def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
+    proc, output = start_program(loop)
     try:
-        urls = dict(output.next().split(" ", 1) for _ in range(len(ports)))
+        urls = dict(output.next().split(" ", 1) for _ in range(len(PROGRAMS[loop]) - 1))
         assert get(urls["plain"]) == b"plain WSGI app\n"
         first = json.loads(get(urls["cherrypy"]))
         assert first["engine"] == "states.STARTED"
@@ -133,24 +138,15 @@ def test_embed_on_a_free_port() -> None:
 def test_a_stop_signal_ends_the_program_while_it_serves(loop: str, signum: int) -> None:
     """As the programs' docstrings say: TERM, or Ctrl-C, stops the embedded servers
     and ends the program within moments, without a traceback."""
-    script, *ports = PROGRAMS[loop]
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / script), *ports],
-        cwd=EXAMPLES,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    output = Output(proc)
+    proc, output = start_program(loop)
     try:
-        urls = dict(output.next().split(" ", 1) for _ in range(len(ports)))
+        urls = dict(output.next().split(" ", 1) for _ in range(len(PROGRAMS[loop]) - 1))
         assert get(urls["plain"]) == b"plain WSGI app\n"
         proc.send_signal(signum)
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{script} still runs 5 s after {signal.Signals(signum).name}") from None
+            raise AssertionError(f"{PROGRAMS[loop][0]} still runs 5 s after {signal.Signals(signum).name}") from None
         errors = proc.stderr.read() if proc.stderr else ""
         assert "Traceback" not in errors, errors
         assert code == 0, errors
