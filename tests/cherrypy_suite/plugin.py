@@ -26,6 +26,8 @@ What the glue does, and nothing else:
   supervisor (``test_bus``, ``test_logging``, the ``helper.CPProcess`` ones in
   ``test_states`` that start ``python -m cherrypy`` in a subprocess...) run as
   they are, in a process where anyserve served the classes before them.
+- ``WEBTEST_INTERACTIVE=false`` unless set, as CherryPy's tox.ini sets it: a
+  failed assertion is reported, not turned into a prompt on the terminal.
 - ``--anyserve-results FILE`` writes each test's outcome (passed, failed,
   skipped) as JSON, for ``run.py`` and ``tests/test_cherrypy_suite.py``.
 
@@ -65,6 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("WEBTEST_INTERACTIVE", "false")
     name = config.getoption("anyserve_server")
     if name and name != "native":
         install_supervisor(name)

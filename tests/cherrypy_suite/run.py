@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 SUITE_INI = HERE / "suite.ini"
 NATIVE = "native"
-#: A whole run that takes longer than this is stopped (each test has its own 60 s timeout).
+#: A whole run that takes longer than this is stopped (each test has its own timeout, in suite.ini).
 RUN_TIMEOUT = 1800.0
 
 
@@ -136,34 +136,40 @@ def run_suite(
     return SuiteResult(server, data["outcomes"], data.get("durations", {}), seconds, exit_code=exit_code)
 
 
+def new_failures(result: SuiteResult, native: SuiteResult | None) -> list[str]:
+    """The tests that fail on *result*'s server but not natively."""
+    if native is None or result.server == NATIVE or result.not_run:
+        return []
+    return sorted(result.failed - native.failed)
+
+
 def table(results: list[SuiteResult], native: SuiteResult | None) -> list[list[str]]:
-    """Rows of server, passed, failed, skipped, time, and what fails there but not natively."""
-    rows = [["server", "passed", "failed", "skipped", "time", "failing under anyserve, not natively"]]
+    """Rows of server, passed, failed, skipped, time, and how many fail there but not natively."""
+    rows = [["server", "passed", "failed", "skipped", "time", "failing here, not natively"]]
     for result in results:
         if result.not_run:
             rows.append([result.server, "", "", "", "", result.not_run])
             continue
-        if result.server == NATIVE or native is None:
-            new = ""
-        else:
-            new_failures = sorted(result.failed - native.failed)
-            new = f"{len(new_failures)}: " + ", ".join(new_failures) if new_failures else "none"
-        rows.append(
-            [
-                result.server,
-                str(result.count("passed")),
-                str(result.count("failed")),
-                str(result.count("skipped")),
-                f"{result.seconds:.0f} s",
-                new,
-            ]
-        )
+        new = "" if native is None or result.server == NATIVE else str(len(new_failures(result, native)))
+        counts = [str(result.count(outcome)) for outcome in ("passed", "failed", "skipped")]
+        rows.append([result.server, *counts, f"{result.seconds:.0f} s", new])
     return rows
 
 
-def markdown(rows: list[list[str]]) -> str:
+def text(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def markdown(rows: list[list[str]], results: list[SuiteResult], native: SuiteResult | None) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    for result in results:
+        tests = new_failures(result, native)
+        if tests:
+            lines += ["", f"Failing on {result.server}, not natively:", ""] + [f"- `{test}`" for test in tests]
     return "\n".join(lines) + "\n"
 
 
@@ -193,13 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     native = next((result for result in results if result.server == NATIVE and not result.not_run), None)
     rows = table(results, native)
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    print(text(rows))
+    for result in results:
+        tests = new_failures(result, native)
+        if tests:
+            print(f"\nfailing on {result.server}, not natively:\n  " + "\n  ".join(tests))
     if args.json:
         args.json.write_text(json.dumps([result.to_json() for result in results], indent=1) + "\n", encoding="utf-8")
     if args.markdown:
-        args.markdown.write_text(markdown(rows), encoding="utf-8")
+        args.markdown.write_text(markdown(rows, results, native), encoding="utf-8")
     broken = [result for result in results if result.not_run and result.exit_code]
     return 1 if broken else 0
 
