@@ -247,14 +247,21 @@ RANK = {"passed": 0, "skipped": 1, "failed": 2}
 
 class ResultRecorder:
     """Each test's outcome: failed if any phase failed, else skipped if skipped
-    (xfail included), else passed (xpass included)."""
+    (xfail included), else passed (xpass included). The file is rewritten after
+    each test, so that a run that dies (CherryPy's bus can end the process with
+    os._exit) still tells how far it got and in which test it died."""
 
     def __init__(self, path: str, server: str) -> None:
         self.path = path
         self.server = server
         self.outcomes: dict[str, str] = {}
         self.durations: dict[str, float] = {}
+        self.running = ""
         self.started = time.monotonic()
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.running = short_id(nodeid)
+        self.write()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         test = short_id(report.nodeid)
@@ -268,13 +275,18 @@ class ResultRecorder:
             self.outcomes[short_id(report.nodeid)] = "failed"
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        outcomes = dict(sorted(self.outcomes.items()))
-        durations = {test: round(seconds, 2) for test, seconds in sorted(self.durations.items())}
+        self.running = ""
+        self.write(finished=True)
+
+    def write(self, *, finished: bool = False) -> None:
         data = {
             "server": self.server,
+            "finished": finished,
+            "running": self.running,
             "seconds": round(time.monotonic() - self.started, 1),
-            "outcomes": outcomes,
-            "durations": durations,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "durations": {test: round(seconds, 2) for test, seconds in sorted(self.durations.items())},
         }
-        with open(self.path, "w", encoding="utf-8") as fh:
+        with open(self.path + ".part", "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
+        os.replace(self.path + ".part", self.path)

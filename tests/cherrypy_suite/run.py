@@ -133,12 +133,16 @@ def run_suite(
         if not results.exists():
             return SuiteResult(server, seconds=seconds, not_run=f"pytest ended with {exit_code}", exit_code=exit_code)
         data = json.loads(results.read_text(encoding="utf-8"))
-    return SuiteResult(server, data["outcomes"], data.get("durations", {}), seconds, exit_code=exit_code)
+    result = SuiteResult(server, data["outcomes"], data.get("durations", {}), seconds, exit_code=exit_code)
+    if not data.get("finished"):
+        # Counts so far; the process ended (os._exit, a crash) without finishing the run.
+        result.not_run = f"the process died (exit status {exit_code}) in {data.get('running') or 'no test'}"
+    return result
 
 
 def new_failures(result: SuiteResult, native: SuiteResult | None) -> list[str]:
     """The tests that fail on *result*'s server but not natively."""
-    if native is None or result.server == NATIVE or result.not_run:
+    if native is None or result.server == NATIVE:
         return []
     return sorted(result.failed - native.failed)
 
@@ -147,10 +151,12 @@ def table(results: list[SuiteResult], native: SuiteResult | None) -> list[list[s
     """Rows of server, passed, failed, skipped, time, and how many fail there but not natively."""
     rows = [["server", "passed", "failed", "skipped", "time", "failing here, not natively"]]
     for result in results:
-        if result.not_run:
+        if result.not_run and not result.outcomes:
             rows.append([result.server, "", "", "", "", result.not_run])
             continue
         new = "" if native is None or result.server == NATIVE else str(len(new_failures(result, native)))
+        if result.not_run:
+            new = f"{new} (so far; {result.not_run})"
         counts = [str(result.count(outcome)) for outcome in ("passed", "failed", "skipped")]
         rows.append([result.server, *counts, f"{result.seconds:.0f} s", new])
     return rows
