@@ -29,7 +29,7 @@ What the glue does, and nothing else:
 - ``WEBTEST_INTERACTIVE=false`` unless set, as CherryPy's tox.ini sets it: a
   failed assertion is reported, not turned into a prompt on the terminal.
 - ``--anyserve-results FILE`` writes each test's outcome (passed, failed,
-  skipped) as JSON, for ``run.py`` and ``tests/test_cherrypy_suite.py``.
+  skipped) as JSON, for ``run.py`` and ``test_cherrypy_suite.py``.
 
 With no server chosen, the suite runs natively: the baseline.
 """
@@ -45,6 +45,7 @@ import time
 from typing import Any
 
 import pytest
+from cherrypy.test import helper
 
 #: The environment variable that chooses the server when the option is not given.
 SERVER_ENV = "ANYSERVE_CP_SERVER"
@@ -108,8 +109,6 @@ def install_supervisor(name: str) -> None:
             f"--anyserve-server {name}: {name} cannot serve from a thread or a loop of this process, "
             "where the tests build their apps"
         )
-    from cherrypy.test import helper
-
     supervisor = ThreadSupervisor if how == "background" else ReactorSupervisor
 
     def factory(**options: Any) -> helper.LocalWSGISupervisor:
@@ -124,13 +123,7 @@ def free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def _supervisor_base() -> type:
-    from cherrypy.test import helper
-
-    return helper.LocalWSGISupervisor
-
-
-class AnyserveSupervisor(_supervisor_base()):  # type: ignore[misc]
+class AnyserveSupervisor(helper.LocalWSGISupervisor):
     """The helper's local WSGI supervisor, with anyserve serving ``cherrypy.tree``
     in place of CherryPy's own server."""
 
