@@ -335,11 +335,13 @@ def test_the_terminal_announces_the_time_and_shows_the_run_going_on() -> None:
 def test_the_tune_grid_and_its_budget() -> None:
     from anyserve.bench.tune import fit_budget, grid
 
-    labels = {server: [s.label() for s in grid(server, 2)] for server in ("cheroot", "gunicorn", "gevent")}
+    servers = ("cheroot", "gunicorn", "gevent", "werkzeug")
+    labels = {server: [s.label() for s in grid(server, 2)] for server in servers}
     assert labels["cheroot"][:5] == ["defaults (10 threads)", "-t 1", "-t 4", "-t 16", "-t 64"]
     assert len(labels["cheroot"]) == 10 and labels["cheroot"][5:7] == ["-w 2", "-w 2 -t 1"]
     assert labels["gunicorn"][:4] == ["defaults (1 thread)", "-t 4", "-t 16", "-t 64"]  # -t 1 is the default
     assert labels["gevent"] == ["defaults", "-w 2"]  # no threads: workers only
+    assert labels["werkzeug"] == ["defaults", "-t 1", "-w 2", "-w 2 -t 1"]  # it refuses any other --threads
     plan = _plan(duration=10.0, warmup=2.0)
     assert fit_budget(plan, 10, 600) is plan
     cut = fit_budget(plan, 10, 60)  # 6 s a run: 1.5 s to start and stop, 4.5 s for the rest

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import AnyserveError, ConfigError
 from .runner import RUN_OVERHEAD_S, Plan, Run, measure_series
 from .scenarios import Scenario
 
@@ -62,10 +62,12 @@ def grid(
     server: str, cores: int, workers: Sequence[int] | None = None, threads: Sequence[int] | None = None
 ) -> list[Setting]:
     """The settings tried for *server*: *workers* (default 1..cores) x *threads* (default THREADS)
-    where the server honours --threads, else its own default alone."""
+    where the server honours --threads, else its own default alone; a setting the server
+    refuses (werkzeug takes --threads 1 only) is left out."""
     from ..registry import get_adapter
 
-    capabilities = get_adapter(server).capabilities
+    adapter = get_adapter(server)
+    capabilities = adapter.capabilities
     default = capabilities.default_threads if capabilities.threads else None
     counts: list[int | None] = list(threads) if threads else list(THREADS)
     if capabilities.threads:  # the default measured once, as "defaults"
@@ -74,7 +76,19 @@ def grid(
         thread_counts = [None]
     worker_counts = list(workers) if workers else list(range(1, max(1, cores) + 1))
     settings = [Setting(w if w > 1 else None, t, default) for w in worker_counts for t in thread_counts]
-    return list(dict.fromkeys(settings))
+    return [setting for setting in dict.fromkeys(settings) if _honoured(adapter, setting)]
+
+
+def _honoured(adapter: Any, setting: Setting) -> bool:
+    """Whether the server takes this setting (as ``anyserve serve`` would check it)."""
+    from ..config import Config
+
+    given = {"workers": setting.workers, "threads": setting.threads}
+    try:
+        adapter.refuse(Config.load(kwargs={key: value for key, value in given.items() if value}))
+    except AnyserveError:
+        return False
+    return True
 
 
 def fit_budget(plan: Plan, runs: int, budget: float) -> Plan:
