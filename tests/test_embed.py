@@ -75,6 +75,16 @@ def start_program(loop: str) -> tuple[subprocess.Popen[str], Output]:
     return proc, Output(proc)
 
 
+def end_program(proc: subprocess.Popen[str]) -> None:
+    """Kill it if a failed test left it running; close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
 @pytest.mark.parametrize("loop", list(PROGRAMS))
 def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
     proc, output = start_program(loop)
@@ -100,12 +110,7 @@ def test_embedded_in_a_loop_that_keeps_running(loop: str) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        end_program(proc)
 
 
 def test_embed_on_a_free_port() -> None:
@@ -151,9 +156,4 @@ def test_a_stop_signal_ends_the_program_while_it_serves(loop: str, signum: int) 
         assert "Traceback" not in errors, errors
         assert code == 0, errors
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        end_program(proc)
