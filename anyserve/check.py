@@ -14,8 +14,7 @@ import errno
 import os
 
 from .config import Config
-from .errors import ConfigError
-from .logs import read_log_config
+from .logs import cannot_open, read_log_config
 from .plan import bind, prepare
 from .process import PidFile, resolve_identity
 from .summary import summary
@@ -53,4 +52,4 @@ def check_appendable(path: str, what: str) -> None:
         else:
             problem = 0 if os.access(directory, os.W_OK | os.X_OK) else errno.EACCES
     if problem:
-        raise ConfigError(f"{what}: cannot open {path}: {os.strerror(problem)}")
+        raise cannot_open(what, path, os.strerror(problem))

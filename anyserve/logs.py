@@ -52,10 +52,15 @@ def _handler_for(target: str, stream: Any, formatter: logging.Formatter, what: s
         try:
             handler = logging.FileHandler(target, encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot open {target}: {exc.strerror}") from None
+            raise cannot_open(what, target, exc.strerror) from None
     handler.setFormatter(formatter)
     handler._anyserve = True  # type: ignore[attr-defined]
     return handler
+
+
+def cannot_open(what: str, path: str, reason: str | None) -> ConfigError:
+    """The one error for a log file (or pid file) anyserve cannot open."""
+    return ConfigError(f"{what}: cannot open {path}: {reason}")
 
 
 def _drop_anyserve_handlers(logger: logging.Logger) -> None:

@@ -10,12 +10,10 @@ line) must print that line; a ``bench`` example runs with short measurements.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -27,7 +25,7 @@ import pytest
 from anyserve.adapters.base import Capabilities, Deviations
 from anyserve.cli import build_parser
 from anyserve.registry import adapters
-from tests.harness import ANYSERVE, REPO_ROOT, Running, free_port
+from tests.harness import ANYSERVE, REPO_ROOT, Running, fetch, free_port, https_fetch
 from tests.pki import make_pki
 
 README = REPO_ROOT / "README.md"
@@ -191,37 +189,14 @@ def names_an_address(env: dict[str, str], argv: list[str]) -> bool:
 
 def get(url: str) -> int:
     """GET / on a listener the start-up lines named (http://, https://, unix:PATH); the status."""
-    if url.startswith("unix:"):
-        path = url[len("unix:") :].split(" ")[0]
-        conn: http.client.HTTPConnection = _UnixConnection(path)
-    elif url.startswith("https://"):
-        host, port = url[len("https://") :].rsplit(":", 1)
+    url = url.split(" ")[0]
+    if url.startswith("https://"):
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host.strip("[]"), int(port), timeout=10, context=context)
-    else:
-        host, port = url[len("http://") :].rsplit(":", 1)
-        if host in ("0.0.0.0", "[::]"):
-            host = "127.0.0.1"
-        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
-    try:
-        conn.request("GET", "/", headers={"Host": "localhost"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
+        return https_fetch(url, "/", context, timeout=10)[0]
+    for anywhere in ("0.0.0.0", "[::]"):
+        url = url.replace(f"//{anywhere}:", "//127.0.0.1:")
+    return fetch(url, "/", headers={"Host": "localhost"}, timeout=10).status
 
 
 def serve_and_stop(site: Site, env: dict[str, str], argv: list[str], listeners: int) -> None:
