@@ -31,6 +31,7 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
+    app_may_close = False  # waitress refuses hop-by-hop headers from the app
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),
@@ -79,6 +80,10 @@ class WaitressAdapter(ThreadedAdapter):
                 # waitress drops X-Forwarded-* and Forwarded from peers it does not
                 # trust; with --proxy-headers anyserve decides which peers it trusts.
                 **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
+                # waitress reads a whole body before the app runs: its own check
+                # answers a body over --max-body-size with 413 as anyserve's would.
+                # (waitress refuses a body of its limit or more; anyserve, one over it).
+                **({"max_request_body_size": self.config.max_body_size + 1} if self.config.max_body_size else {}),
                 **self.settings,
             )
             task_dispatcher = server.task_dispatcher
