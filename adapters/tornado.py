@@ -195,7 +195,7 @@ class _Arriving:
         self.arrived()
         if body_over_limit(headers.get("Content-Length"), self.limit):
             stream = self.connection.stream
-            stream.write(too_large_response(self.limit)).add_done_callback(lambda _: stream.close())
+            stream.write(too_large_response()).add_done_callback(lambda _: stream.close())
             return None
         return self.delegate.headers_received(start_line, headers)
 

@@ -124,7 +124,7 @@ def _refuse_or(channel: Any, limit: int, headers_done: Callable[[], Any]) -> Any
     """Twisted reads a whole body before the app runs: a Content-Length over
     --max-body-size is answered 413 at once, and the connection closed."""
     if channel.length is not None and body_over_limit(str(channel.length), limit):
-        channel.transport.write(too_large_response(limit))
+        channel.transport.write(too_large_response())
         channel.transport.loseConnection()
         channel.pauseProducing()
         return None

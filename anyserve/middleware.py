@@ -554,8 +554,10 @@ class MaxSizeExceeded(Exception):
     body recognises it by name and answers 413, as it does under cheroot."""
 
 
-#: What a request over a limit gets, whatever the server.
+#: What a request over a limit gets, whatever the server: cheroot's own answer.
 TOO_LARGE_STATUS = "413 Request Entity Too Large"
+HEAD_TOO_LARGE = "The headers sent with the request exceed the maximum allowed bytes."
+BODY_TOO_LARGE = "The entity sent with the request exceeds the maximum allowed bytes."
 
 
 def body_over_limit(content_length: str | None, limit: int) -> bool:
@@ -566,10 +568,10 @@ def body_over_limit(content_length: str | None, limit: int) -> bool:
         return False  # the server refuses a malformed Content-Length itself
 
 
-def too_large_response(limit: int) -> bytes:
+def too_large_response() -> bytes:
     """The 413 a server that reads whole bodies before the app runs sends itself
-    for a Content-Length over *limit*, as :class:`RequestLimits` would."""
-    body = f"The request body is over {limit} bytes.".encode()
+    for a Content-Length over --max-body-size, as :class:`RequestLimits` would."""
+    body = BODY_TOO_LARGE.encode()
     head = f"HTTP/1.1 {TOO_LARGE_STATUS}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"Connection: close\r\n\r\n" + body
 
@@ -656,17 +658,17 @@ class RequestLimits:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.max_header_size and head_size(environ) > self.max_header_size:
-            return self.too_large(start_response, f"The request head is over {self.max_header_size} bytes.")
+            return self.too_large(start_response, HEAD_TOO_LARGE)
         limit = self.max_body_size
         if limit:
             if body_over_limit(environ.get("CONTENT_LENGTH"), limit):
-                return self.too_large(start_response, f"The request body is over {limit} bytes.")
+                return self.too_large(start_response, BODY_TOO_LARGE)
             if not environ.get("CONTENT_LENGTH"):
                 environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"], limit)
         try:
             return self.app(environ, start_response)
         except MaxSizeExceeded:
-            return self.too_large(start_response, f"The request body is over {limit} bytes.", sys.exc_info())
+            return self.too_large(start_response, BODY_TOO_LARGE, sys.exc_info())
 
     def too_large(self, start_response: Callable[..., Any], text: str, exc_info: Any = None) -> list[bytes]:
         body = text.encode()
