@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_str
+from anyserve.middleware import BODY_TOO_LARGE, TOO_LARGE_STATUS
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Option, WSGIApp
@@ -50,12 +51,28 @@ class WaitressAdapter(ThreadedAdapter):
     def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from waitress.channel import HTTPChannel
         from waitress.server import BaseWSGIServer, create_server
+        from waitress.task import ErrorTask
+        from waitress.utilities import RequestEntityTooLarge
+
+        class TooLarge(ErrorTask):  # type: ignore[misc]
+            """waitress's own 413 for a body over --max-body-size, with anyserve's text."""
+
+            def execute(self) -> None:
+                if not isinstance(self.request.error, RequestEntityTooLarge):
+                    return super().execute()
+                body = BODY_TOO_LARGE.encode()
+                self.status = TOO_LARGE_STATUS
+                self.response_headers.append(("Content-Type", "text/plain"))
+                self.set_close_on_finish()
+                self.content_length = len(body)
+                self.write(body)
 
         class Channel(HTTPChannel):  # type: ignore[misc]
             """Knows whether its client sent anything yet, so a graceful stop can
             wait for the request of a connection accepted just before it."""
 
             fresh = True
+            error_task_class = TooLarge
 
             def received(self, data: bytes) -> bool:
                 self.fresh = False

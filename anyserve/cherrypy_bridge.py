@@ -352,7 +352,7 @@ def unhonoured(key: str, value: Any) -> str | None:
         return None
     if key == "protocol_version" and isinstance(value, str) and value.upper() == default:
         return None
-    if key == "wsgi_version" and tuple(value) == default:
+    if key == "wsgi_version" and isinstance(value, (list, tuple)) and tuple(value) == default:
         return None
     text = f"server.{key} = {value!r} in the app's CherryPy config"
     if action == "refuse":

@@ -611,12 +611,11 @@ class _LimitedInput:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            # Read no further than one byte past the limit: enough to know it is over.
-            data = self.stream.read(self.limit - self.count + 1)
-            if len(data) <= self.limit - self.count:
-                rest = self.stream.read()
-                data += rest
-            return self._counted(data)
+            # To the end, but no further than one byte past the limit: enough to know it is over.
+            parts = []
+            while chunk := self._counted(self.stream.read(self.limit - self.count + 1)):
+                parts.append(chunk)
+            return b"".join(parts)
         return self._counted(self.stream.read(min(size, self.limit - self.count + 1)))
 
     def readline(self, size: int | None = -1) -> bytes:

@@ -26,10 +26,12 @@ import pytest
 
 from anyserve.config import Config
 from anyserve.errors import AnyserveError
+from anyserve.middleware import BODY_TOO_LARGE
 from anyserve.registry import adapters
 
 from ..harness import (
     ANYSERVE,
+    APP,
     REPO_ROOT,
     Running,
     UnixHTTPConnection,
@@ -42,6 +44,7 @@ from ..harness import (
     raw_connection,
     read_response,
     start_anyserve,
+    suite_args,
     wait_for_file,
 )
 from ..pki import Pki, make_pki
@@ -254,7 +257,7 @@ def test_thread_pool_is_the_threads_or_refused(server: str) -> None:
         assert "server.thread_pool of the app's CherryPy config" in result.stderr
         assert "-s cheroot" in result.stderr
         return
-    result = check(server, {"server.thread_pool": 3}, *preload(server))
+    result = check(server, {"server.thread_pool": 3}, "-b", "127.0.0.1:0", *preload(server))
     assert "option: threads = 3 (from the app's CherryPy config (server.thread_pool))" in result.stdout
     assert ", 3 threads" in result.stdout
 
@@ -347,3 +350,28 @@ def test_check_shows_the_apps_config_as_sources() -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_the_size_limits_hold_for_any_wsgi_app(server: str) -> None:
+    """--max-header-size and --max-body-size on a plain WSGI app: 413 for a head or
+    a Content-Length over, and for a chunked body whose read goes over (the read
+    raises; anyserve answers 413 for the app that lets it through)."""
+    args = ["--max-header-size", str(HEADER_LIMIT), "--max-body-size", str(BODY_LIMIT), *suite_args(server)]
+    running = start_anyserve(server, APP, *args)
+    try:
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * HEADER_LIMIT + b"\r\n\r\n")
+            assert read_response(reader).status == 413
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n\r\n")
+            response = read_response(reader)
+            assert (response.status, response.body) == (413, BODY_TOO_LARGE.encode())
+        assert json.loads(fetch(running.url, "/echo", "POST", b"x" * BODY_LIMIT).body)["length"] == BODY_LIMIT
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(chunked_upload(4 * BODY_LIMIT).replace(b"/upload", b"/echo"))
+            if deviations(server).no_chunked_request:
+                assert_not_decoded(sock, reader, 4 * BODY_LIMIT)
+            else:
+                assert read_response(reader).status == 413
+    finally:
+        running.stop()
