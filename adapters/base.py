@@ -104,6 +104,10 @@ class Adapter(ABC):
     #: no line per request of its own: anyserve's ``--access-log`` is the one
     #: access log, the same on every server, so each adapter turns its server's off.
     loggers: ClassVar[tuple[str, ...]] = ()
+    #: Whether the app may send ``Connection: close`` (anyserve's 413 does, as it
+    #: leaves the body unread); False for a server that refuses hop-by-hop headers
+    #: from the app and closes every connection after its response itself.
+    app_may_close: ClassVar[bool] = True
 
     def __init__(self, config: Config, settings: Mapping[str, Any] | None = None) -> None:
         self.config = config
@@ -151,10 +155,20 @@ class Adapter(ABC):
         this server cannot honour."""
         caps = cls.capabilities
         if config.threads is not None and not caps.threads:
+            given = config.given_as("threads")
+            if given != "--threads":  # the app's own config: the servers that honour it are named
+                raise Unsupported(f"{cls.name} cannot honour {given} ({caps.concurrency}); remove the key", "threads")
             raise ServerError(f"{cls.name} cannot honour --threads: {caps.concurrency}; drop --threads")
-        cls._refuse_kinds(config.listen, config.tls_mixed)
+        try:
+            cls._refuse_kinds(config.listen, config.tls_mixed)
+        except Unsupported as exc:
+            given = config.given_as("bind")
+            if given.startswith("-"):
+                raise
+            raise Unsupported(f"{exc} ({given})", exc.capability) from None
         if config.tls and not caps.tls:
-            raise Unsupported(f"{cls.name} cannot serve TLS", "tls")
+            given = config.given_as("certfile") if config.certfile else "--ssl-adhoc"
+            raise Unsupported(f"{cls.name} cannot serve TLS" + ("" if given.startswith("-") else f" ({given})"), "tls")
 
     @classmethod
     def refuse_listeners(cls, config: Config, listeners: list[Listener]) -> None:

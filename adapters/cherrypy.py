@@ -59,6 +59,12 @@ class CherryPyAdapter(Adapter):
             settings.thread_pool = config.threads
         settings.socket_queue_size = config.backlog
         settings.shutdown_timeout = config.graceful_timeout
+        # The app's server.* config set these on cherrypy.server; anyserve's options
+        # say what applies. cheroot answers a head over the limit with 413 as
+        # anyserve would; a chunked body over it with a 500 in some cases, so the
+        # body is left to anyserve's check (RequestLimits), the same on every server.
+        settings.max_request_header_size = config.max_header_size
+        settings.max_request_body_size = 0
 
         class Plugin(ServerAdapter):
             """Says where it serves; with no tuple bind_addr it skips CherryPy's

@@ -17,6 +17,7 @@ from typing import Any
 
 from anyserve.config import to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
+from anyserve.middleware import body_over_limit, too_large_response
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Option, WSGIApp
@@ -83,6 +84,7 @@ class TornadoServing(LoopServing):
         from tornado.httpserver import HTTPServer
 
         streams = self.streams
+        limit = self.config.max_body_size
 
         class Server(HTTPServer):  # type: ignore[misc]
             def handle_stream(self, stream: Any, address: Any) -> None:
@@ -93,7 +95,9 @@ class TornadoServing(LoopServing):
                 # Called as soon as the previous response is sent, before the next
                 # request comes: the connection is busy once that one's head has.
                 delegate = super().start_request(server_conn, request_conn)
-                return _Arriving(delegate, lambda: streams.__setitem__(request_conn.stream, "busy"))
+                return _Arriving(
+                    delegate, lambda: streams.__setitem__(request_conn.stream, "busy"), request_conn, limit
+                )
 
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
@@ -176,14 +180,23 @@ class TornadoServing(LoopServing):
 
 
 class _Arriving:
-    """A request's delegate that calls *arrived* once the request's head has come."""
+    """A request's delegate that calls *arrived* once the request's head has come.
 
-    def __init__(self, delegate: Any, arrived: Callable[[], object]) -> None:
+    Tornado reads a whole body before the app runs: a Content-Length over
+    --max-body-size is answered 413 here, at once, and the connection closed."""
+
+    def __init__(self, delegate: Any, arrived: Callable[[], object], connection: Any, limit: int) -> None:
         self.delegate = delegate
         self.arrived = arrived
+        self.connection = connection
+        self.limit = limit
 
     def headers_received(self, start_line: Any, headers: Any) -> Any:
         self.arrived()
+        if body_over_limit(headers.get("Content-Length"), self.limit):
+            stream = self.connection.stream
+            stream.write(too_large_response()).add_done_callback(lambda _: stream.close())
+            return None
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
+from anyserve.middleware import body_over_limit, too_large_response
 from anyserve.sockets import Listener
 
 from .base import Capabilities, WSGIApp
@@ -119,6 +120,17 @@ def route_twisted_logging() -> None:
     _logging_routed = True
 
 
+def _refuse_or(channel: Any, limit: int, headers_done: Callable[[], Any]) -> Any:
+    """Twisted reads a whole body before the app runs: a Content-Length over
+    --max-body-size is answered 413 at once, and the connection closed."""
+    if channel.length is not None and body_over_limit(str(channel.length), limit):
+        channel.transport.write(too_large_response())
+        channel.transport.loseConnection()
+        channel.pauseProducing()
+        return None
+    return headers_done()
+
+
 class TwistedServing(LoopServing):
     """The app served by a running reactor, which someone else may own."""
 
@@ -173,6 +185,11 @@ class TwistedServing(LoopServing):
                 channel = super().buildProtocol(addr)
                 serving.channels.add(channel)
                 lost = channel.connectionLost
+                limit = serving.config.max_body_size
+                if limit:
+                    http = _channel(channel)
+                    headers_done = http.allHeadersReceived
+                    http.allHeadersReceived = lambda: _refuse_or(http, limit, headers_done)
 
                 def connection_lost(reason: Any) -> Any:
                     serving.channels.discard(channel)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_str
+from anyserve.middleware import BODY_TOO_LARGE, TOO_LARGE_STATUS
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Option, WSGIApp
@@ -31,6 +32,7 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
+    app_may_close = False  # waitress refuses hop-by-hop headers from the app
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),
@@ -49,12 +51,28 @@ class WaitressAdapter(ThreadedAdapter):
     def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
         from waitress.channel import HTTPChannel
         from waitress.server import BaseWSGIServer, create_server
+        from waitress.task import ErrorTask
+        from waitress.utilities import RequestEntityTooLarge
+
+        class TooLarge(ErrorTask):  # type: ignore[misc]
+            """waitress's own 413 for a body over --max-body-size, with anyserve's text."""
+
+            def execute(self) -> None:
+                if not isinstance(self.request.error, RequestEntityTooLarge):
+                    return super().execute()
+                body = BODY_TOO_LARGE.encode()
+                self.status = TOO_LARGE_STATUS
+                self.response_headers.append(("Content-Type", "text/plain"))
+                self.set_close_on_finish()
+                self.content_length = len(body)
+                self.write(body)
 
         class Channel(HTTPChannel):  # type: ignore[misc]
             """Knows whether its client sent anything yet, so a graceful stop can
             wait for the request of a connection accepted just before it."""
 
             fresh = True
+            error_task_class = TooLarge
 
             def received(self, data: bytes) -> bool:
                 self.fresh = False
@@ -79,6 +97,10 @@ class WaitressAdapter(ThreadedAdapter):
                 # waitress drops X-Forwarded-* and Forwarded from peers it does not
                 # trust; with --proxy-headers anyserve decides which peers it trusts.
                 **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
+                # waitress reads a whole body before the app runs: its own check
+                # answers a body over --max-body-size with 413 as anyserve's would.
+                # (waitress refuses a body of its limit or more; anyserve, one over it).
+                **({"max_request_body_size": self.config.max_body_size + 1} if self.config.max_body_size else {}),
                 **self.settings,
             )
             task_dispatcher = server.task_dispatcher

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyserve.config import Config
-from anyserve.errors import ServerError
+from anyserve.errors import ServerError, Unsupported
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
@@ -37,6 +37,10 @@ class WerkzeugAdapter(SocketServerAdapter):
     @classmethod
     def refuse(cls, config: Config) -> None:
         if config.threads is not None and config.threads > 1:
+            given = config.given_as("threads")
+            if given != "--threads":  # the app's own config: the servers that honour it are named
+                message = f"werkzeug cannot cap its threads, so it cannot honour {given}; remove the key"
+                raise Unsupported(message, "threads")
             raise ServerError(
                 f"werkzeug cannot cap its threads, so it cannot honour --threads {config.threads}; "
                 "drop --threads (a thread per connection) or use --threads 1"

@@ -34,6 +34,7 @@ class WsgirefAdapter(SocketServerAdapter):
     deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
     loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
+    app_may_close = False  # wsgiref refuses hop-by-hop headers; it closes after every response
 
     @classmethod
     def is_installed(cls) -> bool:

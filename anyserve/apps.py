@@ -13,7 +13,18 @@ from .config import Config
 from .errors import AnyserveError, ConfigError
 from .loader import load_app
 from .logs import ACCESS_LOGGER
-from .middleware import AccessLog, EnvironFlags, HeadWithoutBody, Mounts, Profiler, ProxyHeaders, RootPath, VirtualHosts
+from .middleware import (
+    AccessLog,
+    EnvironFlags,
+    HeadWithoutBody,
+    Mounts,
+    Profiler,
+    ProxyHeaders,
+    RequestLimits,
+    RootPath,
+    UnixPorts,
+    VirtualHosts,
+)
 
 WSGIApp = Callable[..., Any]
 
@@ -83,22 +94,34 @@ def build_site(config: Config, target: Any, adapter: Any) -> Site:
     site.bridge = bridge_for(site.main_app(), config, native=adapter.runs_cherrypy_engine)
     if site.bridge is not None:
         site.bridge.prepare()
+    wrap_site(site, config, adapter)
+    return site
+
+
+def wrap_site(site: Site, config: Config, adapter: Any) -> None:
+    """Put around the site the middleware *config* and *adapter* ask for (again,
+    once the app's CherryPy config gave options of its own)."""
     site.served = wrap(
         site.app,
         config,
         head_without_body=adapter.capabilities.head_without_body,
         environ_flags=adapter.environ_flags(config),
+        app_may_close=adapter.app_may_close,
     )
-    return site
 
 
 def wrap(
-    app: WSGIApp, config: Config, *, head_without_body: bool, environ_flags: dict[str, Any] | None = None
+    app: WSGIApp,
+    config: Config,
+    *,
+    head_without_body: bool,
+    environ_flags: dict[str, Any] | None = None,
+    app_may_close: bool = True,
 ) -> WSGIApp:
     """The middleware the options ask for, outermost first: the WSGI flags the
-    server gets wrong, the access log (it sees the request as it came and the
-    client after the proxy headers), the proxy headers, HEAD without a body (for
-    servers that would send one), the profiler, the root path."""
+    server gets wrong, the ports on a unix socket, the access log (it sees the request as it came and the
+    client after the proxy headers), the proxy headers, the request size limits,
+    HEAD without a body (for servers that would send one), the profiler, the root path."""
     if config.root_path:
         app = RootPath(app, config.root_path)
     if config.profile is not None:
@@ -109,10 +132,14 @@ def wrap(
         app = Profiler(app, config.profile)
     if not head_without_body:
         app = HeadWithoutBody(app)
+    if config.max_header_size or config.max_body_size:
+        app = RequestLimits(app, config.max_header_size, config.max_body_size, may_close=app_may_close)
     if config.proxy_headers:
         app = ProxyHeaders(app, config.forwarded_allow_ips.split(","))
     if config.access_log is not None:
         app = AccessLog(app, config.access_log_format, logging.getLogger(ACCESS_LOGGER))
+    if any(spec.startswith("unix:") for spec in config.listen):
+        app = UnixPorts(app)
     if environ_flags:
         app = EnvironFlags(app, environ_flags)
     return app

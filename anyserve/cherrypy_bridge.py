@@ -22,12 +22,15 @@ import importlib.util
 import logging
 import re
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
+from .config import CHERRYPY_CONFIG, Config, to_port, to_positive_int, to_seconds, to_size
 from .errors import ConfigError
 from .lifecycle import Lifecycle
 from .logs import DATE_FORMAT, LOG_FORMAT, has_anyserve_handler, server_level, stderr_handler
+from .tls import TLS
 
 log = logging.getLogger("anyserve.cherrypy")
 
@@ -117,6 +120,11 @@ class CherryPyBridge:
         self.config = config
         #: True under ``-s cherrypy``: CherryPy's own server, as quickstart runs it.
         self.native = native
+        #: The other ``cherrypy._cpserver.Server`` objects the app subscribed to the
+        #: engine, as listeners (found, and unsubscribed, by :meth:`prepare`).
+        self.extra_servers: list[ExtraServer] = []
+        #: Whether ``cherrypy.server`` was subscribed when the bridge came (see :meth:`prepare`).
+        self.main_server = True
 
     def prepare(self) -> None:
         """Configure CherryPy once, before serving. Starts no thread (safe before a fork)."""
@@ -136,7 +144,18 @@ class CherryPyBridge:
             log.warning("CherryPy's autoreload re-executes the process under the server; it stays off (use --reload)")
         cherrypy.config.update({"engine.autoreload.on": False})
         cherrypy.engine.autoreload.unsubscribe()
+        # CherryPy subscribes cherrypy.server at import; an app that serves only
+        # servers of its own (the HTTP + HTTPS recipe) unsubscribed it.
+        self.main_server = any(
+            getattr(listener, "__self__", None) is cherrypy.server
+            for listener in cherrypy.engine.listeners.get("start", ())
+        )
         cherrypy.server.unsubscribe()  # its own HTTP server would bind 8080
+        # The app's other servers (CherryPy's HTTP + HTTPS recipe) become listeners.
+        others = subscribed_servers()
+        self.extra_servers = [extra_server(server) for server in others]
+        for server in others:
+            server.unsubscribe()
         cherrypy.engine.signal_handler.unsubscribe()  # anyserve owns TERM, INT and HUP
         # CherryPy logs through its own handlers (log.screen, log.error_file,
         # log.access_file) as its docs say; not a second time through the host's.
@@ -153,6 +172,7 @@ class CherryPyBridge:
 
         parsed = read_config_file(path)
         global_section = parsed.pop("global", {})
+        server_options(global_section)  # a value CherryPy itself would refuse: one line, before applying
         if global_section:
             cherrypy.config.update(global_section)
         sections = {key: value for key, value in parsed.items() if key.startswith("/")}
@@ -178,15 +198,11 @@ class CherryPyBridge:
             f"({', '.join(sorted(apps))}) and none at '/'; pass each app's config to cherrypy.tree.mount"
         )
 
-    def bind_address(self) -> tuple[str, int] | None:
-        """``server.socket_host``/``server.socket_port`` from the user's CherryPy config, if set."""
+    def server_options(self) -> ServerOptions:
+        """The anyserve options the ``server.*`` keys of the app's CherryPy config give."""
         import cherrypy
 
-        host = cherrypy.config.get("server.socket_host")
-        port = cherrypy.config.get("server.socket_port")
-        if host is None and port is None:
-            return None
-        return host or "127.0.0.1", int(port if port is not None else 8080)
+        return server_options(dict(cherrypy.config))
 
     def subscribe(self, lifecycle: Lifecycle) -> None:
         import cherrypy
@@ -217,14 +233,221 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"--cherrypy-config: cannot read {path}: {exc}") from None
 
 
-def address_in_config_file(path: str) -> tuple[str, int] | None:
-    """``server.socket_host``/``server.socket_port`` of the file's ``[global]``, read
-    without importing the app (whose workers import it after the listeners are bound)."""
-    section = read_config_file(path).get("global", {})
-    host, port = section.get("server.socket_host"), section.get("server.socket_port")
-    if host is None and port is None:
+def options_in_config_file(path: str) -> ServerOptions:
+    """The anyserve options the ``server.*`` keys of the file's ``[global]`` give,
+    read without importing the app (whose workers import it after the listeners
+    are bound)."""
+    return server_options(read_config_file(path).get("global", {}))
+
+
+# -- CherryPy's server.* config as anyserve's options ---------------------------------------
+
+#: How sources show an option taken from the app's CherryPy config.
+SOURCE = CHERRYPY_CONFIG + " (server.{})"
+
+
+def _positive(value: Any) -> int:
+    return to_positive_int(value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a file name")
+    return value
+
+
+#: The ``server.*`` keys of CherryPy's config (cherrypy/_cpserver.py) that anyserve
+#: honours: the key, the anyserve option it becomes, and the conversion.
+SERVER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "socket_queue_size": ("backlog", _positive),
+    "thread_pool": ("threads", _positive),
+    "max_request_header_size": ("max_header_size", to_size),
+    "max_request_body_size": ("max_body_size", to_size),
+    "ssl_certificate": ("certfile", _path),
+    "ssl_private_key": ("keyfile", _path),
+    "ssl_certificate_chain": ("ca_certs", _path),
+    "shutdown_timeout": ("graceful_timeout", to_seconds),
+}
+#: The keys that make the address: ``socket_file`` wins over host and port, as in CherryPy.
+ADDRESS_KEYS = ("socket_host", "socket_port", "socket_file", "bind_addr")
+#: Keys anyserve has no equivalent of, with CherryPy's default (which anyserve's
+#: serving matches) and what another value gets: "refuse" where serving without
+#: it changes what the app's requests and responses are, "warn" where it changes
+#: only how the server runs.
+UNHONOURED_KEYS: dict[str, tuple[Any, str, str]] = {
+    "protocol_version": ("HTTP/1.1", "refuse", "anyserve answers HTTP/1.1 requests as HTTP/1.1 on every server"),
+    "wsgi_version": ((1, 0), "refuse", "every server gives the app WSGI 1.0 (PEP 3333)"),
+    "instance": (None, "refuse", "anyserve serves the app; run the app's own server instance yourself"),
+    "ssl_context": (None, "refuse", "anyserve serves TLS from certificate files: use server.ssl_certificate"),
+    "ssl_ciphers": (None, "refuse", "anyserve has no cipher setting; it serves TLS 1.2 and later"),
+    "peercreds": (False, "refuse", "anyserve gives no unix peer credentials to the app"),
+    "peercreds_resolve": (False, "refuse", "anyserve gives no unix peer credentials to the app"),
+    "ssl_module": ("builtin", "warn", "anyserve serves TLS with Python's ssl module"),
+    "nodelay": (True, "warn", "anyserve sets TCP_NODELAY on every TCP listener"),
+    "statistics": (False, "warn", "anyserve gathers no server statistics"),
+    "thread_pool_max": (-1, "warn", "the pool stays at server.thread_pool (--threads)"),
+    "accepted_queue_size": (-1, "warn", "connections wait in the listen backlog (server.socket_queue_size)"),
+    "accepted_queue_timeout": (10, "warn", "connections wait in the listen backlog (server.socket_queue_size)"),
+}
+#: Applied elsewhere: ``socket_timeout`` is the idle timeout.
+OTHER_KEYS = ("socket_timeout",)
+#: CherryPy's own server's ``instance`` value that names itself.
+BUILTIN_INSTANCES = ("cherrypy._cpwsgi_server.CPWSGIServer",)
+
+
+@dataclass
+class ServerOptions:
+    """What CherryPy's ``server.*`` config gives: options (name -> (value, key)),
+    and a warning for each key anyserve leaves aside."""
+
+    options: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def server_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``server.KEY`` entries of a CherryPy config (not ``server.NAME.KEY``,
+    which configure another server), by KEY."""
+    return {
+        key[len("server.") :]: value
+        for key, value in config.items()
+        if key.startswith("server.") and "." not in key[len("server.") :]
+    }
+
+
+def server_options(config: Mapping[str, Any]) -> ServerOptions:
+    """The anyserve options for the ``server.*`` keys *config* sets (a CherryPy
+    config, which holds only the keys set); ConfigError, naming the key, for a
+    value anyserve cannot serve as CherryPy would."""
+    settings = server_settings(config)
+    result = ServerOptions()
+    bind = address_of(settings)
+    if bind is not None:
+        result.options["bind"] = ([bind[0]], bind[1])
+    for key, value in settings.items():
+        if key in SERVER_KEYS:
+            option, convert = SERVER_KEYS[key]
+            if value is None and key.startswith("ssl_"):
+                continue
+            try:
+                result.options[option] = (convert(value), key)
+            except ValueError as exc:
+                raise ConfigError(f"server.{key} = {value!r} in the app's CherryPy config: {exc}") from None
+        elif key in UNHONOURED_KEYS:
+            message = unhonoured(key, value)
+            if message is not None:
+                result.warnings.append(message)
+        elif key not in ADDRESS_KEYS and key not in OTHER_KEYS:
+            result.warnings.append(
+                f"server.{key} in the app's CherryPy config is not a setting of CherryPy's server; "
+                "ignored, as CherryPy ignores it"
+            )
+    return result
+
+
+def unhonoured(key: str, value: Any) -> str | None:
+    """None for a key at the value anyserve's serving matches; a warning for one
+    anyserve leaves aside; ConfigError for one it cannot serve without."""
+    default, action, why = UNHONOURED_KEYS[key]
+    if value == default or (key == "instance" and value in BUILTIN_INSTANCES):
         return None
-    return host or "127.0.0.1", int(port if port is not None else 8080)
+    if key == "protocol_version" and isinstance(value, str) and value.upper() == default:
+        return None
+    if key == "wsgi_version" and isinstance(value, (list, tuple)) and tuple(value) == default:
+        return None
+    text = f"server.{key} = {value!r} in the app's CherryPy config"
+    if action == "refuse":
+        raise ConfigError(f"{text} cannot be honoured: {why}; remove the key")
+    return f"{text} is not applied: {why}"
+
+
+def address_of(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The --bind address CherryPy's server settings ask for, and the key that set
+    it; None when they set none. ``socket_host`` '' and None are refused, as
+    CherryPy refuses them."""
+    settings = dict(settings)
+    bind_addr = settings.pop("bind_addr", None)
+    if isinstance(bind_addr, (str, bytes)):
+        settings["socket_file"] = bind_addr.decode() if isinstance(bind_addr, bytes) else bind_addr
+    elif bind_addr is not None:
+        try:
+            settings["socket_host"], settings["socket_port"] = bind_addr
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"server.bind_addr = {bind_addr!r} in the app's CherryPy config: expected (host, port) "
+                "or the path of a unix socket"
+            ) from None
+    if settings.get("socket_file"):
+        return f"unix:{settings['socket_file']}", "socket_file"
+    if "socket_host" not in settings and "socket_port" not in settings:
+        return None
+    host = settings.get("socket_host", "127.0.0.1")
+    if host in ("", None):
+        raise ConfigError(
+            f"server.socket_host = {host!r} in the app's CherryPy config: CherryPy does not allow it; "
+            "use '0.0.0.0' (IPv4) or '::' (IPv6) to listen on every interface"
+        )
+    try:
+        port = to_port(settings.get("socket_port", 8080))
+    except ValueError as exc:
+        raise ConfigError(
+            f"server.socket_port = {settings['socket_port']!r} in the app's CherryPy config: {exc}"
+        ) from None
+    if not isinstance(host, str):
+        raise ConfigError(
+            f"server.socket_host = {host!r} in the app's CherryPy config: expected a host name or address"
+        )
+    key = "socket_host" if "socket_host" in settings else "socket_port"
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), key
+
+
+@dataclass(frozen=True)
+class ExtraServer:
+    """Another ``cherrypy._cpserver.Server`` the app subscribed to the engine:
+    where it listens and its TLS, as a listener of anyserve's."""
+
+    bind: str
+    tls: TLS | None
+    #: How the summary names it: ``cherrypy.servers['2']`` or ``a cherrypy._cpserver.Server``.
+    name: str
+
+
+def subscribed_servers() -> list[Any]:
+    """The ``cherrypy._cpserver.Server`` objects subscribed to the engine, other
+    than ``cherrypy.server``, in the order of their addresses."""
+    import cherrypy
+    from cherrypy._cpserver import Server
+
+    found = {
+        id(owner): owner
+        for listener in cherrypy.engine.listeners.get("start", ())
+        if isinstance(owner := getattr(listener, "__self__", None), Server) and owner is not cherrypy.server
+    }
+    return sorted(found.values(), key=lambda server: str(server.bind_addr))
+
+
+def extra_server(server: Any) -> ExtraServer:
+    """The listener another CherryPy server object asks for; ConfigError, naming
+    the server, for what anyserve cannot serve as CherryPy would."""
+    import cherrypy
+
+    names = [name for name, other in getattr(cherrypy, "servers", {}).items() if other is server]
+    name = f"cherrypy.servers[{names[0]!r}]" if names else f"the app's cherrypy._cpserver.Server on {server.bind_addr}"
+    settings = {key: getattr(server, key, default) for key, (default, _, _) in UNHONOURED_KEYS.items()}
+    settings["bind_addr"] = server.bind_addr
+    try:
+        bind = address_of(settings)
+        for key in UNHONOURED_KEYS:
+            message = unhonoured(key, settings[key])
+            if message is not None:
+                log.warning("%s", message)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}".replace(" in the app's CherryPy config", "")) from None
+    if bind is None:
+        raise ConfigError(f"{name} has no address: set its socket_host and socket_port, or its socket_file")
+    tls = None
+    if server.ssl_certificate:
+        tls = TLS(server.ssl_certificate, server.ssl_private_key, ca_certs=server.ssl_certificate_chain)
+    return ExtraServer(bind[0], tls, name)
 
 
 def bridge_for(app: Any, config: Config, *, native: bool = False) -> CherryPyBridge | None:

@@ -34,6 +34,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 #: Where an option given on the command line came from, in messages.
 COMMAND_LINE = "the command line"
+#: Where an option taken from the ``server.*`` keys of the app's CherryPy config came from.
+CHERRYPY_CONFIG = "the app's CherryPy config"
 #: ANYSERVE_* variables anyserve sets for the app to read; not options.
 SET_BY_ANYSERVE = ("ANYSERVE_SERVING", "ANYSERVE_WORKER")
 
@@ -67,6 +69,14 @@ def to_positive_int(value: Any) -> int:
     number = to_int(value)
     if number < 1:
         raise ValueError("expected an integer of 1 or more")
+    return number
+
+
+def to_size(value: Any) -> int:
+    """A number of bytes, 0 for no limit."""
+    number = to_int(value)
+    if number < 0:
+        raise ValueError("expected a number of bytes of 0 or more (0: no limit)")
     return number
 
 
@@ -461,6 +471,24 @@ class Config:
         kind="mapping",
         help="a setting of the chosen server (see 'anyserve list'); repeatable",
         convert=to_mapping,
+        group="server",
+    )
+    max_header_size: int = option(
+        0,
+        "--max-header-size",
+        metavar="BYTES",
+        help="largest request head (request line and header fields) in bytes; larger gets 413 "
+        "(default 0: the server's own limit)",
+        convert=to_size,
+        group="server",
+    )
+    max_body_size: int = option(
+        0,
+        "--max-body-size",
+        metavar="BYTES",
+        help="largest request body in bytes; a larger Content-Length gets 413 before the app runs, a larger "
+        "chunked body makes the app's read fail (default 0: no limit)",
+        convert=to_size,
         group="server",
     )
     factory: bool = option(
@@ -933,6 +961,18 @@ class Config:
         name, ``FILE: KEY``...; None for a default."""
         return getattr(self, "_origin", {}).get(name)
 
+    def sources_matching(self, prefix: str) -> dict[str, str]:
+        """The options whose source starts with *prefix*, with their sources."""
+        return {name: source for name, source in getattr(self, "_origin", {}).items() if source.startswith(prefix)}
+
+    def given_as(self, name: str) -> str:
+        """How a message names the option: its flag (``--threads``), or the CherryPy
+        key it came from (``server.thread_pool of the app's CherryPy config``)."""
+        source = self.source(name) or ""
+        if source.startswith(CHERRYPY_CONFIG + " ("):
+            return f"{source[len(CHERRYPY_CONFIG) + 2 : -1]} of {CHERRYPY_CONFIG}"
+        return flag_of(settings_by_name()[name])
+
     def described_sources(self) -> list[str]:
         """One line per option that is not at its default: its value and where it came from."""
         lines = []
@@ -967,15 +1007,17 @@ class Config:
                 base.append(spec)
         return base
 
-    def replace(self, **changes: Any) -> Config:
-        """A copy with some options changed and validated again."""
+    def replace(self, *, sources: Mapping[str, str] | None = None, **changes: Any) -> Config:
+        """A copy with some options changed and validated again; *sources* names
+        where a changed option came from (default ``Config.replace()``)."""
         settings = settings_by_name()
+        origin = {name: (sources or {}).get(name, "Config.replace()") for name in changes}
         for name, value in changes.items():
             if name not in settings:
                 raise ConfigError(_unknown_key_message(name, "Config.replace()"))
-            changes[name] = _convert(settings[name], value, "Config.replace()")
+            changes[name] = _convert(settings[name], value, origin[name])
         new = dataclasses.replace(self, **changes)
-        new._origin = {**getattr(self, "_origin", {}), **dict.fromkeys(changes, "Config.replace()")}
+        new._origin = {**getattr(self, "_origin", {}), **origin}
         new._flags = {name: flag for name, flag in getattr(self, "_flags", {}).items() if name not in changes}
         new.validate()
         return new

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,22 @@ class EnvironFlags:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         environ.update(self.values)
+        return self.app(environ, start_response)
+
+
+class UnixPorts:
+    """On a unix socket some servers put the socket's path, or part of it, in
+    SERVER_PORT, or "None" in REMOTE_PORT, which are port numbers (CGI, PEP 3333)
+    that CherryPy and others read as such: left empty there, as cheroot and
+    gunicorn leave them."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        for key in ("SERVER_PORT", "REMOTE_PORT"):
+            if not str(environ.get(key, "")).isdigit():
+                environ[key] = ""
         return self.app(environ, start_response)
 
 
@@ -525,3 +542,140 @@ def profile_file_name(environ: dict[str, Any], started: float, elapsed: float) -
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", path.replace("/", "."))[:80] or "root"
     method = re.sub(r"[^A-Z]", "", environ.get("REQUEST_METHOD", "").upper()) or "UNKNOWN"
     return f"{stamp}-{method}-{slug}-{elapsed * 1000:.1f}ms.prof"
+
+
+# -- request size limits ------------------------------------------------------------------
+
+
+class MaxSizeExceeded(Exception):
+    """Raised by ``wsgi.input`` when a body goes over --max-body-size.
+
+    The name and arguments are those of cheroot's own exception: CherryPy's request
+    body recognises it by name and answers 413, as it does under cheroot."""
+
+
+#: What a request over a limit gets, whatever the server: cheroot's own answer.
+TOO_LARGE_STATUS = "413 Request Entity Too Large"
+HEAD_TOO_LARGE = "The headers sent with the request exceed the maximum allowed bytes."
+BODY_TOO_LARGE = "The entity sent with the request exceeds the maximum allowed bytes."
+
+
+def body_over_limit(content_length: str | None, limit: int) -> bool:
+    """Whether a request's Content-Length is over *limit* (0: no limit)."""
+    try:
+        return bool(limit) and int(content_length or 0) > limit
+    except ValueError:
+        return False  # the server refuses a malformed Content-Length itself
+
+
+def too_large_response() -> bytes:
+    """The 413 a server that reads whole bodies before the app runs sends itself
+    for a Content-Length over --max-body-size, as :class:`RequestLimits` would."""
+    body = BODY_TOO_LARGE.encode()
+    head = f"HTTP/1.1 {TOO_LARGE_STATUS}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+def head_size(environ: dict[str, Any]) -> int:
+    """The size of the request's head as the client sent it, rebuilt from the
+    environ the same way whatever the server: the request line and each header
+    field with its CRLF, and the blank line that ends them."""
+    size = len(request_line_of(environ)) + 2 + 2
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if not value:
+                continue
+            name = key
+        else:
+            continue
+        size += len(name) + 2 + len(str(value)) + 2
+    return size
+
+
+class _LimitedInput:
+    """``wsgi.input`` that raises :class:`MaxSizeExceeded` once more than *limit*
+    bytes were read (a chunked body, whose size is known only as it comes)."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.count = 0
+
+    def _counted(self, data: bytes) -> bytes:
+        self.count += len(data)
+        if self.count > self.limit:
+            raise MaxSizeExceeded("Request body too large", self.limit)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            # To the end, but no further than one byte past the limit: enough to know it is over.
+            parts = []
+            while chunk := self._counted(self.stream.read(self.limit - self.count + 1)):
+                parts.append(chunk)
+            return b"".join(parts)
+        return self._counted(self.stream.read(min(size, self.limit - self.count + 1)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        allowed = self.limit - self.count + 1
+        if size is not None and size >= 0:
+            allowed = min(size, allowed)
+        return self._counted(self.stream.readline(allowed))
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class RequestLimits:
+    """--max-header-size and --max-body-size, the same on every server: a head
+    over the limit, or a Content-Length over it, gets 413 before the app runs
+    (and the connection closed, as the body is left unread); a body without a
+    Content-Length (chunked) makes ``wsgi.input`` raise :class:`MaxSizeExceeded`
+    once over the limit, and the app that lets it through answers 413."""
+
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], max_header_size: int, max_body_size: int, *, may_close: bool = True
+    ) -> None:
+        self.app = app
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        #: Whether the app may send ``Connection: close`` (a server for which the
+        #: app may not closes every connection after its response itself).
+        self.may_close = may_close
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.max_header_size and head_size(environ) > self.max_header_size:
+            return self.too_large(start_response, HEAD_TOO_LARGE)
+        limit = self.max_body_size
+        if limit:
+            if body_over_limit(environ.get("CONTENT_LENGTH"), limit):
+                return self.too_large(start_response, BODY_TOO_LARGE)
+            if not environ.get("CONTENT_LENGTH"):
+                environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"], limit)
+        try:
+            return self.app(environ, start_response)
+        except MaxSizeExceeded:
+            return self.too_large(start_response, BODY_TOO_LARGE, sys.exc_info())
+
+    def too_large(self, start_response: Callable[..., Any], text: str, exc_info: Any = None) -> list[bytes]:
+        body = text.encode()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        if self.may_close:
+            headers.append(("Connection", "close"))
+        if exc_info is None:
+            start_response(TOO_LARGE_STATUS, headers)
+        else:  # the app may have started a response already
+            start_response(TOO_LARGE_STATUS, headers, exc_info)
+        return [body]

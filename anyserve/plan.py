@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .apps import Site, build_site
-from .config import Config
-from .errors import AnyserveError, ConfigError
+from .apps import Site, build_site, wrap_site
+from .config import CHERRYPY_CONFIG, Config
+from .errors import AnyserveError, ConfigError, Unsupported
 from .loader import add_app_dir
 from .registry import choose_adapter, suggesting_others
 from .sockets import Listener, bind_listeners
@@ -26,6 +26,8 @@ from .tls import TLS, check_tls, make_adhoc_certificate
 
 if TYPE_CHECKING:
     from anyserve.adapters.base import Adapter
+
+    from .cherrypy_bridge import ExtraServer
 
 log = logging.getLogger("anyserve.tls")
 
@@ -45,6 +47,8 @@ class Plan:
     target: Any
     #: The app, imported here; None when each serving process imports it after the fork.
     site: Site | None
+    #: The app's other CherryPy servers (``cherrypy._cpserver.Server``), each a listener with its own TLS.
+    extra_servers: tuple[ExtraServer, ...] = ()
 
     @property
     def supervised(self) -> bool:
@@ -70,14 +74,17 @@ def prepare(config: Config, app: Any = None, *, owns_process: bool = False, chec
     if owns_process and here:
         adapter.prepare_process(config, settings)
     site = build_site(config, target, adapter) if here else None
-    config = with_cherrypy_address(config, site)
+    config, extras = with_cherrypy_config(config, site)
+    if site is not None and config.sources_matching(CHERRYPY_CONFIG):
+        wrap_site(site, config, adapter)
+    refuse_cherrypy_config(config, adapter, extras)
     if here or not (config.workers > 1 and not adapter.capabilities.workers):
         tls = load_tls(config, serving=not checking)  # after prepare_process: gevent and eventlet patch ssl first
     else:
         # Checked in each worker, once its server patched ssl; an --ssl-adhoc
         # certificate is made here, so that every worker serves the same one.
         config, tls = settings_for_workers(config)
-    return Plan(config, adapter, settings, tls, target, site)
+    return Plan(config, adapter, settings, tls, target, site, extras)
 
 
 def imports_app_here(config: Config, adapter: type[Adapter]) -> bool:
@@ -92,30 +99,82 @@ def imports_app_here(config: Config, adapter: type[Adapter]) -> bool:
     return config.workers <= 1
 
 
-def with_cherrypy_address(config: Config, site: Site | None) -> Config:
-    """*config* with ``server.socket_host``/``socket_port`` of the CherryPy config
-    as the address, when no -b/-i/-p gave one: from the app's own config when it
-    is loaded, else from the --cherrypy-config file."""
-    if any(config.is_set(name) for name in ("bind", "host", "port")):
-        return config
-    if site is not None:
-        address = site.bridge.bind_address() if site.bridge is not None else None
-    elif config.cherrypy_config and config.cherrypy is not False:
-        from .cherrypy_bridge import address_in_config_file
+def with_cherrypy_config(config: Config, site: Site | None) -> tuple[Config, tuple[ExtraServer, ...]]:
+    """*config* with the options the ``server.*`` keys of the CherryPy config give,
+    each where no source of the user's gave it (an address where no -b/-i/-p
+    did): from the app's own config when it is loaded, else from the
+    --cherrypy-config file; and the app's other CherryPy servers, as listeners."""
+    from .cherrypy_bridge import SOURCE, options_in_config_file
 
-        address = address_in_config_file(config.cherrypy_config)
+    if site is not None:
+        if site.bridge is None:
+            return config, ()
+        found, extras = site.bridge.server_options(), tuple(site.bridge.extra_servers)
+    elif config.cherrypy_config and config.cherrypy is not False:
+        found, extras = options_in_config_file(config.cherrypy_config), ()
     else:
-        address = None
-    return config.replace(host=address[0], port=address[1]) if address else config
+        return config, ()
+    for warning in found.warnings:
+        logging.getLogger("anyserve.cherrypy").warning("%s", warning)
+    changes: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option, (value, key) in found.options.items():
+        given = ("bind", "host", "port") if option == "bind" else (option,)
+        if not any(config.is_set(name) for name in given):
+            changes[option], sources[option] = value, SOURCE.format(key)
+    address_given = any(config.is_set(name) for name in ("bind", "host", "port", "tls_bind")) or "bind" in changes
+    if extras and not address_given and site is not None and site.bridge is not None and not site.bridge.main_server:
+        # The app serves on its own servers only (it unsubscribed cherrypy.server):
+        # the first one's address is the main listener's, the others come after it.
+        first, extras = extras[0], extras[1:]
+        changes["bind"], sources["bind"] = [first.bind], f"{CHERRYPY_CONFIG} ({first.name})"
+        if first.tls is not None and not config.tls:
+            tls = {"certfile": first.tls.certfile, "keyfile": first.tls.keyfile, "ca_certs": first.tls.ca_certs}
+            for option, value in tls.items():
+                if value is not None:
+                    changes[option], sources[option] = value, sources["bind"]
+    return (config.replace(sources=sources, **changes) if changes else config), extras
+
+
+def refuse_cherrypy_config(config: Config, adapter: type[Adapter], extras: tuple[ExtraServer, ...]) -> None:
+    """Have the server refuse what the app's CherryPy config asks for and it cannot
+    do (chosen before the app was imported), naming the key and the servers that can."""
+    if not config.sources_matching(CHERRYPY_CONFIG) and not extras:
+        return
+    with suggesting_others(adapter.name):
+        adapter.refuse(config)
+        certificates = {extra.tls for extra in extras if extra.tls is not None}
+        if certificates and not adapter.capabilities.tls:
+            raise Unsupported(f"{adapter.name} cannot serve TLS ({extras[0].name} has a certificate)", "tls")
+        if extras and not adapter.capabilities.tls_mixed and len({extra.tls for extra in extras} | {None}) > 1:
+            raise Unsupported(
+                f"{adapter.name} serves one TLS setting on all its listeners, so it cannot serve the app's other "
+                f"CherryPy servers ({', '.join(extra.name for extra in extras)}) with their own",
+                "tls_mixed",
+            )
+    for extra in extras:
+        if extra.tls is not None:
+            try:
+                check_tls(extra.tls)
+            except ConfigError as exc:
+                raise ConfigError(f"{extra.name}: {exc}") from None
 
 
 def bind(plan: Plan) -> list[Listener]:
     """Bind the listeners, mark those that serve TLS, and have the server refuse
-    the ones it cannot serve on (a unix socket systemd passed, say)."""
+    the ones it cannot serve on (a unix socket systemd passed, say). The app's
+    other CherryPy servers come last, each with its own TLS."""
     config = plan.config
     listeners = bind_listeners(config.listen, backlog=config.backlog, uds_mode=config.uds_mode)
     try:
         mark_tls(listeners, config, plan.tls)
+        if plan.extra_servers:
+            extra = bind_listeners(
+                [server.bind for server in plan.extra_servers], backlog=config.backlog, uds_mode=config.uds_mode
+            )
+            for listener, server in zip(extra, plan.extra_servers, strict=True):
+                listener.tls = server.tls
+                listeners.append(listener)
         with suggesting_others(plan.adapter.name):
             plan.adapter.refuse_listeners(config, listeners)
     except BaseException:

@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .apps import Site, build_site
-from .config import Config
+from .config import CHERRYPY_CONFIG, Config
 from .errors import AnyserveError
 from .lifecycle import Lifecycle
 from .loader import DeferredApp, load_callable
@@ -116,17 +116,29 @@ class Server:
         return self._served
 
     def _check_address(self, site: Site) -> None:
-        """The app imported after the listeners were bound (in each worker) may ask
-        for an address of its own that the plan could not know."""
-        address = site.bridge.bind_address() if site.bridge is not None else None
-        if address and not any(self.config.is_set(name) for name in ("bind", "host", "port")):
-            if (address[0], address[1]) != (self.config.host, self.config.port):
-                log.warning(
-                    "The CherryPy config asks for %s:%s, but the listeners were bound before the app was "
-                    "imported (in each worker); serving on %s. Give the address with -b, or use --preload",
-                    *address,
-                    ", ".join(self.urls),
-                )
+        """The app imported after the listeners were bound (in each worker) may ask,
+        in its CherryPy config, for an address or settings the plan could not know."""
+        if site.bridge is None:
+            return
+        late = []
+        for option, (value, key) in site.bridge.server_options().options.items():
+            given = ("bind", "host", "port") if option == "bind" else (option,)
+            if any(
+                self.config.is_set(name) and CHERRYPY_CONFIG not in (self.config.source(name) or "") for name in given
+            ):
+                continue
+            if (value if option != "bind" else value[0]) != (
+                getattr(self.config, option) if option != "bind" else self.config.listen[0]
+            ):
+                late.append(f"server.{key}")
+        late += [server.name for server in site.bridge.extra_servers]
+        if late:
+            log.warning(
+                "The app's CherryPy config asks for %s, but the listeners were bound before the app was "
+                "imported (in each worker); not applied. Give them as options (or with --cherrypy-config), "
+                "or use --preload",
+                ", ".join(late),
+            )
 
     # -- what it is -----------------------------------------------------------------
 

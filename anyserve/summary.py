@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from .config import COMBINED_LOG_FORMAT
+from .config import CHERRYPY_CONFIG, COMBINED_LOG_FORMAT
 from .errors import BindError
 from .plan import Plan
 from .sockets import Listener, parse_bind
@@ -30,12 +30,19 @@ def summary(plan: Plan, listeners: list[Listener], *, serving: bool) -> list[str
     lines += [f"vhost: {host} = {_app(plan, spec)}" for host, spec in config.vhost.items()]
     lines.append(f"server: {plan.adapter.described()}, {process_model(plan)}")
     urls = [listener.url() if serving else _checked(listener) for listener in listeners]
-    lines += [f"Listening on {url}" if serving else f"listen: {url}" for url in urls]
-    if plan.tls is not None:
-        tls = [url for url, listener in zip(urls, listeners, strict=True) if listener.tls is not None]
-        where = "every listener" if len(tls) == len(listeners) else ", ".join(tls)
-        source = "self-signed for localhost (--ssl-adhoc)" if plan.tls.adhoc else plan.tls.certfile
-        lines.append(f"tls: {source} on {where}; client certificates: {plan.tls.cert_reqs}")
+    # The app's other CherryPy servers: the listeners bound last, for their addresses.
+    extra = {
+        len(listeners) - len(plan.extra_servers) + index: server.name for index, server in enumerate(plan.extra_servers)
+    }
+    for index, url in enumerate(urls):
+        shown = f"{url} ({extra[index]})" if index in extra else url
+        lines.append(f"Listening on {shown}" if serving else f"listen: {shown}")
+    for tls in dict.fromkeys(listener.tls for listener in listeners if listener.tls is not None):
+        served = [url for url, listener in zip(urls, listeners, strict=True) if listener.tls == tls]
+        where = "every listener" if len(served) == len(listeners) else ", ".join(served)
+        source = "self-signed for localhost (--ssl-adhoc)" if tls.adhoc else tls.certfile
+        lines.append(f"tls: {source} on {where}; client certificates: {tls.cert_reqs}")
+    lines += [f"option: {line}" for line in config.described_sources() if CHERRYPY_CONFIG in line]
     lines.append(f"access log: {access_log(config.access_log, config.access_log_format)}")
     return lines
 
