@@ -62,6 +62,9 @@ class Deviations:
     no_chunked_request: bool = False  # hands a chunked upload to the app undecoded
     last_repeated_header: bool = False  # of a repeated request header the app sees the last value only
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
+    respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
+    no_chunk_extensions_or_trailers: bool = False  # refuses a chunked body with chunk extensions or trailers
+    bare_bad_request: bool = False  # answers a request it cannot parse with a bare 400: no body says why
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""

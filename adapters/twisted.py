@@ -12,6 +12,7 @@ process; to serve from a reactor you already run, use ``anyserve.embed``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import socket
 from collections.abc import Callable
@@ -20,9 +21,10 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
+from anyserve.middleware import header_environ, path_info
 from anyserve.sockets import Listener
 
-from .base import Capabilities, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
@@ -44,6 +46,8 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+    # Twisted answers a request it cannot parse with a bare 400.
+    deviations = Deviations(bare_bad_request=True)
     loggers = ("twisted",)
 
     @classmethod
@@ -151,8 +155,12 @@ class TwistedServing(LoopServing):
                     # Twisted's WSGI environ wants a host and port of both ends,
                     # which a unix socket has not: empty, as other servers leave them.
                     request.client = request.host = IPv4Address("TCP", "", 0)
+                request.responseHeaders = _as_spelled()(dict(request.responseHeaders.getAllRawHeaders()))
                 response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
-                response.environ["wsgi.input_terminated"] = True
+                environ = response.environ
+                for key in [key for key in environ if key.startswith("HTTP_")]:
+                    del environ[key]  # made again by _environ_fixes, less HTTP_CONTENT_TYPE/LENGTH
+                environ.update(_environ_fixes(request))
                 response.start()
                 return NOT_DONE_YET
 
@@ -238,6 +246,50 @@ class TwistedServing(LoopServing):
         if trigger is not None:
             self.reactor.removeSystemEventTrigger(trigger)
             self.reactor.threadpoolShutdownID = None
+
+
+def _environ_fixes(request: Any) -> dict[str, Any]:
+    """What anyserve changes in twisted.web's WSGI environ. Twisted builds
+    PATH_INFO from the path less its first character, whatever it is (a target
+    ``http://host/p`` becomes ``/ttp://host/p``), with %2F decoded; it joins a
+    repeated header's values with ",", gives Content-Type and Content-Length
+    as HTTP_ variables too, and no REQUEST_URI."""
+    fixes: dict[str, Any] = {
+        # The resource is the root: the whole path is PATH_INFO.
+        "PATH_INFO": path_info(request.path),
+        "REQUEST_URI": request.uri.decode("latin-1"),
+        "wsgi.input_terminated": True,
+    }
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1").replace("\n", " "))
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        for value in values
+    ]
+    fixes.update(header_environ(headers))
+    return fixes
+
+
+@functools.cache
+def _as_spelled() -> type:
+    """Response headers that Twisted writes with their names as the app spelled
+    them: its Headers would write "X-All-Caps" for "X-ALL-CAPS"."""
+    from twisted.web.http_headers import Headers
+
+    class AsSpelled(Headers):  # type: ignore[misc]
+        def __init__(self, *args: Any) -> None:
+            self.spelled: dict[bytes, bytes] = {}
+            super().__init__(*args)
+
+        def addRawHeader(self, name: str | bytes, value: str | bytes) -> None:
+            raw = name.encode("latin-1") if isinstance(name, str) else name
+            self.spelled.setdefault(raw.lower(), raw)
+            super().addRawHeader(name, value)
+
+        def getAllRawHeaders(self) -> Any:
+            for name, values in super().getAllRawHeaders():
+                yield self.spelled.get(name.lower(), name), values
+
+    return AsSpelled
 
 
 def _channel(protocol: Any) -> Any:

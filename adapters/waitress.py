@@ -14,7 +14,7 @@ from typing import Any
 from anyserve.config import to_bool, to_int, to_str
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import POLL, Drain
 from .threaded import ThreadedAdapter
 
@@ -31,6 +31,8 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
+    # waitress writes each response header name capitalized its own way (Www-Authenticate).
+    deviations = Deviations(respelled_header_names=True)
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),

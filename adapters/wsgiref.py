@@ -59,6 +59,11 @@ class WsgirefAdapter(SocketServerAdapter):
             pass
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            def get_environ(self) -> dict[str, Any]:
+                environ = super().get_environ()
+                environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
+                return environ
+
             def address_string(self) -> str:
                 return self.client_address[0] or "unix"
 

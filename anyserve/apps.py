@@ -13,7 +13,18 @@ from .config import Config
 from .errors import AnyserveError, ConfigError
 from .loader import load_app
 from .logs import ACCESS_LOGGER
-from .middleware import AccessLog, EnvironFlags, HeadWithoutBody, Mounts, Profiler, ProxyHeaders, RootPath, VirtualHosts
+from .middleware import (
+    AccessLog,
+    ContentLengthGuard,
+    EnvironFlags,
+    HeadWithoutBody,
+    Mounts,
+    Profiler,
+    ProxyHeaders,
+    RequestTarget,
+    RootPath,
+    VirtualHosts,
+)
 
 WSGIApp = Callable[..., Any]
 
@@ -95,10 +106,12 @@ def build_site(config: Config, target: Any, adapter: Any) -> Site:
 def wrap(
     app: WSGIApp, config: Config, *, head_without_body: bool, environ_flags: dict[str, Any] | None = None
 ) -> WSGIApp:
-    """The middleware the options ask for, outermost first: the WSGI flags the
-    server gets wrong, the access log (it sees the request as it came and the
-    client after the proxy headers), the proxy headers, HEAD without a body (for
-    servers that would send one), the profiler, the root path."""
+    """The middleware the options ask for, and the one every server gets,
+    outermost first: the WSGI flags the server gets wrong, the request target
+    read the same on every server, the access log (it sees the request as it
+    came and the client after the proxy headers), the proxy headers, HEAD
+    without a body (for servers that would send one), no body longer than its
+    Content-Length, the profiler, the root path."""
     if config.root_path:
         app = RootPath(app, config.root_path)
     if config.profile is not None:
@@ -107,12 +120,14 @@ def wrap(
         except OSError as exc:
             raise ConfigError(f"--profile: cannot create the directory {config.profile}: {exc.strerror}") from None
         app = Profiler(app, config.profile)
+    app = ContentLengthGuard(app)
     if not head_without_body:
         app = HeadWithoutBody(app)
     if config.proxy_headers:
         app = ProxyHeaders(app, config.forwarded_allow_ips.split(","))
     if config.access_log is not None:
         app = AccessLog(app, config.access_log_format, logging.getLogger(ACCESS_LOGGER))
+    app = RequestTarget(app)
     if environ_flags:
         app = EnvironFlags(app, environ_flags)
     return app

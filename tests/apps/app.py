@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 StartResponse = Callable[..., Any]
 CLOSES = {"count": 0}
 _lock = threading.Lock()
+_called = threading.local()
 
 
 def pattern(size: int) -> Iterator[bytes]:
@@ -48,10 +49,31 @@ class Closing:
             CLOSES["count"] += 1
 
 
+class OnThread:
+    """A streamed body whose close() records whether it runs on the thread (or
+    greenlet) that called the app, where a threaded server runs it, and an app
+    keeping the request in thread-locals (CherryPy) needs it."""
+
+    def __init__(self, token: object, mark: str) -> None:
+        self.token = token
+        self.mark = mark
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first "
+        time.sleep(0.02)  # requests side by side: a server may ask other threads for the rest
+        yield b"second"
+
+    def close(self) -> None:
+        same = getattr(_called, "token", None) is self.token
+        with open(self.mark + ".part", "w") as fh:
+            fh.write(json.dumps(same))
+        os.replace(self.mark + ".part", self.mark)
+
+
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
     query = {key: values[-1] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
-    if path == "/echo" or path.startswith("/caf"):
+    if path == "/echo" or path.startswith(("/caf", "/echo/")) or environ.get("REQUEST_METHOD") == "CONNECT":
         body = read_body(environ)
         report = {
             "method": environ["REQUEST_METHOD"],
@@ -59,6 +81,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "script_name": environ.get("SCRIPT_NAME", ""),
             "query_string": environ.get("QUERY_STRING", ""),
             "x_dup": environ.get("HTTP_X_DUP"),
+            "host": environ.get("HTTP_HOST"),
             "content_length": environ.get("CONTENT_LENGTH"),
             "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
             "length": len(body),
@@ -88,6 +111,20 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/closing":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
         return Closing(b"closing")
+    if path == "/same-thread":
+        _called.token = token = object()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return OnThread(token, query["mark"])
+    if path == "/spelled":
+        body = b"spelled"
+        start_response(
+            "200 OK",
+            [("WWW-Authenticate", 'Basic realm="x"'), ("X-ALL-CAPS", "1"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+    if path == "/overlong":  # a body longer than the Content-Length it declares
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"I have too many bytes"]
     if path == "/close-count":
         with _lock:
             count = CLOSES["count"]
