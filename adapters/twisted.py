@@ -46,8 +46,9 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
-    # Twisted answers a request it cannot parse with a bare 400.
-    deviations = Deviations(bare_bad_request=True)
+    # Twisted answers a request it cannot parse with a bare 400, and decides whether
+    # a connection stays open before the response's length is known: never for HTTP/1.0.
+    deviations = Deviations(bare_bad_request=True, no_http10_keep_alive=True)
     loggers = ("twisted",)
 
     @classmethod
@@ -160,12 +161,21 @@ class TwistedServing(LoopServing):
                 environ = response.environ
                 for key in [key for key in environ if key.startswith("HTTP_")]:
                     del environ[key]  # made again by _environ_fixes, less HTTP_CONTENT_TYPE/LENGTH
-                environ.update(_environ_fixes(request))
+                for key, value in _environ_fixes(request).items():
+                    if value is None:
+                        environ.pop(key, None)
+                    else:
+                        environ[key] = value
                 response.start()
                 return NOT_DONE_YET
 
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
-        resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
+        app = self.app
+
+        def closing_app(environ: dict[str, Any], start_response: Any) -> Any:
+            return _ClosedOnError(app(environ, start_response))
+
+        resource = Resource(self.reactor, self.reactor.getThreadPool(), closing_app)
 
         class CountingSite(Site):
             """Counts the requests in flight, and knows the open connections."""
@@ -266,7 +276,33 @@ def _environ_fixes(request: Any) -> dict[str, Any]:
         for value in values
     ]
     fixes.update(header_environ(headers))
+    # Twisted gives both, empty when the request has no such header: the app
+    # would see a Content-Type it was not sent and miss a Content-Length it was not.
+    fixes.setdefault("CONTENT_TYPE", None)
+    fixes.setdefault("CONTENT_LENGTH", None)
     return fixes
+
+
+class _ClosedOnError:
+    """The app's response, closed when its iteration raises: Twisted calls close()
+    only when the iteration ends well (PEP 3333 wants it called either way, and
+    CherryPy runs its on_end_request hooks in it)."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.closed = False
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self.result
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self.closed and hasattr(self.result, "close"):
+            self.closed = True
+            self.result.close()
 
 
 @functools.cache

@@ -49,6 +49,21 @@ class Closing:
             CLOSES["count"] += 1
 
 
+class RaisingBody:
+    """A streamed body that fails after its first chunk; its close() leaves *mark*."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first chunk\n"
+        raise RuntimeError("conformance-app-error-in-body")
+
+    def close(self) -> None:
+        with open(self.mark, "w"):
+            pass
+
+
 class OnThread:
     """A streamed body whose close() records whether it runs on the thread (or
     greenlet) that called the app, where a threaded server runs it, and an app
@@ -83,6 +98,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "x_dup": environ.get("HTTP_X_DUP"),
             "host": environ.get("HTTP_HOST"),
             "content_length": environ.get("CONTENT_LENGTH"),
+            "content_type": environ.get("CONTENT_TYPE"),
             "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
@@ -115,6 +131,9 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         _called.token = token = object()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return OnThread(token, query["mark"])
+    if path == "/raise-in-body":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return RaisingBody(query["mark"])
     if path == "/spelled":
         body = b"spelled"
         start_response(

@@ -205,6 +205,23 @@ def test_keep_alive(served: Running) -> None:
             assert is_closed(reader), "the server neither kept the connection for a second request nor closed it"
 
 
+def test_http10_keep_alive_when_asked(served: Running) -> None:
+    ask = b"GET /echo?%s HTTP/1.0\r\nHost: conformance\r\nConnection: Keep-Alive\r\n\r\n"
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(ask % b"first")
+        first = read_response(reader)
+        assert first.status == 200, first
+        devs = deviations(served.server)
+        if not (devs.no_keep_alive or devs.no_http10_keep_alive):
+            # RFC 9112 section 9.3 and appendix C.2.2: a 1.0 client asks, the server says it keeps it.
+            assert first.header("connection").lower() == "keep-alive", first.head
+            sock.sendall(ask % b"second")
+            assert json.loads(read_response(reader).body)["query_string"] == "second"
+        else:  # declared: closed after the response
+            assert "keep-alive" not in first.header("connection").lower(), first.head
+            assert is_closed(reader), "the server neither kept the HTTP/1.0 connection nor closed it"
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"GARBAGE\r\n\r\n", b"GET /echo HTTX/1.1\r\nHost: conformance\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"],
@@ -289,6 +306,30 @@ def test_close_runs_on_the_thread_that_called_the_app(served: Running, tmp_path:
         time.sleep(0.02)
     elsewhere = [mark.name for mark in marks if json.loads(mark.read_text()) is not True]
     assert not elsewhere, f"close() ran on another thread than the app's call: {elsewhere}"
+
+
+def test_close_is_called_when_the_body_fails(served: Running, tmp_path: Path) -> None:
+    # PEP 3333: close() either way; CherryPy runs its on_end_request hooks there.
+    mark = tmp_path / "closed"
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", f"/raise-in-body?mark={mark}", "Connection: close"))
+        reader.read()  # a cut response, whatever its framing
+    deadline = time.monotonic() + 5
+    while not mark.exists():
+        assert time.monotonic() < deadline, "close() was not called after the body raised"
+        time.sleep(0.02)
+    assert echo(served.url)["method"] == "GET"
+
+
+def test_absent_content_headers_are_absent(served: Running) -> None:
+    # CherryPy answers 411 to a POST without Content-Length, and tells a missing Content-Type from an empty one.
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", "/echo"))
+        report = json.loads(read_response(reader).body)
+    if not deviations(served.server).made_up_content_type:
+        assert (report["content_type"], report["content_length"]) == (None, None), report
+    else:  # declared: http.server's text/plain, and eventlet's empty CONTENT_LENGTH
+        assert report["content_type"] == "text/plain" and report["content_length"] in (None, ""), report
 
 
 def test_host_header_reaches_the_app_as_sent(served: Running) -> None:
