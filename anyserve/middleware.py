@@ -159,6 +159,10 @@ class ContentLengthGuard:
         result = self.app(environ, exchange.start_response)
         if exchange.called and exchange.declared is None:
             return result  # no Content-Length: nothing to hold the body to
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
+            exchange.commit()  # the server's own (sendfile, say): left to it
+            return result
         if isinstance(result, (list, tuple)) and exchange.declared is not None:
             if exchange.sent + sum(len(chunk) for chunk in result) <= exchange.declared:
                 exchange.commit()

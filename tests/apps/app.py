@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -141,6 +142,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             [("WWW-Authenticate", 'Basic realm="x"'), ("X-ALL-CAPS", "1"), ("Content-Length", str(len(body)))],
         )
         return [body]
+    if path == "/wrapped":  # the server's wsgi.file_wrapper, where it has one
+        size = int(query.get("size", "0"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        body = io.BytesIO(b"".join(pattern(size)))
+        wrapper = environ.get("wsgi.file_wrapper")
+        return wrapper(body, 65536) if wrapper is not None else iter(lambda: body.read(65536), b"")
     if path == "/overlong":  # a body longer than the Content-Length it declares
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"I have too many bytes"]

@@ -286,6 +286,12 @@ def test_body_longer_than_its_content_length(served: Running) -> None:
     assert echo(served.url)["method"] == "GET"
 
 
+def test_file_wrapper_response(served: Running) -> None:
+    response = fetch(served.url, f"/wrapped?size={MiB + 3}")
+    assert response.status == 200
+    assert digest(response.body) == digest(b"".join(pattern(MiB + 3)))
+
+
 def test_close_runs_on_the_thread_that_called_the_app(served: Running, tmp_path: Path) -> None:
     # CherryPy keeps the request in thread-locals from the app's call to its close().
     marks = [tmp_path / f"closed-{number}" for number in range(8)]
