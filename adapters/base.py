@@ -66,6 +66,7 @@ class Deviations:
     respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
     no_chunk_extensions_or_trailers: bool = False  # refuses a chunked body with chunk extensions or trailers
     bare_bad_request: bool = False  # answers a request it cannot parse with a bare 400: no body says why
+    waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request waits for its timeout
     made_up_content_type: bool = False  # gives the app a Content-Type (text/plain) the request did not have
 
     def names(self) -> list[str]:

@@ -46,9 +46,10 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
-    # Twisted answers a request it cannot parse with a bare 400, and decides whether
-    # a connection stays open before the response's length is known: never for HTTP/1.0.
-    deviations = Deviations(bare_bad_request=True, no_http10_keep_alive=True)
+    # Twisted answers a request it cannot parse with a bare 400, waits for a CRLF when
+    # a request's lines end in a bare LF, and decides whether a connection stays open
+    # before the response's length is known: never for HTTP/1.0.
+    deviations = Deviations(bare_bad_request=True, no_http10_keep_alive=True, waits_on_bare_lf=True)
     loggers = ("twisted",)
 
     @classmethod

@@ -31,8 +31,9 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
-    # waitress writes each response header name capitalized its own way (Www-Authenticate).
-    deviations = Deviations(respelled_header_names=True)
+    # waitress writes each response header name capitalized its own way (Www-Authenticate),
+    # and waits for a CRLF when a request's lines end in a bare LF.
+    deviations = Deviations(respelled_header_names=True, waits_on_bare_lf=True)
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),

@@ -222,6 +222,20 @@ def test_http10_keep_alive_when_asked(served: Running) -> None:
             assert is_closed(reader), "the server neither kept the HTTP/1.0 connection nor closed it"
 
 
+def test_request_with_bare_lf_line_ends(served: Running) -> None:
+    # RFC 9112 section 2.2: a server may read a bare LF as a line end, or refuse the request.
+    request = b"GET /echo?lf HTTP/1.1\nHost: conformance\nConnection: close\n\n"
+    with raw_connection(served.url, timeout=3) as (sock, reader):
+        sock.sendall(request)
+        if not deviations(served.server).waits_on_bare_lf:
+            response = read_response(reader)
+            assert response.status in (200, 400), response
+        else:  # declared: it waits for a CRLF that does not come
+            with pytest.raises(TimeoutError):
+                reader.readline()
+    assert echo(served.url)["method"] == "GET"
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"GARBAGE\r\n\r\n", b"GET /echo HTTX/1.1\r\nHost: conformance\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"],
