@@ -59,9 +59,15 @@ class Deviations:
 
     one_request_at_a_time: bool = False  # a slow request holds up every other one
     no_keep_alive: bool = False  # closes the connection after every response
+    no_http10_keep_alive: bool = False  # closes an HTTP/1.0 connection even when the client asks to keep it
     no_chunked_request: bool = False  # hands a chunked upload to the app undecoded
     last_repeated_header: bool = False  # of a repeated request header the app sees the last value only
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
+    respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
+    no_chunk_extensions_or_trailers: bool = False  # refuses a chunked body with chunk extensions or trailers
+    bare_bad_request: bool = False  # answers a request it cannot parse with a bare 400: no body says why
+    waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request waits for its timeout
+    made_up_content_type: bool = False  # gives the app a Content-Type (text/plain) the request did not have
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""

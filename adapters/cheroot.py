@@ -89,6 +89,19 @@ def use_tls(server: Any, listener: Listener) -> None:
     server.ConnectionClass = Connection
 
 
+def read_targets_as_cherrypy(server: Any) -> None:
+    """Have *server* read request targets as it does under CherryPy (proxy mode):
+    an absolute-form target is served, its path as PATH_INFO, and CONNECT
+    host:port reaches the app; without it cheroot refuses both itself."""
+    from cheroot.server import HTTPRequest
+
+    class Request(HTTPRequest):  # type: ignore[misc]
+        def __init__(self, server: Any, conn: Any) -> None:
+            super().__init__(server, conn, proxy_mode=True)
+
+    server.ConnectionClass = type("Connection", (server.ConnectionClass,), {"RequestHandlerClass": Request})
+
+
 class CherootAdapter(ThreadedAdapter):
     name = "cheroot"
     requires = ("cheroot",)
@@ -148,6 +161,7 @@ class CherootAdapter(ThreadedAdapter):
             server.listener = listener
             if listener.tls is not None:
                 use_tls(server, listener)
+            read_targets_as_cherrypy(server)
             server.prepare()
             servers.append(server)
         return servers

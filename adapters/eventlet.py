@@ -24,7 +24,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -72,6 +72,9 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
+    # eventlet writes each response header name capitalized its own way (Www-Authenticate),
+    # and gives the app http.server's text/plain when the request has no Content-Type.
+    deviations = Deviations(respelled_header_names=True, made_up_content_type=True)
     loggers = ("eventlet",)
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),

@@ -23,7 +23,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -43,6 +43,8 @@ class GeventAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    # gevent answers a request it cannot parse with a bare 400.
+    deviations = Deviations(bare_bad_request=True)
     loggers = ("gevent",)
     options = {
         "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
@@ -140,6 +142,11 @@ class GeventServing(LoopServing):
                     connections.close(self.socket)  # end the keep-alive loop, and the connection
                     return None
                 return super().handle_one_request()
+
+            def get_environ(self) -> Any:
+                environ = super().get_environ()
+                environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
+                return environ
 
             def handle(self) -> None:
                 sock = self.socket

@@ -11,16 +11,17 @@ IOLoop drives the Lifecycle (a PeriodicCallback for ``tick``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
-from anyserve.middleware import body_over_limit, too_large_response
+from anyserve.middleware import body_over_limit, header_environ, path_info, too_large_response
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import Drain
 from .eventloop import AsyncioLoop, EventLoopAdapter, LoopServing
 
@@ -42,6 +43,9 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    # Tornado parses the request itself: a chunk extension or a trailer field is a 400, and so is
+    # a request it cannot parse, with no body saying why.
+    deviations = Deviations(no_chunk_extensions_or_trailers=True, bare_bad_request=True)
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
@@ -69,40 +73,33 @@ class TornadoServing(LoopServing):
         super().__init__(*args)
         from concurrent.futures import ThreadPoolExecutor
 
-        from tornado.wsgi import WSGIContainer
-
         self.executor = ThreadPoolExecutor(
             self.config.threads or DEFAULT_THREADS, thread_name_prefix="anyserve-tornado"
         )
-        # Tornado's container is used for its environ() only; the app runs through _respond.
-        self._container = WSGIContainer(self.app, executor=self.executor)
         self.in_flight = 0
         self.streams: dict[Any, str] = {}  # IOStream -> fresh, busy or idle
         self._servers = self._make_servers()
 
     def _make_servers(self) -> list[tuple[Any, list[Any]]]:
         from tornado.httpserver import HTTPServer
+        from tornado.httputil import HTTPServerConnectionDelegate
 
         streams = self.streams
-        limit = self.config.max_body_size
+        serving = self
 
         class Server(HTTPServer):  # type: ignore[misc]
             def handle_stream(self, stream: Any, address: Any) -> None:
                 streams[stream] = "fresh"
                 super().handle_stream(stream, address)
 
+        class Gateway(HTTPServerConnectionDelegate):  # type: ignore[misc]
             def start_request(self, server_conn: Any, request_conn: Any) -> Any:
-                # Called as soon as the previous response is sent, before the next
-                # request comes: the connection is busy once that one's head has.
-                delegate = super().start_request(server_conn, request_conn)
-                return _Arriving(
-                    delegate, lambda: streams.__setitem__(request_conn.stream, "busy"), request_conn, limit
-                )
+                return _Request(serving, request_conn)
 
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
         for tls in dict.fromkeys(listener.tls for listener in self.listeners):
-            server = Server(self.handle, ssl_options=tls.context() if tls else None, **self.adapter.settings)
+            server = Server(Gateway(), ssl_options=tls.context() if tls else None, **self.adapter.settings)
             servers.append((server, [listener.socket for listener in self.listeners if listener.tls == tls]))
         return servers
 
@@ -140,97 +137,141 @@ class TornadoServing(LoopServing):
 
     # -- the WSGI gateway --------------------------------------------------------
 
-    def handle(self, request: Any) -> None:
-        """HTTPServer's request callback: respond from a task on the IOLoop."""
+    def handle(self, request: _Request) -> None:
+        """A request has come whole: respond from a task on the IOLoop."""
         from tornado.ioloop import IOLoop
 
         self.in_flight += 1
         IOLoop.current().spawn_callback(self._respond, request)
 
-    async def _respond(self, request: Any) -> None:
+    async def _respond(self, request: _Request) -> None:
         loop = asyncio.get_running_loop()
         response = _Response(request)
-        result: Any = None
         try:
-            environ = self._container.environ(request)
-            # Tornado's container says True; anyserve's EnvironFlags says so when several processes serve.
-            environ["wsgi.multiprocess"] = False
-            environ["wsgi.input_terminated"] = True  # Tornado has read the whole body
-            result, chunk = await loop.run_in_executor(self.executor, _call_app, self.app, environ, response)
-            if isinstance(result, (list, tuple)):
-                response.pending.extend(result)  # the whole body is known: sent with a Content-Length
-            else:
-                while chunk is not _DONE:
-                    await response.write(chunk)
-                    chunk = await loop.run_in_executor(self.executor, next, response.iterator, _DONE)
-            await response.finish()
+            await loop.run_in_executor(self.executor, _run_app, self.app, request.environ, response, loop)
         except Exception:
             log.exception("error in the WSGI app for %s %s", request.method, request.uri)
             response.fail()
         finally:
-            if hasattr(result, "close"):
-                try:
-                    await loop.run_in_executor(self.executor, result.close)
-                except Exception:
-                    log.exception("error closing the WSGI app's response")
             self.in_flight -= 1
             stream = getattr(request.connection, "stream", None)
             if self.streams.get(stream) == "busy":
                 self.streams[stream] = "idle"
 
 
-class _Arriving:
-    """A request's delegate that calls *arrived* once the request's head has come.
+class _Request:
+    """Tornado's delegate for one request: it gathers the body, then hands the
+    request to the gateway with its WSGI environ.
 
-    Tornado reads a whole body before the app runs: a Content-Length over
-    --max-body-size is answered 413 here, at once, and the connection closed."""
+    Not Tornado's own adapter for a callable: that one makes an HTTPServerRequest,
+    which answers 400 to a Host header that is no host name (it is the app's to
+    judge) and parses a form or multipart body itself, answering 400 to one it
+    cannot parse, before the app sees it. Nor Tornado's WSGIContainer.environ,
+    which decodes %2F into a slash, joins a repeated header's values with "," and
+    gives no REQUEST_URI."""
 
-    def __init__(self, delegate: Any, arrived: Callable[[], object], connection: Any, limit: int) -> None:
-        self.delegate = delegate
-        self.arrived = arrived
+    def __init__(self, serving: TornadoServing, connection: Any) -> None:
+        self.serving = serving
         self.connection = connection
-        self.limit = limit
+        self.method = ""
+        self.uri = ""
+        self.environ: dict[str, Any] = {}
+        self._head: tuple[Any, Any] | None = None
+        self._chunks: list[bytes] = []
 
-    def headers_received(self, start_line: Any, headers: Any) -> Any:
-        self.arrived()
-        if body_over_limit(headers.get("Content-Length"), self.limit):
+    def headers_received(self, start_line: Any, headers: Any) -> None:
+        # Called as soon as the previous response is sent, before the next
+        # request comes: the connection is busy once that one's head has.
+        self.serving.streams[self.connection.stream] = "busy"
+        self.method, self.uri = start_line.method, start_line.path
+        if body_over_limit(headers.get("Content-Length"), self.serving.config.max_body_size):
+            # Tornado reads a whole body before the app runs: a Content-Length over
+            # --max-body-size is answered 413 here, at once, and the connection closed.
             stream = self.connection.stream
             stream.write(too_large_response()).add_done_callback(lambda _: stream.close())
-            return None
-        return self.delegate.headers_received(start_line, headers)
+            return
+        self._head = (start_line, headers)
 
-    def data_received(self, chunk: bytes) -> Any:
-        return self.delegate.data_received(chunk)
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
 
     def finish(self) -> None:
-        self.delegate.finish()
+        if self._head is None:  # refused at its head
+            return
+        self.environ = self._make_environ(*self._head)
+        self.serving.handle(self)
 
     def on_connection_close(self) -> None:
-        self.delegate.on_connection_close()
+        self._chunks.clear()
+
+    def _make_environ(self, start_line: Any, headers: Any) -> dict[str, Any]:
+        import sys
+        from io import BytesIO
+
+        context = self.connection.context  # its remote_ip and protocol are X-Real-Ip's with -o xheaders
+        protocol = getattr(context, "protocol", "http")
+        path, _, query = start_line.path.partition("?")
+        host = headers.get("Host", "")
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        environ = {
+            "REQUEST_METHOD": start_line.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path_info(path),
+            "QUERY_STRING": query,
+            "REQUEST_URI": start_line.path,
+            "REMOTE_ADDR": getattr(context, "remote_ip", None) or "",
+            "SERVER_NAME": name or "127.0.0.1",
+            "SERVER_PORT": port or ("443" if protocol == "https" else "80"),
+            "SERVER_PROTOCOL": start_line.version,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": protocol,
+            "wsgi.input": BytesIO(b"".join(self._chunks)),
+            "wsgi.input_terminated": True,  # Tornado has read the whole body
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,  # anyserve's EnvironFlags says so when several processes serve
+            "wsgi.run_once": False,
+        }
+        self._chunks.clear()
+        environ.update(header_environ(headers.get_all()))
+        return environ
 
 
-_DONE: Any = object()
+def _run_app(app: WSGIApp, environ: dict[str, Any], response: _Response, loop: asyncio.AbstractEventLoop) -> None:
+    """In a pool thread: the app's whole part of a request, its call, each chunk
+    of its body and its close(), on this one thread, as a threaded server runs
+    it: an app may keep the request in thread-locals from its call to its close()
+    (CherryPy's cherrypy.serving, whose on_end_request hooks run in close()).
+    The loop writes each chunk before the app is asked for the next one."""
 
+    def on_loop(write: Any) -> None:
+        asyncio.run_coroutine_threadsafe(write, loop).result()
 
-def _call_app(app: WSGIApp, environ: dict[str, Any], response: _Response) -> tuple[Any, Any]:
-    """In a pool thread: call the app and, unless it returned a list, take its first chunk."""
     result = app(environ, response.start_response)
-    if isinstance(result, (list, tuple)):
-        return result, _DONE
-    response.iterator = iter(result)
-    return result, next(response.iterator, _DONE)
+    try:
+        if isinstance(result, (list, tuple)):
+            response.pending.extend(result)  # the whole body is known: sent with a Content-Length
+        else:
+            for chunk in result:
+                on_loop(response.write(chunk))
+        on_loop(response.finish())
+    finally:
+        if hasattr(result, "close"):
+            try:
+                result.close()
+            except Exception:
+                log.exception("error closing the WSGI app's response")
 
 
 class _Response:
     """start_response for the app, and writing to Tornado's connection."""
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: _Request) -> None:
         self.request = request
         self.status = 0
         self.headers: list[tuple[str, str]] | None = None
         self.headers_sent = False
         self.pending: list[bytes] = []  # from the app's legacy write() callable
-        self.iterator: Any = None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -243,39 +284,40 @@ class _Response:
         return self.pending.append
 
     async def write(self, chunk: bytes) -> None:
-        if not self.headers_sent:
-            if not chunk and not self.pending:
-                return  # wait for a non-empty chunk before committing the headers
-            await self._send_headers()
         data = b"".join([*self.pending, chunk]) if self.pending else chunk
         self.pending.clear()
+        if not self.headers_sent:
+            if data:  # a non-empty chunk commits the headers
+                await self._send_headers(data)
+            return
         if data and self.request.method != "HEAD":
             await self.request.connection.write(data)
 
     async def finish(self) -> None:
-        if not self.headers_sent:
-            await self._send_headers(final=b"".join(self.pending))
-        elif self.pending and self.request.method != "HEAD":
-            await self.request.connection.write(b"".join(self.pending))
+        if self.headers_sent:
+            await self.write(b"")
+        else:
+            await self._send_headers(b"".join(self.pending), final=True)
         self.request.connection.finish()
 
-    async def _send_headers(self, final: bytes | None = None) -> None:
+    async def _send_headers(self, first: bytes, final: bool = False) -> None:
+        """The status line and headers, with the body's *first* bytes (all of it when *final*)."""
         from tornado import httputil, version
 
         if self.headers is None:
             raise RuntimeError("the WSGI app did not call start_response")
-        headers = httputil.HTTPHeaders()
+        headers = _as_spelled()()
         for key, value in self.headers:
             headers.add(key, value)
-        if final is not None and "Content-Length" not in headers and self.status not in (204, 304):
-            headers["Content-Length"] = str(len(final))  # the whole body is known
+        if final and "Content-Length" not in headers and self.status not in (204, 304):
+            headers["Content-Length"] = str(len(first))  # the whole body is known
         if "Server" not in headers:
             headers["Server"] = f"TornadoServer/{version}"
         self.headers_sent = True
-        start_line = httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason)
-        body = final if final and self.request.method != "HEAD" else None
-        await self.request.connection.write_headers(start_line, headers, chunk=body)
         self.pending.clear()
+        start_line = httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason)
+        body = first if first and self.request.method != "HEAD" else None
+        await self.request.connection.write_headers(start_line, headers, chunk=body)
 
     def fail(self) -> None:
         """The app raised: a 500 if nothing was sent yet, else cut the connection."""
@@ -292,3 +334,25 @@ class _Response:
             httputil.ResponseStartLine("HTTP/1.1", 500, "Internal Server Error"), headers, chunk=body
         )
         connection.finish()
+
+
+@functools.cache
+def _as_spelled() -> type:
+    """Response headers that Tornado writes with their names as the app spelled
+    them: HTTPHeaders would write "Www-Authenticate" for "WWW-Authenticate"."""
+    from tornado.httputil import HTTPHeaders
+
+    class AsSpelled(HTTPHeaders):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.spelled: dict[str, str] = {}
+            super().__init__()
+
+        def add(self, name: str, value: str) -> None:
+            self.spelled.setdefault(name.lower(), name)
+            super().add(name, value)
+
+        def get_all(self) -> Any:
+            for name, value in super().get_all():
+                yield self.spelled.get(name.lower(), name), value
+
+    return AsSpelled

@@ -12,6 +12,7 @@ process; to serve from a reactor you already run, use ``anyserve.embed``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import socket
 from collections.abc import Callable
@@ -20,10 +21,10 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
-from anyserve.middleware import body_over_limit, too_large_response
+from anyserve.middleware import body_over_limit, header_environ, path_info, too_large_response
 from anyserve.sockets import Listener
 
-from .base import Capabilities, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
@@ -45,6 +46,10 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+    # Twisted answers a request it cannot parse with a bare 400, waits for a CRLF when
+    # a request's lines end in a bare LF, and decides whether a connection stays open
+    # before the response's length is known: never for HTTP/1.0.
+    deviations = Deviations(bare_bad_request=True, no_http10_keep_alive=True, waits_on_bare_lf=True)
     loggers = ("twisted",)
 
     @classmethod
@@ -163,13 +168,26 @@ class TwistedServing(LoopServing):
                     # Twisted's WSGI environ wants a host and port of both ends,
                     # which a unix socket has not: empty, as other servers leave them.
                     request.client = request.host = IPv4Address("TCP", "", 0)
+                request.responseHeaders = _as_spelled()(dict(request.responseHeaders.getAllRawHeaders()))
                 response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
-                response.environ["wsgi.input_terminated"] = True
+                environ = response.environ
+                for key in [key for key in environ if key.startswith("HTTP_")]:
+                    del environ[key]  # made again by _environ_fixes, less HTTP_CONTENT_TYPE/LENGTH
+                for key, value in _environ_fixes(request).items():
+                    if value is None:
+                        environ.pop(key, None)
+                    else:
+                        environ[key] = value
                 response.start()
                 return NOT_DONE_YET
 
         self.reactor.suggestThreadPoolSize(self.config.threads or DEFAULT_THREADS)
-        resource = Resource(self.reactor, self.reactor.getThreadPool(), self.app)
+        app = self.app
+
+        def closing_app(environ: dict[str, Any], start_response: Any) -> Any:
+            return _ClosedOnError(app(environ, start_response))
+
+        resource = Resource(self.reactor, self.reactor.getThreadPool(), closing_app)
 
         class CountingSite(Site):
             """Counts the requests in flight, and knows the open connections."""
@@ -255,6 +273,76 @@ class TwistedServing(LoopServing):
         if trigger is not None:
             self.reactor.removeSystemEventTrigger(trigger)
             self.reactor.threadpoolShutdownID = None
+
+
+def _environ_fixes(request: Any) -> dict[str, Any]:
+    """What anyserve changes in twisted.web's WSGI environ. Twisted builds
+    PATH_INFO from the path less its first character, whatever it is (a target
+    ``http://host/p`` becomes ``/ttp://host/p``), with %2F decoded; it joins a
+    repeated header's values with ",", gives Content-Type and Content-Length
+    as HTTP_ variables too, and no REQUEST_URI."""
+    fixes: dict[str, Any] = {
+        # The resource is the root: the whole path is PATH_INFO.
+        "PATH_INFO": path_info(request.path),
+        "REQUEST_URI": request.uri.decode("latin-1"),
+        "wsgi.input_terminated": True,
+    }
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1").replace("\n", " "))
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        for value in values
+    ]
+    fixes.update(header_environ(headers))
+    # Twisted gives both, empty when the request has no such header: the app
+    # would see a Content-Type it was not sent and miss a Content-Length it was not.
+    fixes.setdefault("CONTENT_TYPE", None)
+    fixes.setdefault("CONTENT_LENGTH", None)
+    return fixes
+
+
+class _ClosedOnError:
+    """The app's response, closed when its iteration raises: Twisted calls close()
+    only when the iteration ends well (PEP 3333 wants it called either way, and
+    CherryPy runs its on_end_request hooks in it)."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.closed = False
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self.result
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self.closed and hasattr(self.result, "close"):
+            self.closed = True
+            self.result.close()
+
+
+@functools.cache
+def _as_spelled() -> type:
+    """Response headers that Twisted writes with their names as the app spelled
+    them: its Headers would write "X-All-Caps" for "X-ALL-CAPS"."""
+    from twisted.web.http_headers import Headers
+
+    class AsSpelled(Headers):  # type: ignore[misc]
+        def __init__(self, *args: Any) -> None:
+            self.spelled: dict[bytes, bytes] = {}
+            super().__init__(*args)
+
+        def addRawHeader(self, name: str | bytes, value: str | bytes) -> None:
+            raw = name.encode("latin-1") if isinstance(name, str) else name
+            self.spelled.setdefault(raw.lower(), raw)
+            super().addRawHeader(name, value)
+
+        def getAllRawHeaders(self) -> Any:
+            for name, values in super().getAllRawHeaders():
+                yield self.spelled.get(name.lower(), name), values
+
+    return AsSpelled
 
 
 def _channel(protocol: Any) -> Any:

@@ -15,7 +15,7 @@ from anyserve.config import to_bool, to_int, to_str
 from anyserve.middleware import BODY_TOO_LARGE, TOO_LARGE_STATUS
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import POLL, Drain
 from .threaded import ThreadedAdapter
 
@@ -33,6 +33,9 @@ class WaitressAdapter(ThreadedAdapter):
         unix=True,
     )
     app_may_close = False  # waitress refuses hop-by-hop headers from the app
+    # waitress writes each response header name capitalized its own way (Www-Authenticate),
+    # and waits for a CRLF when a request's lines end in a bare LF.
+    deviations = Deviations(respelled_header_names=True, waits_on_bare_lf=True)
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),

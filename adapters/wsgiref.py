@@ -31,7 +31,8 @@ class WsgirefAdapter(SocketServerAdapter):
         threads=True,
         unix=True,
     )
-    deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
+    # wsgiref gives the app http.server's text/plain when the request has no Content-Type.
+    deviations = Deviations(no_keep_alive=True, no_chunked_request=True, made_up_content_type=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
     loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
     app_may_close = False  # wsgiref refuses hop-by-hop headers; it closes after every response
@@ -60,6 +61,11 @@ class WsgirefAdapter(SocketServerAdapter):
             pass
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            def get_environ(self) -> dict[str, Any]:
+                environ = super().get_environ()
+                environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
+                return environ
+
             def address_string(self) -> str:
                 return self.client_address[0] or "unix"
 

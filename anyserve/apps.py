@@ -15,12 +15,14 @@ from .loader import load_app
 from .logs import ACCESS_LOGGER
 from .middleware import (
     AccessLog,
+    ContentLengthGuard,
     EnvironFlags,
     HeadWithoutBody,
     Mounts,
     Profiler,
     ProxyHeaders,
     RequestLimits,
+    RequestTarget,
     RootPath,
     UnixPorts,
     VirtualHosts,
@@ -118,10 +120,13 @@ def wrap(
     environ_flags: dict[str, Any] | None = None,
     app_may_close: bool = True,
 ) -> WSGIApp:
-    """The middleware the options ask for, outermost first: the WSGI flags the
-    server gets wrong, the ports on a unix socket, the access log (it sees the request as it came and the
-    client after the proxy headers), the proxy headers, the request size limits,
-    HEAD without a body (for servers that would send one), the profiler, the root path."""
+    """The middleware the options ask for, and the one every server gets,
+    outermost first: the WSGI flags the server gets wrong, the request target
+    read the same on every server, the ports on a unix socket, the access log
+    (it sees the request as it came and the client after the proxy headers), the
+    proxy headers, the request size limits, HEAD without a body (for servers
+    that would send one), no body longer than its Content-Length, the profiler,
+    the root path."""
     if config.root_path:
         app = RootPath(app, config.root_path)
     if config.profile is not None:
@@ -130,6 +135,7 @@ def wrap(
         except OSError as exc:
             raise ConfigError(f"--profile: cannot create the directory {config.profile}: {exc.strerror}") from None
         app = Profiler(app, config.profile)
+    app = ContentLengthGuard(app)
     if not head_without_body:
         app = HeadWithoutBody(app)
     if config.max_header_size or config.max_body_size:
@@ -140,6 +146,7 @@ def wrap(
         app = AccessLog(app, config.access_log_format, logging.getLogger(ACCESS_LOGGER))
     if any(spec.startswith("unix:") for spec in config.listen):
         app = UnixPorts(app)
+    app = RequestTarget(app)
     if environ_flags:
         app = EnvironFlags(app, environ_flags)
     return app

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 
 class RootPath:
@@ -61,6 +61,205 @@ class UnixPorts:
             if not str(environ.get(key, "")).isdigit():
                 environ[key] = ""
         return self.app(environ, start_response)
+
+
+class RequestTarget:
+    """The request target read the same on every server, as cheroot reads it for
+    CherryPy (RFC 9112 section 3.2): an absolute-form target (``GET http://host/p?q``)
+    gives PATH_INFO ``/p`` and QUERY_STRING ``q``; ``CONNECT host:port`` gives
+    PATH_INFO ``/host:port`` and anything else after CONNECT a 400; a target that
+    is neither a path nor absolute (``GET p``), or that carries a ``#fragment``,
+    a 400; ``%2F`` stays as it came in PATH_INFO (:func:`path_info`). Servers
+    leave these to the app, each its own way.
+
+    The target as sent is REQUEST_URI (RAW_URI for gunicorn, RAW_PATH_INFO for
+    eventlet) where the server gives it; else PATH_INFO, already decoded."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        problem = read_target(environ)
+        if problem is None:
+            return self.app(environ, start_response)
+        body = problem.encode("latin-1")
+        start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+#: cheroot's words for the targets it refuses, which CherryPy's users (and tests) read.
+NOT_AUTHORITY = "Invalid path in Request-URI: request-target must match authority-form."
+NOT_ORIGIN = (
+    "Invalid path in Request-URI: request-target must contain origin-form which starts with absolute-path "
+    '(URI starting with a slash "/").'
+)
+FRAGMENT = "Illegal #fragment in Request-URI."
+
+
+def read_target(environ: dict[str, Any]) -> str | None:
+    """Set PATH_INFO and QUERY_STRING of an absolute-form or CONNECT target as
+    :class:`RequestTarget` says; the reason a target is refused, or None."""
+    path = environ.get("PATH_INFO") or ""
+    method = environ.get("REQUEST_METHOD", "")
+    sent = environ.get("REQUEST_URI") or environ.get("RAW_URI") or environ.get("RAW_PATH_INFO")
+    if method == "CONNECT":
+        target = sent or path
+        authority = urlsplit("//" + target)
+        try:
+            port = authority.port
+        except ValueError:
+            port = None
+        if authority.netloc != target or not port or authority.path or authority.query or authority.fragment:
+            return NOT_AUTHORITY
+        environ["PATH_INFO"] = "/" + target
+        environ["QUERY_STRING"] = ""
+        return None
+    if sent is not None and "#" in sent and method != "OPTIONS":
+        return FRAGMENT
+    if sent is not None and sent.startswith("/") and ("%2F" in sent or "%2f" in sent):
+        # Most servers decode %2F into a slash; cheroot keeps it, so "/page%2Fname" stays one segment.
+        kept = path_info(sent.partition("?")[0])
+        script_name = environ.get("SCRIPT_NAME") or ""
+        if kept.startswith(script_name):
+            environ["PATH_INFO"] = path = kept[len(script_name) :]
+    if not path or path.startswith("/"):  # empty: the root of the app's mount point
+        return None
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        environ["PATH_INFO"] = parts.path if parts.path.startswith("/") else "/" + parts.path
+    elif method == "OPTIONS":  # OPTIONS * names no path
+        environ["PATH_INFO"] = "/" + path
+    else:
+        return NOT_ORIGIN
+    return None
+
+
+def path_info(path: str | bytes) -> str:
+    """PATH_INFO of the path part of a request target, decoded as cheroot decodes
+    it for CherryPy: each ``%XX`` but ``%2F``, which stays as it came, so that a
+    slash inside a segment does not split it (``/page%2Fname``)."""
+    raw = path.encode("latin-1") if isinstance(path, str) else path
+    parts = re.split(rb"%2[fF]", raw)
+    return b"%2F".join(unquote_to_bytes(part) for part in parts).decode("latin-1")
+
+
+def header_environ(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The CGI variables of the request's header fields: CONTENT_TYPE,
+    CONTENT_LENGTH and HTTP_*; a repeated field's values joined with ", " in the
+    order they came (RFC 9110 section 5.3, RFC 3875 section 4.1.18)."""
+    environ: dict[str, str] = {}
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        environ[key] = f"{environ[key]}, {value}" if key in environ else value
+    return environ
+
+
+#: cheroot's words for a body longer than its Content-Length, answered when nothing was sent.
+OVERLONG = b"The requested resource returned more bytes than the declared Content-Length."
+
+
+class ContentLengthGuard:
+    """Never send more of the app's body than the Content-Length it declared:
+    some servers would send the rest, which a keep-alive client reads as the
+    start of the next response. The app's headers reach the server with its
+    first chunk (as the server would send them): when that chunk already goes
+    over, a 500 says why instead, as cheroot answers it; past that, the body is
+    cut at the declared length. Either way the error is logged."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        exchange = _Declared(environ, start_response)
+        result = self.app(environ, exchange.start_response)
+        if exchange.called and exchange.declared is None:
+            return result  # no Content-Length: nothing to hold the body to
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
+            exchange.commit()  # the server's own (sendfile, say): left to it
+            return result
+        if isinstance(result, (list, tuple)) and exchange.declared is not None:
+            if exchange.sent + sum(len(chunk) for chunk in result) <= exchange.declared:
+                exchange.commit()
+                return result
+        return exchange.guard(result)
+
+
+class _Declared:
+    """One response under :class:`ContentLengthGuard`: its headers, held until
+    the first chunk, and the bytes sent of the Content-Length it declared."""
+
+    def __init__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
+        self.environ = environ
+        self.server_start_response = start_response
+        self.called = False
+        self.declared: int | None = None
+        self.held: tuple[str, list[tuple[str, str]]] | None = None  # not given to the server yet
+        self.server_write: Callable[[bytes], Any] | None = None
+        self.sent = 0
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.called = True
+        lengths = [value.strip() for name, value in headers if name.lower() == "content-length"]
+        self.declared = int(lengths[0]) if len(lengths) == 1 and lengths[0].isdigit() else None
+        if self.declared is not None and self.server_write is None:
+            self.held = (status, headers)  # replaced by a later call with exc_info, as the server would
+        else:
+            self.held = None
+            args = (status, headers, exc_info) if exc_info else (status, headers)
+            self.server_write = self.server_start_response(*args)
+        return self.write
+
+    def commit(self, status: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.server_write = self.server_start_response(status or held[0], headers or held[1])
+
+    def write(self, data: bytes) -> Any:
+        """The app's legacy write() callable."""
+        self.commit()
+        assert self.server_write is not None
+        return self.server_write(self.within(data))
+
+    def within(self, chunk: bytes) -> bytes:
+        if self.declared is None:
+            return chunk
+        part = chunk[: max(self.declared - self.sent, 0)]
+        self.sent += len(part)
+        if len(part) < len(chunk):
+            logging.getLogger("anyserve").error(
+                "%s %s: the app's body is longer than its Content-Length (%d bytes); cut there",
+                self.environ.get("REQUEST_METHOD"),
+                self.environ.get("PATH_INFO"),
+                self.declared,
+            )
+        return part
+
+    def guard(self, result: Iterable[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in result:
+                if not chunk:
+                    if self.held is None:
+                        yield chunk
+                    continue
+                if self.held is not None and self.declared is not None and len(chunk) > self.declared:
+                    self.within(chunk)  # logs it
+                    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(OVERLONG)))]
+                    self.commit("500 Internal Server Error", headers)
+                    yield OVERLONG
+                    return
+                self.commit()
+                part = self.within(chunk)
+                if part:
+                    yield part
+                if len(part) < len(chunk):
+                    return
+            self.commit()
+        finally:
+            if hasattr(result, "close"):
+                result.close()
 
 
 class HeadWithoutBody:

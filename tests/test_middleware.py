@@ -15,15 +15,20 @@ import pytest
 
 from anyserve.config import COMBINED_LOG_FORMAT
 from anyserve.middleware import (
+    OVERLONG,
     AccessLog,
+    ContentLengthGuard,
     Mounts,
     Profiler,
     ProxyHeaders,
     TrustedPeers,
     VirtualHosts,
     format_access_line,
+    header_environ,
     parse_forwarded,
+    path_info,
     profile_file_name,
+    read_target,
     request_line_of,
 )
 
@@ -400,3 +405,76 @@ def test_one_profile_file_per_request(tmp_path: Path) -> None:
 def test_profile_file_names_are_safe() -> None:
     name = profile_file_name(make_environ("/../etc/pass wd", REQUEST_METHOD="GE/T"), 0.0, 0.0123)
     assert "/" not in name and " " not in name and name.endswith("-GET-...etc.pass_wd-12.3ms.prof")
+
+
+# -- the request target and the body's length, the same on every server --------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("/a%20b", "/a b"), ("/page%2Fname", "/page%2Fname"), ("/x%2fy%C3%A9", "/x%2Fy\xc3\xa9"), (b"/%41", "/A")],
+)
+def test_path_info_keeps_encoded_slashes(raw: str | bytes, expected: str) -> None:
+    assert path_info(raw) == expected
+
+
+def test_header_environ_joins_repeated_fields() -> None:
+    pairs = [("X-Dup", "a"), ("Content-Type", "text/plain"), ("x-dup", "b"), ("Content-Length", "3")]
+    assert header_environ(pairs) == {"HTTP_X_DUP": "a, b", "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem", "path", "query"),
+    [
+        ({"REQUEST_METHOD": "GET", "PATH_INFO": "http://h/p", "QUERY_STRING": "q"}, None, "/p", "q"),
+        ({"REQUEST_METHOD": "CONNECT", "PATH_INFO": "h:3128"}, None, "/h:3128", ""),
+        ({"REQUEST_METHOD": "CONNECT", "PATH_INFO": "3128", "REQUEST_URI": "h:3128"}, None, "/h:3128", ""),
+        ({"REQUEST_METHOD": "CONNECT", "PATH_INFO": "h"}, "must match authority-form", "h", None),
+        ({"REQUEST_METHOD": "GET", "PATH_INFO": "p/q"}, "must contain origin-form", "p/q", None),
+        ({"REQUEST_METHOD": "GET", "PATH_INFO": "/p", "REQUEST_URI": "/p#f"}, "Illegal #fragment", "/p", None),
+        ({"REQUEST_METHOD": "OPTIONS", "PATH_INFO": "*"}, None, "/*", None),
+        ({"REQUEST_METHOD": "GET", "PATH_INFO": "", "SCRIPT_NAME": "/app", "REQUEST_URI": "/app"}, None, "", None),
+        ({"REQUEST_METHOD": "GET", "PATH_INFO": "/a/b", "REQUEST_URI": "/a%2Fb?x"}, None, "/a%2Fb", None),
+        (
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/a/b", "SCRIPT_NAME": "/m", "REQUEST_URI": "/m/a%2Fb"},
+            None,
+            "/a%2Fb",
+            None,
+        ),
+    ],
+)
+def test_read_target(environ: dict[str, Any], problem: str | None, path: str, query: str | None) -> None:
+    found = read_target(environ)
+    assert (found is None) if problem is None else (problem in (found or ""))
+    assert environ["PATH_INFO"] == path
+    if query is not None:
+        assert environ["QUERY_STRING"] == query
+
+
+def guarded(body: Iterable[bytes], length: int) -> tuple[list[Any], bytes]:
+    calls: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", str(length))])
+        return body
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        calls.append((status, exc_info is not None))
+        return lambda data: None
+
+    result = ContentLengthGuard(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, start_response)
+    return calls, b"".join(result)
+
+
+def test_content_length_guard_passes_a_body_within_its_length() -> None:
+    assert guarded([b"abc", b"de"], 5) == ([("200 OK", False)], b"abcde")
+    assert guarded(iter([b"", b"abc"]), 5) == ([("200 OK", False)], b"abc")
+
+
+def test_content_length_guard_answers_500_when_the_first_chunk_is_over() -> None:
+    calls, body = guarded([b"I have too many bytes"], 5)
+    assert (calls, body) == ([("500 Internal Server Error", False)], OVERLONG)
+
+
+def test_content_length_guard_cuts_a_body_that_goes_over_later() -> None:
+    assert guarded(iter([b"abc", b"defg", b"hi"]), 5) == ([("200 OK", False)], b"abcde")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs
 StartResponse = Callable[..., Any]
 CLOSES = {"count": 0}
 _lock = threading.Lock()
+_called = threading.local()
 
 
 def pattern(size: int) -> Iterator[bytes]:
@@ -48,10 +50,46 @@ class Closing:
             CLOSES["count"] += 1
 
 
+class RaisingBody:
+    """A streamed body that fails after its first chunk; its close() leaves *mark*."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first chunk\n"
+        raise RuntimeError("conformance-app-error-in-body")
+
+    def close(self) -> None:
+        with open(self.mark, "w"):
+            pass
+
+
+class OnThread:
+    """A streamed body whose close() records whether it runs on the thread (or
+    greenlet) that called the app, where a threaded server runs it, and an app
+    keeping the request in thread-locals (CherryPy) needs it."""
+
+    def __init__(self, token: object, mark: str) -> None:
+        self.token = token
+        self.mark = mark
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"first "
+        time.sleep(0.02)  # requests side by side: a server may ask other threads for the rest
+        yield b"second"
+
+    def close(self) -> None:
+        same = getattr(_called, "token", None) is self.token
+        with open(self.mark + ".part", "w") as fh:
+            fh.write(json.dumps(same))
+        os.replace(self.mark + ".part", self.mark)
+
+
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
     query = {key: values[-1] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
-    if path == "/echo" or path.startswith("/caf"):
+    if path == "/echo" or path.startswith(("/caf", "/echo/")) or environ.get("REQUEST_METHOD") == "CONNECT":
         body = read_body(environ)
         report = {
             "method": environ["REQUEST_METHOD"],
@@ -59,7 +97,9 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "script_name": environ.get("SCRIPT_NAME", ""),
             "query_string": environ.get("QUERY_STRING", ""),
             "x_dup": environ.get("HTTP_X_DUP"),
+            "host": environ.get("HTTP_HOST"),
             "content_length": environ.get("CONTENT_LENGTH"),
+            "content_type": environ.get("CONTENT_TYPE"),
             "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
@@ -88,6 +128,29 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/closing":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
         return Closing(b"closing")
+    if path == "/same-thread":
+        _called.token = token = object()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return OnThread(token, query["mark"])
+    if path == "/raise-in-body":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return RaisingBody(query["mark"])
+    if path == "/spelled":
+        body = b"spelled"
+        start_response(
+            "200 OK",
+            [("WWW-Authenticate", 'Basic realm="x"'), ("X-ALL-CAPS", "1"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+    if path == "/wrapped":  # the server's wsgi.file_wrapper, where it has one
+        size = int(query.get("size", "0"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        body = io.BytesIO(b"".join(pattern(size)))
+        wrapper = environ.get("wsgi.file_wrapper")
+        return wrapper(body, 65536) if wrapper is not None else iter(lambda: body.read(65536), b"")
+    if path == "/overlong":  # a body longer than the Content-Length it declares
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"I have too many bytes"]
     if path == "/close-count":
         with _lock:
             count = CLOSES["count"]

@@ -137,6 +137,22 @@ def test_chunked_request_body(served: Running) -> None:
     assert echo(served.url)["method"] == "GET"  # and it keeps serving
 
 
+def test_chunked_request_body_with_extensions_and_trailers(served: Running) -> None:
+    # RFC 9112 section 7.1: a chunk may carry extensions, the last chunk trailer fields.
+    encoded = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    upload = request_bytes("POST", "/echo", "Transfer-Encoding: chunked", "Connection: close", body=encoded)
+    response = read_response_to(served.url, upload)
+    devs = deviations(served.server)
+    if devs.no_chunk_extensions_or_trailers:  # declared: refused (tornado: 400; werkzeug: reading it fails, 500)
+        assert response.status in (400, 500), response
+    elif devs.no_chunked_request:  # declared: the app gets no body (see test_chunked_request_body)
+        assert response.status == 200 and json.loads(response.body)["length"] == 0, response
+    else:
+        assert response.status == 200, response
+        assert (json.loads(response.body)["length"], json.loads(response.body)["sha256"]) == digest(b"hello world")
+    assert echo(served.url)["method"] == "GET"
+
+
 # -- responses ---------------------------------------------------------------------
 
 
@@ -189,6 +205,37 @@ def test_keep_alive(served: Running) -> None:
             assert is_closed(reader), "the server neither kept the connection for a second request nor closed it"
 
 
+def test_http10_keep_alive_when_asked(served: Running) -> None:
+    ask = b"GET /echo?%s HTTP/1.0\r\nHost: conformance\r\nConnection: Keep-Alive\r\n\r\n"
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(ask % b"first")
+        first = read_response(reader)
+        assert first.status == 200, first
+        devs = deviations(served.server)
+        if not (devs.no_keep_alive or devs.no_http10_keep_alive):
+            # RFC 9112 section 9.3 and appendix C.2.2: a 1.0 client asks, the server says it keeps it.
+            assert first.header("connection").lower() == "keep-alive", first.head
+            sock.sendall(ask % b"second")
+            assert json.loads(read_response(reader).body)["query_string"] == "second"
+        else:  # declared: closed after the response
+            assert "keep-alive" not in first.header("connection").lower(), first.head
+            assert is_closed(reader), "the server neither kept the HTTP/1.0 connection nor closed it"
+
+
+def test_request_with_bare_lf_line_ends(served: Running) -> None:
+    # RFC 9112 section 2.2: a server may read a bare LF as a line end, or refuse the request.
+    request = b"GET /echo?lf HTTP/1.1\nHost: conformance\nConnection: close\n\n"
+    with raw_connection(served.url, timeout=3) as (sock, reader):
+        sock.sendall(request)
+        if not deviations(served.server).waits_on_bare_lf:
+            response = read_response(reader)
+            assert response.status in (200, 400), response
+        else:  # declared: it waits for a CRLF that does not come
+            with pytest.raises(TimeoutError):
+                reader.readline()
+    assert echo(served.url)["method"] == "GET"
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"GARBAGE\r\n\r\n", b"GET /echo HTTX/1.1\r\nHost: conformance\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"],
@@ -201,6 +248,11 @@ def test_bad_request_is_a_4xx_and_the_server_keeps_serving(served: Running, garb
         assert answer.startswith(b"HTTX/1.1 200 "), answer[:200]
     else:
         assert re.match(rb"HTTP/1\.[01] 4\d\d", answer), f"not a 4xx status line: {answer[:200]!r}"
+        body = answer.partition(b"\r\n\r\n")[2]
+        if not deviations(served.server).bare_bad_request:
+            assert body, f"a 4xx that does not say what was wrong: {answer[:300]!r}"
+        else:  # declared: a bare 400, no body
+            assert answer.startswith(b"HTTP/1.1 400 ") and body == b"", answer[:300]
     assert echo(served.url)["method"] == "GET"
 
 
@@ -216,6 +268,162 @@ def test_percent_encoded_utf8_path(served: Running) -> None:
 def test_query_string_is_raw(served: Running) -> None:
     report = echo(served.url, "/echo?a=1&b=two%20words&c=%C3%A9&a=3&d=%2F+x")
     assert report["query_string"] == "a=1&b=two%20words&c=%C3%A9&a=3&d=%2F+x"
+
+
+def test_response_header_names_as_the_app_spelled_them(served: Running) -> None:
+    answer = exchange(served.url, request_bytes("GET", "/spelled", "Connection: close"))
+    head = answer.partition(b"\r\n\r\n")[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")[1:]]
+    if not deviations(served.server).respelled_header_names:
+        assert b"WWW-Authenticate" in names and b"X-ALL-CAPS" in names, head
+    else:  # declared: the server writes each name its own way
+        assert b"Www-Authenticate" in names and b"X-All-Caps" in names, head
+
+
+def test_body_longer_than_its_content_length(served: Running) -> None:
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", "/overlong"))
+        response = read_response(reader)  # the status line comes: the client is not left with nothing
+        if response.status == 500:  # as cheroot answers it: nothing of the app's response is sent
+            assert response.body == b"The requested resource returned more bytes than the declared Content-Length."
+        else:
+            # Or the declared bytes only; what is over is never sent, so a next
+            # request on the connection gets its own response (or the connection closes).
+            assert (response.status, response.body) == (200, b"I hav"), response
+            try:
+                sock.sendall(request_bytes("GET", "/echo?next"))
+                following = read_response(reader)
+            except (EOFError, ConnectionError):
+                following = None
+            if following is not None:
+                assert json.loads(following.body)["query_string"] == "next", following
+    assert echo(served.url)["method"] == "GET"
+
+
+def test_file_wrapper_response(served: Running) -> None:
+    response = fetch(served.url, f"/wrapped?size={MiB + 3}")
+    assert response.status == 200
+    assert digest(response.body) == digest(b"".join(pattern(MiB + 3)))
+
+
+def test_close_runs_on_the_thread_that_called_the_app(served: Running, tmp_path: Path) -> None:
+    # CherryPy keeps the request in thread-locals from the app's call to its close().
+    marks = [tmp_path / f"closed-{number}" for number in range(8)]
+    bodies: list[bytes] = []
+
+    def one(mark: Path) -> None:
+        bodies.append(fetch(served.url, f"/same-thread?mark={mark}").body)
+
+    clients = [threading.Thread(target=one, args=(mark,)) for mark in marks]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    assert bodies == [b"first second"] * len(marks)
+    deadline = time.monotonic() + 5
+    while not all(mark.exists() for mark in marks):
+        assert time.monotonic() < deadline, "the response's close() was not called"
+        time.sleep(0.02)
+    elsewhere = [mark.name for mark in marks if json.loads(mark.read_text()) is not True]
+    assert not elsewhere, f"close() ran on another thread than the app's call: {elsewhere}"
+
+
+def test_close_is_called_when_the_body_fails(served: Running, tmp_path: Path) -> None:
+    # PEP 3333: close() either way; CherryPy runs its on_end_request hooks there.
+    mark = tmp_path / "closed"
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", f"/raise-in-body?mark={mark}", "Connection: close"))
+        reader.read()  # a cut response, whatever its framing
+    deadline = time.monotonic() + 5
+    while not mark.exists():
+        assert time.monotonic() < deadline, "close() was not called after the body raised"
+        time.sleep(0.02)
+    assert echo(served.url)["method"] == "GET"
+
+
+def test_absent_content_headers_are_absent(served: Running) -> None:
+    # CherryPy answers 411 to a POST without Content-Length, and tells a missing Content-Type from an empty one.
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", "/echo"))
+        report = json.loads(read_response(reader).body)
+    if not deviations(served.server).made_up_content_type:
+        assert (report["content_type"], report["content_length"]) == (None, None), report
+    else:  # declared: http.server's text/plain, and eventlet's empty CONTENT_LENGTH
+        assert report["content_type"] == "text/plain" and report["content_length"] in (None, ""), report
+
+
+def test_host_header_reaches_the_app_as_sent(served: Running) -> None:
+    # Not a host name (an RFC 2047 word with a newline in it): the app's to judge, not the server's.
+    report = echo(served.url, headers={"Host": "=?iso-8859-1?q?foo=0Abar?="})
+    assert report["host"] == "=?iso-8859-1?q?foo=0Abar?=", report
+
+
+def test_malformed_multipart_body_reaches_the_app(served: Running) -> None:
+    # Lines ended by LF alone, as CherryPy's upload tutorial test sends them: the app parses its body.
+    body = b'--x\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\naaaaa\n--x--\n'
+    report = echo(served.url, method="POST", body=body, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert (report["length"], report["sha256"]) == digest(body)
+
+
+# -- the request target, read as cheroot reads it for CherryPy (RFC 9112 section 3.2) --
+
+
+def answer_to(url: str, method: str, target: str) -> tuple[int, bytes]:
+    """The status and body of one request with *target* sent as it is."""
+    response = read_response_to(url, request_bytes(method, target, "Connection: close"))
+    return response.status, response.body
+
+
+def read_response_to(url: str, request: bytes) -> Any:
+    with raw_connection(url) as (sock, reader):
+        sock.sendall(request)
+        return read_response(reader)
+
+
+def test_absolute_form_target_gives_its_path_and_query(served: Running) -> None:
+    status, body = answer_to(served.url, "GET", "http://conformance/echo/a%20b?q=1&r=%2F")
+    assert status == 200, body
+    report = json.loads(body)
+    assert (report["path_info"], report["query_string"]) == ("/echo/a b", "q=1&r=%2F"), report
+
+
+def test_connect_target_is_the_path(served: Running) -> None:
+    status, body = answer_to(served.url, "CONNECT", "created.example.com:3128")
+    assert status == 200, body
+    report = json.loads(body)
+    assert (report["method"], report["path_info"], report["query_string"]) == (
+        "CONNECT",
+        "/created.example.com:3128",
+        "",
+    ), report
+
+
+@pytest.mark.parametrize("target", ["example.com", "http://example.com:33", "/echo/", "echo/", "/echo?q=f"])
+def test_connect_to_anything_but_host_and_port_is_a_400(served: Running, target: str) -> None:
+    status, body = answer_to(served.url, "CONNECT", target)
+    assert status == 400, body
+    assert body == b"Invalid path in Request-URI: request-target must match authority-form.", body
+
+
+def test_target_without_a_leading_slash_is_a_400(served: Running) -> None:
+    status, body = answer_to(served.url, "GET", "echo/without/leading/slash")
+    assert status == 400, body
+    # cheroot's words where the request reaches anyserve; gunicorn refuses such
+    # a request line itself, with a page of its own ("Invalid HTTP request line").
+    assert b"Invalid path in Request-URI" in body or b"Invalid HTTP request line" in body, body
+    assert echo(served.url)["method"] == "GET"
+
+
+def test_encoded_slash_stays_in_path_info(served: Running) -> None:
+    # As cheroot gives it to CherryPy: "a%2Fb" is one segment, not two.
+    report = echo(served.url, "/echo/a%2Fb/c%20d%2fe?x=%2F")
+    assert (report["path_info"], report["query_string"]) == ("/echo/a%2Fb/c d%2Fe", "x=%2F"), report
+
+
+def test_target_with_a_fragment_is_a_400(served: Running) -> None:
+    status, body = answer_to(served.url, "GET", "/echo#fragment")
+    assert status == 400, body
+    assert body == b"Illegal #fragment in Request-URI.", body
 
 
 def test_repeated_headers(served: Running) -> None:
