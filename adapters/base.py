@@ -62,6 +62,9 @@ class Deviations:
     no_chunked_request: bool = False  # hands a chunked upload to the app undecoded
     last_repeated_header: bool = False  # of a repeated request header the app sees the last value only
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
+    #: a connection that sends nothing, or stops in the middle of a request head,
+    #: is not closed after --timeout-keep-alive (it holds its worker or thread)
+    no_read_timeout: bool = False
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""
@@ -96,6 +99,9 @@ class Adapter(ABC):
     options: ClassVar[Mapping[str, Option]] = {}
     #: A note shown by ``anyserve list`` (e.g. "development server").
     note: ClassVar[str] = ""
+    #: What closes a connection after --timeout-keep-alive on this server, for
+    #: ``anyserve list``: the server's own setting, or anyserve.
+    keep_alive_timeout_by: ClassVar[str] = ""
     #: True for the adapter whose server is run by the CherryPy engine itself (-s cherrypy).
     runs_cherrypy_engine: ClassVar[bool] = False
     #: The server's own loggers. Where anyserve owns the process they write where

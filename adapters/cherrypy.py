@@ -37,6 +37,7 @@ class CherryPyAdapter(Adapter):
     # cheroot joins only the headers it knows to be lists (Accept, ...); of
     # any other repeated header the app sees the last value.
     deviations = Deviations(last_repeated_header=True)
+    keep_alive_timeout_by = "CherryPy's server.socket_timeout: cheroot's timeout (idle, and each read of a request)"
     note = "CherryPy's own server and engine, as cherrypy.quickstart runs them"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,6 +60,7 @@ class CherryPyAdapter(Adapter):
             settings.thread_pool = config.threads
         settings.socket_queue_size = config.backlog
         settings.shutdown_timeout = config.graceful_timeout
+        settings.socket_timeout = config.timeout_keep_alive
 
         class Plugin(ServerAdapter):
             """Says where it serves; with no tuple bind_addr it skips CherryPy's

@@ -24,7 +24,7 @@ from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
 from .base import Capabilities, Option, WSGIApp
-from .draining import ConnectionTracker, Drain
+from .draining import ENFORCED_BY_ANYSERVE, ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
 
@@ -43,6 +43,7 @@ class GeventAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("gevent",)
     options = {
         "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
@@ -116,7 +117,8 @@ class GeventServing(LoopServing):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.connections = ConnectionTracker()
+        # pywsgi has no timeout of its own: a silent client would hold its greenlet for ever.
+        self.connections = ConnectionTracker(timeout=self.config.timeout_keep_alive)
         self._servers = self._make_servers()
 
     def _make_servers(self) -> list[Any]:
@@ -141,6 +143,14 @@ class GeventServing(LoopServing):
                     return None
                 return super().handle_one_request()
 
+            def _handle_client_error(self, ex: Exception) -> Any:
+                # pywsgi's hook for a request it could not read: a head that stopped
+                # arriving for --timeout-keep-alive closes the connection, as an
+                # idle one does, with no traceback nor 400.
+                if isinstance(ex, TimeoutError):
+                    return None
+                return super()._handle_client_error(ex)
+
             def handle(self) -> None:
                 sock = self.socket
                 connections.accepted(sock)
@@ -151,7 +161,9 @@ class GeventServing(LoopServing):
 
         class Server(WSGIServer):
             def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
-                # A failed handshake is one line in the log, not a greenlet's traceback.
+                # A failed handshake is one line in the log, not a greenlet's traceback;
+                # a client silent through it is cut at --timeout-keep-alive.
+                client_socket.settimeout(connections.timeout)
                 try:
                     tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
                 except OSError as exc:

@@ -124,10 +124,14 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
     daemon_threads = True  # joined by drain() with a deadline instead
     block_on_close = False
 
-    def init_draining(self, slots: threading.BoundedSemaphore | None, *, inline: bool = False) -> None:
+    def init_draining(
+        self, slots: threading.BoundedSemaphore | None, *, inline: bool = False, timeout: float | None = None
+    ) -> None:
+        """*timeout*: --timeout-keep-alive, as each connection's socket timeout
+        (socketserver's servers have no idle timeout of their own)."""
         self._slots = slots
         self._inline = inline
-        self.connections = ConnectionTracker()
+        self.connections = ConnectionTracker(timeout=timeout)
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
 
@@ -182,6 +186,14 @@ class DrainingHandlerMixIn:
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]
         self.server.connections.accepted(self.connection)
+
+    def handle(self) -> None:
+        try:
+            super().handle()  # type: ignore[misc]
+        except TimeoutError:
+            # The client sent nothing (or stopped in the middle of its request) for
+            # --timeout-keep-alive: the connection closes, as an idle one does.
+            self.close_connection = True
 
     def handle_one_request(self) -> None:
         connections = self.server.connections

@@ -41,13 +41,14 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    keep_alive_timeout_by = "tornado's idle_connection_timeout (idle, and the whole request head)"
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
         "max_body_size": Option(to_int, "largest request body in bytes (default 100 MB)"),
         "max_buffer_size": Option(to_int, "largest request held in memory in bytes (default 100 MB)"),
         "idle_connection_timeout": Option(
-            to_seconds, "seconds an idle keep-alive connection stays open (default 3600)"
+            to_seconds, "seconds an idle keep-alive connection stays open (default: --timeout-keep-alive)"
         ),
         "body_timeout": Option(to_seconds, "seconds to wait for a request body"),
         "decompress_request": Option(to_bool, "decode gzip request bodies"),
@@ -98,7 +99,13 @@ class TornadoServing(LoopServing):
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
         for tls in dict.fromkeys(listener.tls for listener in self.listeners):
-            server = Server(self.handle, ssl_options=tls.context() if tls else None, **self.adapter.settings)
+            server = Server(
+                self.handle,
+                ssl_options=tls.context() if tls else None,
+                # Tornado's deadline for a request head, from the end of the previous
+                # response (or the accept): the idle wait and a stalled head alike.
+                **{"idle_connection_timeout": self.config.timeout_keep_alive, **self.adapter.settings},
+            )
             servers.append((server, [listener.socket for listener in self.listeners if listener.tls == tls]))
         return servers
 

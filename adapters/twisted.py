@@ -44,6 +44,7 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+    keep_alive_timeout_by = "twisted's timeOut (idle, and each read of a request)"
     loggers = ("twisted",)
 
     @classmethod
@@ -190,7 +191,7 @@ class TwistedServing(LoopServing):
                 request.notifyFinish().addBoth(serving._finished)
                 return super().getResourceFor(request)
 
-        return CountingSite(resource)
+        return CountingSite(resource, timeout=self.config.timeout_keep_alive)
 
     def listen(self) -> None:
         for listener, factory in zip(self.listeners, self._factories, strict=True):

@@ -16,6 +16,7 @@ from anyserve.errors import ServerError
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
+from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 
@@ -32,6 +33,7 @@ class WerkzeugAdapter(SocketServerAdapter):
     )
     deviations = Deviations(no_keep_alive=True)
     note = "development server"
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("werkzeug",)
 
     @classmethod
@@ -69,6 +71,6 @@ class WerkzeugAdapter(SocketServerAdapter):
                 server.socket = server.ssl_context.wrap_socket(
                     server.socket, server_side=True, do_handshake_on_connect=False
                 )
-            server.init_draining(None, inline=not threaded)
+            server.init_draining(None, inline=not threaded, timeout=self.config.timeout_keep_alive)
             servers.append(server)
         return servers

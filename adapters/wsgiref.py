@@ -17,6 +17,7 @@ from anyserve.config import Config
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
+from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 DEFAULT_THREADS = 10
@@ -33,6 +34,7 @@ class WsgirefAdapter(SocketServerAdapter):
     )
     deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
 
     @classmethod
@@ -83,6 +85,6 @@ class WsgirefAdapter(SocketServerAdapter):
                 server.server_name, server.server_port = listener.address
             server.setup_environ()
             server.set_app(app)
-            server.init_draining(slots, inline=threads == 1)
+            server.init_draining(slots, inline=threads == 1, timeout=self.config.timeout_keep_alive)
             servers.append(server)
         return servers

@@ -1,0 +1,90 @@
+"""``--timeout-keep-alive`` on every server: a connection that waits longer than
+the timeout for a request (its first or the next one) is closed, and so is one
+whose request head stops arriving, where the server can (``no read timeout``
+is the declared deviation of one that cannot). Each case starts its own
+process with a short timeout."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from ..harness import APP, Running, deviations, raw_connection, read_response, start_anyserve
+
+TIMEOUT = 1.0
+#: A connection is not closed before TIMEOUT - EARLY ...
+EARLY = 0.4
+#: ... and is closed by TIMEOUT + LATE (waitress looks for idle channels every
+#: quarter of the timeout; a loaded machine adds its own delay).
+LATE = 1.5
+REQUEST = b"GET /echo HTTP/1.1\r\nHost: conformance\r\n\r\n"
+
+
+def closed_after(sock: socket.socket, since: float) -> tuple[float | None, bytes]:
+    """Read until the server closes the connection: how long after *since* it
+    did (None: still open at TIMEOUT + LATE), and what it sent meanwhile."""
+    received = b""
+    deadline = since + TIMEOUT + LATE
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return time.monotonic() - since, received
+        if not chunk:
+            return time.monotonic() - since, received
+        received += chunk
+    return None, received
+
+
+def start(server: str) -> Running:
+    # A short graceful timeout: a server that holds a silent client (declared)
+    # is still stopped quickly.
+    return start_anyserve(server, APP, "--timeout-keep-alive", str(TIMEOUT), "--graceful-timeout", "1")
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(server: str) -> None:
+    """Closed TIMEOUT after the last response, not after the first: each response
+    starts the wait again."""
+    running = start(server)
+    try:
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(REQUEST)
+            assert read_response(reader).status == 200
+            if deviations(server).no_keep_alive:
+                elapsed, _ = closed_after(sock, time.monotonic())
+                assert elapsed is not None and elapsed < EARLY, f"{server} (no keep-alive) kept the connection open"
+                return
+            time.sleep(TIMEOUT - EARLY)  # idle, but not for long enough
+            sock.sendall(REQUEST)
+            assert read_response(reader).status == 200, "the connection was closed before the timeout"
+            elapsed, received = closed_after(sock, time.monotonic())
+    finally:
+        running.stop()
+    assert "Traceback" not in running.stderr_text(), running.stderr_text()
+    assert elapsed is not None, f"{server} kept an idle connection open past {TIMEOUT + LATE} s"
+    assert elapsed >= TIMEOUT - EARLY, f"{server} closed an idle connection after {elapsed:.2f} s"
+    assert received == b"", received
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /echo HTTP/1.1\r\nHost: conformance\r\n"], ids=["nothing", "half_a_head"])
+def test_a_client_that_stalls_before_its_request_is_whole_is_cut_after_the_timeout(server: str, sent: bytes) -> None:
+    running = start(server)
+    try:
+        with raw_connection(running.url) as (sock, _):
+            sock.sendall(sent)
+            elapsed, received = closed_after(sock, time.monotonic())
+    finally:
+        running.stop()
+    assert "Traceback" not in running.stderr_text(), running.stderr_text()
+    if deviations(server).no_read_timeout:
+        assert elapsed is None, f"{server} declares no read timeout, yet closed the connection after {elapsed} s"
+        return
+    assert elapsed is not None, f"{server} kept a stalled connection open past {TIMEOUT + LATE} s"
+    assert elapsed >= TIMEOUT - EARLY, f"{server} cut a stalled connection after {elapsed:.2f} s"
+    # Closed, with nothing or a 408 (Request Timeout) said first.
+    assert received == b"" or received.split(b" ", 2)[1] == b"408", received
