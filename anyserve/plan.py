@@ -71,6 +71,7 @@ def prepare(config: Config, app: Any = None, *, owns_process: bool = False, chec
         adapter.prepare_process(config, settings)
     site = build_site(config, target, adapter) if here else None
     config = with_cherrypy_address(config, site)
+    config = with_cherrypy_socket_timeout(config, site)
     if here or not (config.workers > 1 and not adapter.capabilities.workers):
         tls = load_tls(config, serving=not checking)  # after prepare_process: gevent and eventlet patch ssl first
     else:
@@ -107,6 +108,18 @@ def with_cherrypy_address(config: Config, site: Site | None) -> Config:
     else:
         address = None
     return config.replace(host=address[0], port=address[1]) if address else config
+
+
+def with_cherrypy_socket_timeout(config: Config, site: Site | None) -> Config:
+    """*config* with ``server.socket_timeout`` of the app's CherryPy config as
+    --timeout-keep-alive (what it means to cheroot: the idle wait and each read),
+    when no option gave one."""
+    if config.is_set("timeout_keep_alive") or site is None or site.bridge is None:
+        return config
+    import cherrypy
+
+    timeout = cherrypy.config.get("server.socket_timeout")
+    return config.replace(timeout_keep_alive=timeout) if timeout is not None else config
 
 
 def bind(plan: Plan) -> list[Listener]:

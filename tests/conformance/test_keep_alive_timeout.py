@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
-from ..harness import APP, Running, deviations, raw_connection, read_response, start_anyserve
+from ..harness import APP, CPAPP, Running, deviations, raw_connection, read_response, start_anyserve
 
 TIMEOUT = 1.0
 #: A connection is not closed before TIMEOUT - EARLY ...
@@ -88,3 +89,21 @@ def test_a_client_that_stalls_before_its_request_is_whole_is_cut_after_the_timeo
     assert elapsed >= TIMEOUT - EARLY, f"{server} cut a stalled connection after {elapsed:.2f} s"
     # Closed, with nothing or a 408 (Request Timeout) said first.
     assert received == b"" or received.split(b" ", 2)[1] == b"408", received
+
+
+@pytest.mark.parametrize("server", ["cheroot", "tornado", "cherrypy"])
+def test_a_cherrypy_apps_socket_timeout_is_the_keep_alive_timeout(server: str, tmp_path: Path) -> None:
+    """CherryPy's ``server.socket_timeout`` in the app's config, with no option
+    giving one, is --timeout-keep-alive, on any server."""
+    config = tmp_path / "app.conf"
+    config.write_text(f"[global]\nserver.socket_timeout = {TIMEOUT}\n")
+    running = start_anyserve(server, CPAPP, "--cherrypy-config", str(config))
+    try:
+        with raw_connection(running.url) as (sock, reader):
+            sock.sendall(REQUEST.replace(b"/echo", b"/users/bob/greet"))
+            assert read_response(reader).status == 200
+            elapsed, _ = closed_after(sock, time.monotonic())
+    finally:
+        running.stop()
+    assert elapsed is not None, f"{server} kept an idle connection open past {TIMEOUT + LATE} s"
+    assert elapsed >= TIMEOUT - EARLY, f"{server} closed an idle connection after {elapsed:.2f} s"
