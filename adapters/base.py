@@ -65,6 +65,9 @@ class Deviations:
     #: a connection that sends nothing, or stops in the middle of a request head,
     #: is not closed after --timeout-keep-alive (it holds its worker or thread)
     no_read_timeout: bool = False
+    #: closes a connection whose first request did not come whole within
+    #: --timeout-keep-alive without answering it 408 (Request Timeout)
+    silent_request_timeout: bool = False
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""

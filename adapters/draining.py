@@ -28,6 +28,10 @@ FIRST_REQUEST_GRACE = 2.0
 STOP_MARGIN = 1.0
 #: How often a drain looks again at what it waits for.
 POLL = 0.01
+#: The answer, before closing, to a connection that served no request yet and
+#: whose first request did not come whole within --timeout-keep-alive (cheroot's,
+#: which CherryPy's own tests expect): between two requests it just closes.
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 #: What ``anyserve list`` says closes a connection after --timeout-keep-alive on a
 #: server without a setting of its own (ConnectionTracker's timeout).
 ENFORCED_BY_ANYSERVE = "anyserve (a socket timeout on each connection: waiting for a request, reading one)"
@@ -147,6 +151,10 @@ class ConnectionTracker:
 
     def is_fresh(self, conn: Any) -> bool:
         return self._conns.get(conn, "fresh") == "fresh"
+
+    def is_idle(self, conn: Any) -> bool:
+        """Whether it waits for a request after serving one."""
+        return self._conns.get(conn) == "idle"
 
     def waiting(self, conn: Any) -> None:
         """The connection waits for a request: its first, or another (idle)."""

@@ -24,7 +24,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -81,6 +81,8 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         ),
         "socket_timeout": Option(to_seconds, "timeout of client socket operations (default: --timeout-keep-alive)"),
     }
+    # Its server ends a connection whose read timed out without a word.
+    deviations = Deviations(silent_request_timeout=True)
     keep_alive_timeout_by = "eventlet's keepalive and socket_timeout (idle, and each read of a request)"
     note = "maintenance mode upstream: supported for existing apps, not advised for new ones"
 

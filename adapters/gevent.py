@@ -24,7 +24,7 @@ from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
 from .base import Capabilities, Option, WSGIApp
-from .draining import ENFORCED_BY_ANYSERVE, ConnectionTracker, Drain
+from .draining import ENFORCED_BY_ANYSERVE, REQUEST_TIMEOUT, ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
 
@@ -133,7 +133,12 @@ class GeventServing(LoopServing):
 
             def read_requestline(self) -> str:
                 connections.waiting(self.socket)
-                line = super().read_requestline()
+                try:
+                    line = super().read_requestline()
+                except TimeoutError:
+                    if connections.is_fresh(self.socket):  # its first request never came
+                        self.socket.sendall(REQUEST_TIMEOUT)
+                    raise  # pywsgi ends the connection, quietly
                 connections.mark(self.socket, True)
                 return line
 
@@ -145,10 +150,9 @@ class GeventServing(LoopServing):
 
             def _handle_client_error(self, ex: Exception) -> Any:
                 # pywsgi's hook for a request it could not read: a head that stopped
-                # arriving for --timeout-keep-alive closes the connection, as an
-                # idle one does, with no traceback nor 400.
+                # arriving for --timeout-keep-alive gets a 408, not a traceback and a 400.
                 if isinstance(ex, TimeoutError):
-                    return None
+                    return ("408", REQUEST_TIMEOUT)
                 return super()._handle_client_error(ex)
 
             def handle(self) -> None:

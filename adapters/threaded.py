@@ -10,6 +10,7 @@ connection from a shared cap and a graceful drain.
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
 import time
@@ -20,7 +21,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Adapter, WSGIApp
-from .draining import STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
+from .draining import REQUEST_TIMEOUT, STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
 
 
 class ThreadedAdapter(Adapter):
@@ -192,8 +193,12 @@ class DrainingHandlerMixIn:
             super().handle()  # type: ignore[misc]
         except TimeoutError:
             # The client sent nothing (or stopped in the middle of its request) for
-            # --timeout-keep-alive: the connection closes, as an idle one does.
+            # --timeout-keep-alive: the connection closes, with a 408 unless it was
+            # idle between two requests.
             self.close_connection = True
+            if not self.server.connections.is_idle(self.connection):
+                with contextlib.suppress(OSError):
+                    self.connection.sendall(REQUEST_TIMEOUT)
 
     def handle_one_request(self) -> None:
         connections = self.server.connections

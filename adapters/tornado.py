@@ -20,7 +20,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Option, WSGIApp
-from .draining import Drain
+from .draining import REQUEST_TIMEOUT, Drain
 from .eventloop import AsyncioLoop, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
@@ -82,8 +82,11 @@ class TornadoServing(LoopServing):
 
     def _make_servers(self) -> list[tuple[Any, list[Any]]]:
         from tornado.httpserver import HTTPServer
+        from tornado.ioloop import IOLoop
 
         streams = self.streams
+        serving = self
+        timeout = self.adapter.settings.get("idle_connection_timeout", self.config.timeout_keep_alive)
 
         class Server(HTTPServer):  # type: ignore[misc]
             def handle_stream(self, stream: Any, address: Any) -> None:
@@ -94,7 +97,14 @@ class TornadoServing(LoopServing):
                 # Called as soon as the previous response is sent, before the next
                 # request comes: the connection is busy once that one's head has.
                 delegate = super().start_request(server_conn, request_conn)
-                return _Arriving(delegate, lambda: streams.__setitem__(request_conn.stream, "busy"))
+                stream = request_conn.stream
+                waiting = IOLoop.current().call_later(timeout, serving._waited_too_long, stream)
+
+                def arrived() -> None:
+                    IOLoop.current().remove_timeout(waiting)
+                    streams[stream] = "busy"
+
+                return _Arriving(delegate, arrived)
 
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
@@ -102,12 +112,28 @@ class TornadoServing(LoopServing):
             server = Server(
                 self.handle,
                 ssl_options=tls.context() if tls else None,
-                # Tornado's deadline for a request head, from the end of the previous
-                # response (or the accept): the idle wait and a stalled head alike.
-                **{"idle_connection_timeout": self.config.timeout_keep_alive, **self.adapter.settings},
+                # Tornado's own deadline for a request head closes the connection
+                # silently: anyserve's (_waited_too_long) comes first; this one backs it.
+                **{**self.adapter.settings, "idle_connection_timeout": timeout + 1.0},
             )
             servers.append((server, [listener.socket for listener in self.listeners if listener.tls == tls]))
         return servers
+
+    def _waited_too_long(self, stream: Any) -> None:
+        """--timeout-keep-alive passed with no request head come whole: close the
+        connection, with a 408 if it never had a request (as cheroot does)."""
+        if stream.closed() or self.streams.get(stream) == "busy":
+            return
+        if self.streams.get(stream) != "fresh":
+            stream.close()
+            return
+
+        def written(future: Any) -> None:
+            if not future.cancelled():
+                future.exception()  # a client gone already: nothing to report
+            stream.close()
+
+        stream.write(REQUEST_TIMEOUT).add_done_callback(written)
 
     def listen(self) -> None:
         for server, sockets in self._servers:

@@ -23,7 +23,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Capabilities, WSGIApp
-from .draining import Drain
+from .draining import REQUEST_TIMEOUT, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
@@ -173,6 +173,7 @@ class TwistedServing(LoopServing):
             def buildProtocol(self, addr: Any) -> Any:
                 channel = super().buildProtocol(addr)
                 serving.channels.add(channel)
+                _answer_request_timeout(_channel(channel))
                 lost = channel.connectionLost
 
                 def connection_lost(reason: Any) -> Any:
@@ -239,6 +240,19 @@ class TwistedServing(LoopServing):
         if trigger is not None:
             self.reactor.removeSystemEventTrigger(trigger)
             self.reactor.threadpoolShutdownID = None
+
+
+def _answer_request_timeout(channel: Any) -> None:
+    """Have *channel* answer 408 when --timeout-keep-alive passes before its first
+    request came whole (Twisted closes silently); between two requests it just closes."""
+    timed_out = channel.timeoutConnection
+
+    def timeout_connection() -> None:
+        if not getattr(channel, "anyserve_answered", False):
+            channel.transport.write(REQUEST_TIMEOUT)
+        timed_out()
+
+    channel.timeoutConnection = timeout_connection
 
 
 def _channel(protocol: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from anyserve.config import to_bool, to_int, to_str
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import POLL, Drain
 from .threaded import ThreadedAdapter
 
@@ -31,6 +31,8 @@ class WaitressAdapter(ThreadedAdapter):
         threads=True,
         unix=True,
     )
+    # Its idle check closes a channel without a word, whatever it received.
+    deviations = Deviations(silent_request_timeout=True)
     keep_alive_timeout_by = "waitress's channel_timeout (idle, and each read of a request)"
     loggers = ("waitress",)
     options = {

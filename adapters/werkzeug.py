@@ -31,7 +31,8 @@ class WerkzeugAdapter(SocketServerAdapter):
         tls=True,
         tls_mixed=True,
     )
-    deviations = Deviations(no_keep_alive=True)
+    # http.server ends a connection whose request timed out without a word.
+    deviations = Deviations(no_keep_alive=True, silent_request_timeout=True)
     note = "development server"
     keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("werkzeug",)

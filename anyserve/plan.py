@@ -111,14 +111,17 @@ def with_cherrypy_address(config: Config, site: Site | None) -> Config:
 
 
 def with_cherrypy_socket_timeout(config: Config, site: Site | None) -> Config:
-    """*config* with ``server.socket_timeout`` of the app's CherryPy config as
-    --timeout-keep-alive (what it means to cheroot: the idle wait and each read),
-    when no option gave one."""
+    """*config* with CherryPy's ``server.socket_timeout`` as --timeout-keep-alive
+    (what it means to cheroot: the idle wait and each read), when no option gave
+    one and the app set it: in its config, or on ``cherrypy.server`` itself
+    (where the config puts it, and where it stays when the config is reset)."""
     if config.is_set("timeout_keep_alive") or site is None or site.bridge is None:
         return config
     import cherrypy
 
     timeout = cherrypy.config.get("server.socket_timeout")
+    if timeout is None and cherrypy.server.socket_timeout != type(cherrypy.server).socket_timeout:
+        timeout = cherrypy.server.socket_timeout
     return config.replace(timeout_keep_alive=timeout) if timeout is not None else config
 
 

@@ -100,6 +100,8 @@ class UwsgiAdapter(Adapter):
         no_chunked_request=True,
         # uWSGI's http-socket serves "GET / HTTX/1.1" and answers "HTTX/1.1 200 OK".
         any_http_version=True,
+        # It ends a connection whose request did not come in time without a word.
+        silent_request_timeout=True,
     )
     keep_alive_timeout_by = "uWSGI's --socket-timeout (whole seconds: idle, and each read of a request)"
     loggers = ("uwsgi",)
