@@ -41,7 +41,7 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
-    keep_alive_timeout_by = "tornado's idle_connection_timeout (idle, and the whole request head)"
+    keep_alive_timeout_by = "anyserve, a timer on the IOLoop (idle, and the whole request head)"
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
