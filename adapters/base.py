@@ -68,6 +68,12 @@ class Deviations:
     bare_bad_request: bool = False  # answers a request it cannot parse with a bare 400: no body says why
     waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request waits for its timeout
     made_up_content_type: bool = False  # gives the app a Content-Type (text/plain) the request did not have
+    #: a connection that sends nothing, or stops in the middle of a request head,
+    #: is not closed after --timeout-keep-alive (it holds its worker or thread)
+    no_read_timeout: bool = False
+    #: closes a connection whose first request did not come whole within
+    #: --timeout-keep-alive without answering it 408 (Request Timeout)
+    silent_request_timeout: bool = False
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""
@@ -102,6 +108,9 @@ class Adapter(ABC):
     options: ClassVar[Mapping[str, Option]] = {}
     #: A note shown by ``anyserve list`` (e.g. "development server").
     note: ClassVar[str] = ""
+    #: What closes a connection after --timeout-keep-alive on this server, for
+    #: ``anyserve list``: the server's own setting, or anyserve.
+    keep_alive_timeout_by: ClassVar[str] = ""
     #: True for the adapter whose server is run by the CherryPy engine itself (-s cherrypy).
     runs_cherrypy_engine: ClassVar[bool] = False
     #: The server's own loggers. Where anyserve owns the process they write where

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from anyserve.config import to_bool, to_int, to_str
+from anyserve.config import to_bool, to_int, to_seconds, to_str
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
@@ -117,10 +117,11 @@ class CherootAdapter(ThreadedAdapter):
     # cheroot joins only the headers it knows to be lists (Accept, ...); of
     # any other repeated header the app sees the last value.
     deviations = Deviations(last_repeated_header=True)
+    keep_alive_timeout_by = "cheroot's timeout (idle, and each read of a request)"
     loggers = ("cheroot",)
     options = {
         "max_threads": Option(to_int, "grow the pool up to this many threads under load (-1: no limit)"),
-        "timeout": Option(to_int, "seconds a connection may stay idle (default 10)"),
+        "timeout": Option(to_seconds, "seconds a connection may stay idle (default: --timeout-keep-alive)"),
         "accepted_queue_size": Option(to_int, "connections waiting for a thread before new ones are refused"),
         "accepted_queue_timeout": Option(to_int, "seconds to wait for room in that queue"),
         "server_name": Option(to_str, "the SERVER_NAME given to the app"),
@@ -148,7 +149,7 @@ class CherootAdapter(ThreadedAdapter):
                 numthreads=config.threads or DEFAULT_THREADS,
                 max=settings.get("max_threads", -1),
                 request_queue_size=config.backlog,
-                timeout=settings.get("timeout", 10),
+                timeout=settings.get("timeout", config.timeout_keep_alive),
                 shutdown_timeout=config.graceful_timeout,
                 accepted_queue_size=settings.get("accepted_queue_size", -1),
                 accepted_queue_timeout=settings.get("accepted_queue_timeout", 10),

@@ -37,6 +37,7 @@ class CherryPyAdapter(Adapter):
     # cheroot joins only the headers it knows to be lists (Accept, ...); of
     # any other repeated header the app sees the last value.
     deviations = Deviations(last_repeated_header=True)
+    keep_alive_timeout_by = "CherryPy's server.socket_timeout: cheroot's timeout (idle, and each read of a request)"
     note = "CherryPy's own server and engine, as cherrypy.quickstart runs them"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -65,6 +66,7 @@ class CherryPyAdapter(Adapter):
         # body is left to anyserve's check (RequestLimits), the same on every server.
         settings.max_request_header_size = config.max_header_size
         settings.max_request_body_size = 0
+        settings.socket_timeout = config.timeout_keep_alive
 
         class Plugin(ServerAdapter):
             """Says where it serves; with no tuple bind_addr it skips CherryPy's

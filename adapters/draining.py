@@ -28,6 +28,13 @@ FIRST_REQUEST_GRACE = 2.0
 STOP_MARGIN = 1.0
 #: How often a drain looks again at what it waits for.
 POLL = 0.01
+#: The answer, before closing, to a connection that served no request yet and
+#: whose first request did not come whole within --timeout-keep-alive (cheroot's,
+#: which CherryPy's own tests expect): between two requests it just closes.
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+#: What ``anyserve list`` says closes a connection after --timeout-keep-alive on a
+#: server without a setting of its own (ConnectionTracker's timeout).
+ENFORCED_BY_ANYSERVE = "anyserve (a socket timeout on each connection: waiting for a request, reading one)"
 
 
 class Drain:
@@ -122,20 +129,32 @@ class ConnectionTracker:
     up the stop, gives the fresh ones until the drain's ``fresh_until`` for their
     request, and leaves the busy ones to finish theirs; each then closes as it
     becomes idle. *close* shuts a connection (by default a socket, which wakes
-    the reader blocked on it)."""
+    the reader blocked on it).
 
-    def __init__(self, close: Callable[[Any], None] | None = None) -> None:
+    With a *timeout* (``--timeout-keep-alive``, for servers that have no setting
+    of their own), each socket accepted gets it as its timeout: a wait for a
+    request, or a read or write of one, that makes no progress for that long
+    raises TimeoutError in the server, which closes the connection."""
+
+    def __init__(self, close: Callable[[Any], None] | None = None, timeout: float | None = None) -> None:
         self._conns: dict[Any, str] = {}  # connection -> fresh, idle or busy
         self._lock = threading.Lock()
         self._close = close or shutdown_socket
+        self.timeout = timeout
         self.draining = False
 
     def accepted(self, conn: Any) -> None:
+        if self.timeout is not None:
+            conn.settimeout(self.timeout)
         with self._lock:
             self._conns[conn] = "fresh"
 
     def is_fresh(self, conn: Any) -> bool:
         return self._conns.get(conn, "fresh") == "fresh"
+
+    def is_idle(self, conn: Any) -> bool:
+        """Whether it waits for a request after serving one."""
+        return self._conns.get(conn) == "idle"
 
     def waiting(self, conn: Any) -> None:
         """The connection waits for a request: its first, or another (idle)."""

@@ -79,9 +79,14 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
         "patch": PATCH_OPTION,
-        "keepalive": Option(to_seconds, "seconds to wait for the next request on a connection (default: no limit)"),
-        "socket_timeout": Option(to_seconds, "timeout of client socket operations (default: none)"),
+        "keepalive": Option(
+            to_seconds, "seconds to wait for the next request on a connection (default: --timeout-keep-alive)"
+        ),
+        "socket_timeout": Option(to_seconds, "timeout of client socket operations (default: --timeout-keep-alive)"),
     }
+    # Its server ends a connection whose read timed out without a word.
+    deviations = Deviations(silent_request_timeout=True)
+    keep_alive_timeout_by = "eventlet's keepalive and socket_timeout (idle, and each read of a request)"
     note = "maintenance mode upstream: supported for existing apps, not advised for new ones"
 
     def make_serving(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> LoopServing:
@@ -230,8 +235,8 @@ class EventletServing(LoopServing):
             # eventlet holds back chunks under 4 KiB by default; PEP 3333 asks
             # that each block the app yields be sent without delay.
             "minimum_chunk_size": 0,
-            "keepalive": self.adapter.settings.get("keepalive", True),
-            "socket_timeout": self.adapter.settings.get("socket_timeout"),
+            "keepalive": self.adapter.settings.get("keepalive", self.config.timeout_keep_alive),
+            "socket_timeout": self.adapter.settings.get("socket_timeout", self.config.timeout_keep_alive),
             "debug": False,  # no tracebacks to clients
         }
         return [(green(listener), self.app, settings) for listener in self.listeners]

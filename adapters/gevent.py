@@ -24,7 +24,7 @@ from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
 from .base import Capabilities, Deviations, Option, WSGIApp
-from .draining import ConnectionTracker, Drain
+from .draining import ENFORCED_BY_ANYSERVE, REQUEST_TIMEOUT, ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
 
@@ -45,6 +45,7 @@ class GeventAdapter(MonkeyPatching, EventLoopAdapter):
     )
     # gevent answers a request it cannot parse with a bare 400.
     deviations = Deviations(bare_bad_request=True)
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("gevent",)
     options = {
         "pool_size": Option(to_positive_int, "most connections served at once (default: no limit)"),
@@ -118,7 +119,8 @@ class GeventServing(LoopServing):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.connections = ConnectionTracker()
+        # pywsgi has no timeout of its own: a silent client would hold its greenlet for ever.
+        self.connections = ConnectionTracker(timeout=self.config.timeout_keep_alive)
         self._servers = self._make_servers()
 
     def _make_servers(self) -> list[Any]:
@@ -133,7 +135,12 @@ class GeventServing(LoopServing):
 
             def read_requestline(self) -> str:
                 connections.waiting(self.socket)
-                line = super().read_requestline()
+                try:
+                    line = super().read_requestline()
+                except TimeoutError:
+                    if connections.is_fresh(self.socket):  # its first request never came
+                        self.socket.sendall(REQUEST_TIMEOUT)
+                    raise  # pywsgi ends the connection, quietly
                 connections.mark(self.socket, True)
                 return line
 
@@ -148,6 +155,13 @@ class GeventServing(LoopServing):
                 environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
                 return environ
 
+            def _handle_client_error(self, ex: Exception) -> Any:
+                # pywsgi's hook for a request it could not read: a head that stopped
+                # arriving for --timeout-keep-alive gets a 408, not a traceback and a 400.
+                if isinstance(ex, TimeoutError):
+                    return ("408", REQUEST_TIMEOUT)
+                return super()._handle_client_error(ex)
+
             def handle(self) -> None:
                 sock = self.socket
                 connections.accepted(sock)
@@ -158,7 +172,9 @@ class GeventServing(LoopServing):
 
         class Server(WSGIServer):
             def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
-                # A failed handshake is one line in the log, not a greenlet's traceback.
+                # A failed handshake is one line in the log, not a greenlet's traceback;
+                # a client silent through it is cut at --timeout-keep-alive.
+                client_socket.settimeout(connections.timeout)
                 try:
                     tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
                 except OSError as exc:

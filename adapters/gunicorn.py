@@ -55,12 +55,18 @@ class GunicornAdapter(Adapter):
     )
     # With the defaults (one sync worker) requests run one at a time and every
     # connection closes after its response.
-    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True)
+    # Its sync worker reads a request with no timeout: a client that sends
+    # nothing, or half a head, holds the worker until gunicorn's worker timeout
+    # (-o timeout, default 30 s) has the worker killed and replaced.
+    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True, no_read_timeout=True)
+    keep_alive_timeout_by = "gunicorn's keepalive (whole seconds), between two requests with --threads above 1"
     loggers = ("gunicorn.error", "gunicorn.access")
     options = {
         "worker_class": Option(to_str, "gunicorn worker class: sync, gthread, gevent, eventlet, tornado or a path"),
         "timeout": Option(to_int, "seconds a silent worker is given before it is killed and replaced"),
-        "keepalive": Option(to_int, "seconds to wait for the next request on a keep-alive connection"),
+        "keepalive": Option(
+            to_int, "seconds to wait for the next request on a keep-alive connection (default: --timeout-keep-alive)"
+        ),
         "max_requests": Option(to_int, "restart a worker after this many requests"),
         "max_requests_jitter": Option(to_int, "add up to this many to max_requests, per worker"),
         "worker_connections": Option(to_int, "most connections per worker (gthread, gevent, eventlet)"),
@@ -87,6 +93,7 @@ class GunicornAdapter(Adapter):
             "threads": config.threads or 1,
             "backlog": config.backlog,
             "graceful_timeout": math.ceil(config.graceful_timeout),  # gunicorn takes whole seconds
+            "keepalive": math.ceil(config.timeout_keep_alive),
             "raw_env": [],
             "loglevel": config.log_level,
             # gunicorn's messages through anyserve's handlers (--error-log,

@@ -10,6 +10,7 @@ connection from a shared cap and a graceful drain.
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
 import time
@@ -20,7 +21,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
 from .base import Adapter, WSGIApp
-from .draining import STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
+from .draining import REQUEST_TIMEOUT, STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
 
 
 class ThreadedAdapter(Adapter):
@@ -124,10 +125,14 @@ class DrainingServerMixIn(socketserver.ThreadingMixIn):
     daemon_threads = True  # joined by drain() with a deadline instead
     block_on_close = False
 
-    def init_draining(self, slots: threading.BoundedSemaphore | None, *, inline: bool = False) -> None:
+    def init_draining(
+        self, slots: threading.BoundedSemaphore | None, *, inline: bool = False, timeout: float | None = None
+    ) -> None:
+        """*timeout*: --timeout-keep-alive, as each connection's socket timeout
+        (socketserver's servers have no idle timeout of their own)."""
         self._slots = slots
         self._inline = inline
-        self.connections = ConnectionTracker()
+        self.connections = ConnectionTracker(timeout=timeout)
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
 
@@ -182,6 +187,18 @@ class DrainingHandlerMixIn:
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]
         self.server.connections.accepted(self.connection)
+
+    def handle(self) -> None:
+        try:
+            super().handle()  # type: ignore[misc]
+        except TimeoutError:
+            # The client sent nothing (or stopped in the middle of its request) for
+            # --timeout-keep-alive: the connection closes, with a 408 unless it was
+            # idle between two requests.
+            self.close_connection = True
+            if not self.server.connections.is_idle(self.connection):
+                with contextlib.suppress(OSError):
+                    self.connection.sendall(REQUEST_TIMEOUT)
 
     def handle_one_request(self) -> None:
         connections = self.server.connections

@@ -22,7 +22,7 @@ from anyserve.middleware import body_over_limit, header_environ, path_info, too_
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, Option, WSGIApp
-from .draining import Drain
+from .draining import REQUEST_TIMEOUT, Drain
 from .eventloop import AsyncioLoop, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
@@ -46,13 +46,14 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
     # Tornado parses the request itself: a chunk extension or a trailer field is a 400, and so is
     # a request it cannot parse, with no body saying why.
     deviations = Deviations(no_chunk_extensions_or_trailers=True, bare_bad_request=True)
+    keep_alive_timeout_by = "anyserve, a timer on the IOLoop (idle, and the whole request head)"
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),
         "max_body_size": Option(to_int, "largest request body in bytes (default 100 MB)"),
         "max_buffer_size": Option(to_int, "largest request held in memory in bytes (default 100 MB)"),
         "idle_connection_timeout": Option(
-            to_seconds, "seconds an idle keep-alive connection stays open (default 3600)"
+            to_seconds, "seconds an idle keep-alive connection stays open (default: --timeout-keep-alive)"
         ),
         "body_timeout": Option(to_seconds, "seconds to wait for a request body"),
         "decompress_request": Option(to_bool, "decode gzip request bodies"),
@@ -83,9 +84,11 @@ class TornadoServing(LoopServing):
     def _make_servers(self) -> list[tuple[Any, list[Any]]]:
         from tornado.httpserver import HTTPServer
         from tornado.httputil import HTTPServerConnectionDelegate
+        from tornado.ioloop import IOLoop
 
         streams = self.streams
         serving = self
+        timeout = self.adapter.settings.get("idle_connection_timeout", self.config.timeout_keep_alive)
 
         class Server(HTTPServer):  # type: ignore[misc]
             def handle_stream(self, stream: Any, address: Any) -> None:
@@ -94,14 +97,45 @@ class TornadoServing(LoopServing):
 
         class Gateway(HTTPServerConnectionDelegate):  # type: ignore[misc]
             def start_request(self, server_conn: Any, request_conn: Any) -> Any:
-                return _Request(serving, request_conn)
+                # Called as soon as the previous response is sent, before the next
+                # request comes: the connection is busy once that one's head has.
+                stream = request_conn.stream
+                waiting = IOLoop.current().call_later(timeout, serving._waited_too_long, stream)
+
+                def arrived() -> None:
+                    IOLoop.current().remove_timeout(waiting)
+                    streams[stream] = "busy"
+
+                return _Request(serving, request_conn, arrived)
 
         # One HTTPServer for the plain listeners, one per TLS context.
         servers = []
         for tls in dict.fromkeys(listener.tls for listener in self.listeners):
-            server = Server(Gateway(), ssl_options=tls.context() if tls else None, **self.adapter.settings)
+            server = Server(
+                Gateway(),
+                ssl_options=tls.context() if tls else None,
+                # Tornado's own deadline for a request head closes the connection
+                # silently: anyserve's (_waited_too_long) comes first; this one backs it.
+                **{**self.adapter.settings, "idle_connection_timeout": timeout + 1.0},
+            )
             servers.append((server, [listener.socket for listener in self.listeners if listener.tls == tls]))
         return servers
+
+    def _waited_too_long(self, stream: Any) -> None:
+        """--timeout-keep-alive passed with no request head come whole: close the
+        connection, with a 408 if it never had a request (as cheroot does)."""
+        if stream.closed() or self.streams.get(stream) == "busy":
+            return
+        if self.streams.get(stream) != "fresh":
+            stream.close()
+            return
+
+        def written(future: Any) -> None:
+            if not future.cancelled():
+                future.exception()  # a client gone already: nothing to report
+            stream.close()
+
+        stream.write(REQUEST_TIMEOUT).add_done_callback(written)
 
     def listen(self) -> None:
         for server, sockets in self._servers:
@@ -170,9 +204,10 @@ class _Request:
     which decodes %2F into a slash, joins a repeated header's values with "," and
     gives no REQUEST_URI."""
 
-    def __init__(self, serving: TornadoServing, connection: Any) -> None:
+    def __init__(self, serving: TornadoServing, connection: Any, arrived: Callable[[], object]) -> None:
         self.serving = serving
         self.connection = connection
+        self.arrived = arrived
         self.method = ""
         self.uri = ""
         self.environ: dict[str, Any] = {}
@@ -180,9 +215,7 @@ class _Request:
         self._chunks: list[bytes] = []
 
     def headers_received(self, start_line: Any, headers: Any) -> None:
-        # Called as soon as the previous response is sent, before the next
-        # request comes: the connection is busy once that one's head has.
-        self.serving.streams[self.connection.stream] = "busy"
+        self.arrived()
         self.method, self.uri = start_line.method, start_line.path
         if body_over_limit(headers.get("Content-Length"), self.serving.config.max_body_size):
             # Tornado reads a whole body before the app runs: a Content-Length over

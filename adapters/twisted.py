@@ -25,7 +25,7 @@ from anyserve.middleware import body_over_limit, header_environ, path_info, too_
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
-from .draining import Drain
+from .draining import REQUEST_TIMEOUT, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
 DEFAULT_THREADS = 10
@@ -50,6 +50,7 @@ class TwistedAdapter(EventLoopAdapter):
     # a request's lines end in a bare LF, and decides whether a connection stays open
     # before the response's length is known: never for HTTP/1.0.
     deviations = Deviations(bare_bad_request=True, no_http10_keep_alive=True, waits_on_bare_lf=True)
+    keep_alive_timeout_by = "twisted's timeOut (idle, and each read of a request)"
     loggers = ("twisted",)
 
     @classmethod
@@ -202,6 +203,7 @@ class TwistedServing(LoopServing):
             def buildProtocol(self, addr: Any) -> Any:
                 channel = super().buildProtocol(addr)
                 serving.channels.add(channel)
+                _answer_request_timeout(_channel(channel))
                 lost = channel.connectionLost
                 limit = serving.config.max_body_size
                 if limit:
@@ -225,7 +227,7 @@ class TwistedServing(LoopServing):
                 request.notifyFinish().addBoth(serving._finished)
                 return super().getResourceFor(request)
 
-        return CountingSite(resource)
+        return CountingSite(resource, timeout=self.config.timeout_keep_alive)
 
     def listen(self) -> None:
         for listener, factory in zip(self.listeners, self._factories, strict=True):
@@ -343,6 +345,19 @@ def _as_spelled() -> type:
                 yield self.spelled.get(name.lower(), name), values
 
     return AsSpelled
+
+
+def _answer_request_timeout(channel: Any) -> None:
+    """Have *channel* answer 408 when --timeout-keep-alive passes before its first
+    request came whole (Twisted closes silently); between two requests it just closes."""
+    timed_out = channel.timeoutConnection
+
+    def timeout_connection() -> None:
+        if not getattr(channel, "anyserve_answered", False):
+            channel.transport.write(REQUEST_TIMEOUT)
+        timed_out()
+
+    channel.timeoutConnection = timeout_connection
 
 
 def _channel(protocol: Any) -> Any:

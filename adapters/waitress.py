@@ -34,13 +34,17 @@ class WaitressAdapter(ThreadedAdapter):
     )
     app_may_close = False  # waitress refuses hop-by-hop headers from the app
     # waitress writes each response header name capitalized its own way (Www-Authenticate),
-    # and waits for a CRLF when a request's lines end in a bare LF.
-    deviations = Deviations(respelled_header_names=True, waits_on_bare_lf=True)
+    # waits for a CRLF when a request's lines end in a bare LF, and its idle check
+    # closes a channel without a word, whatever it received.
+    deviations = Deviations(respelled_header_names=True, waits_on_bare_lf=True, silent_request_timeout=True)
+    keep_alive_timeout_by = "waitress's channel_timeout (idle, and each read of a request)"
     loggers = ("waitress",)
     options = {
         "connection_limit": Option(to_int, "most simultaneous connections (default 100)"),
-        "channel_timeout": Option(to_int, "seconds an idle connection stays open (default 120)"),
-        "cleanup_interval": Option(to_int, "seconds between checks for idle connections (default 30)"),
+        "channel_timeout": Option(to_int, "seconds an idle connection stays open (default: --timeout-keep-alive)"),
+        "cleanup_interval": Option(
+            to_int, "seconds between checks for idle connections (default: --timeout-keep-alive / 4, at most 1)"
+        ),
         "max_request_header_size": Option(to_int, "largest request head in bytes"),
         "max_request_body_size": Option(to_int, "largest request body in bytes"),
         "expose_tracebacks": Option(to_bool, "show tracebacks of app errors to the client"),
@@ -107,11 +111,26 @@ class WaitressAdapter(ThreadedAdapter):
                 **self.settings,
             )
             task_dispatcher = server.task_dispatcher
+            self._close_idle_channels(server.adj)
             servers.append(server)
         for obj in self._map.values():
             if isinstance(obj, BaseWSGIServer):
                 obj.channel_class = Channel
         return servers[:1]  # its loop serves the whole map, every listener of both kinds
+
+    def _close_idle_channels(self, adj: Any) -> None:
+        """--timeout-keep-alive as waitress's channel_timeout: a channel with no
+        request under way and no byte read or written for that long closes. Its
+        loop looks for them every cleanup_interval (30 s by default, and whole
+        seconds only through its options): a quarter of the timeout here, so
+        that one closes within a quarter of the timeout of its due time."""
+        timeout = self.config.timeout_keep_alive
+        check = min(timeout / 4, 1.0)
+        if "channel_timeout" not in self.settings:
+            adj.channel_timeout = timeout
+        if "cleanup_interval" not in self.settings:
+            adj.cleanup_interval = min(adj.cleanup_interval, check)
+        adj.asyncore_loop_timeout = min(adj.asyncore_loop_timeout, check)  # how long its loop waits at most
 
     def run_server(self, server: Any) -> None:
         server.run()

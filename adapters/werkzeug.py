@@ -16,6 +16,7 @@ from anyserve.errors import ServerError, Unsupported
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
+from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 
@@ -30,9 +31,11 @@ class WerkzeugAdapter(SocketServerAdapter):
         tls=True,
         tls_mixed=True,
     )
-    # werkzeug cannot read a chunk with an extension: the app's read fails (500).
-    deviations = Deviations(no_keep_alive=True, no_chunk_extensions_or_trailers=True)
+    # werkzeug cannot read a chunk with an extension (the app's read fails: 500), and
+    # http.server ends a connection whose request timed out without a word.
+    deviations = Deviations(no_keep_alive=True, no_chunk_extensions_or_trailers=True, silent_request_timeout=True)
     note = "development server"
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("werkzeug",)
 
     @classmethod
@@ -74,6 +77,6 @@ class WerkzeugAdapter(SocketServerAdapter):
                 server.socket = server.ssl_context.wrap_socket(
                     server.socket, server_side=True, do_handshake_on_connect=False
                 )
-            server.init_draining(None, inline=not threaded)
+            server.init_draining(None, inline=not threaded, timeout=self.config.timeout_keep_alive)
             servers.append(server)
         return servers

@@ -17,6 +17,7 @@ from anyserve.config import Config
 from anyserve.sockets import Listener
 
 from .base import Capabilities, Deviations, WSGIApp
+from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 DEFAULT_THREADS = 10
@@ -34,6 +35,7 @@ class WsgirefAdapter(SocketServerAdapter):
     # wsgiref gives the app http.server's text/plain when the request has no Content-Type.
     deviations = Deviations(no_keep_alive=True, no_chunked_request=True, made_up_content_type=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
+    keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
     app_may_close = False  # wsgiref refuses hop-by-hop headers; it closes after every response
 
@@ -90,6 +92,6 @@ class WsgirefAdapter(SocketServerAdapter):
                 server.server_name, server.server_port = listener.address
             server.setup_environ()
             server.set_app(app)
-            server.init_draining(slots, inline=threads == 1)
+            server.init_draining(slots, inline=threads == 1, timeout=self.config.timeout_keep_alive)
             servers.append(server)
         return servers

@@ -202,7 +202,13 @@ class CherryPyBridge:
         """The anyserve options the ``server.*`` keys of the app's CherryPy config give."""
         import cherrypy
 
-        return server_options(dict(cherrypy.config))
+        settings = dict(cherrypy.config)
+        # socket_timeout also where CherryPy code sets it on cherrypy.server itself
+        # (where the config puts it, and where it stays when the config is reset).
+        timeout = cherrypy.server.socket_timeout
+        if "server.socket_timeout" not in settings and timeout != type(cherrypy.server).socket_timeout:
+            settings["server.socket_timeout"] = timeout
+        return server_options(settings)
 
     def subscribe(self, lifecycle: Lifecycle) -> None:
         import cherrypy
@@ -267,6 +273,7 @@ SERVER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ssl_private_key": ("keyfile", _path),
     "ssl_certificate_chain": ("ca_certs", _path),
     "shutdown_timeout": ("graceful_timeout", to_seconds),
+    "socket_timeout": ("timeout_keep_alive", to_seconds),
 }
 #: The keys that make the address: ``socket_file`` wins over host and port, as in CherryPy.
 ADDRESS_KEYS = ("socket_host", "socket_port", "socket_file", "bind_addr")
@@ -289,8 +296,6 @@ UNHONOURED_KEYS: dict[str, tuple[Any, str, str]] = {
     "accepted_queue_size": (-1, "warn", "connections wait in the listen backlog (server.socket_queue_size)"),
     "accepted_queue_timeout": (10, "warn", "connections wait in the listen backlog (server.socket_queue_size)"),
 }
-#: Applied elsewhere: ``socket_timeout`` is the idle timeout.
-OTHER_KEYS = ("socket_timeout",)
 #: CherryPy's own server's ``instance`` value that names itself.
 BUILTIN_INSTANCES = ("cherrypy._cpwsgi_server.CPWSGIServer",)
 
@@ -336,7 +341,7 @@ def server_options(config: Mapping[str, Any]) -> ServerOptions:
             message = unhonoured(key, value)
             if message is not None:
                 result.warnings.append(message)
-        elif key not in ADDRESS_KEYS and key not in OTHER_KEYS:
+        elif key not in ADDRESS_KEYS:
             result.warnings.append(
                 f"server.{key} in the app's CherryPy config is not a setting of CherryPy's server; "
                 "ignored, as CherryPy ignores it"

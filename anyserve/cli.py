@@ -65,8 +65,6 @@ _SERVER_SETTING = "each server's own setting (see anyserve list):"
 OTHER_SPELLINGS = {
     "--timeout": "anyserve has no worker timeout of its own (gunicorn's): -o timeout=N under -s gunicorn, "
     "-o harakiri=N under -s uwsgi; --graceful-timeout bounds the shutdown (and -t is --threads here)",
-    "--keep-alive": f"keep-alive is {_SERVER_SETTING} -o keepalive=N under gunicorn and eventlet, "
-    "-o channel_timeout=N under waitress, -o idle_connection_timeout=N under tornado",
     "-k": "anyserve spells it -s/--server NAME (e.g. -s gevent; see anyserve list); "
     "under -s gunicorn, -o worker_class=NAME",
     "--max-requests": f"a worker's request limit is {_SERVER_SETTING} -o max_requests=N under gunicorn and uwsgi",
@@ -97,8 +95,6 @@ OTHER_SPELLINGS.update(
     {
         flag: OTHER_SPELLINGS[same]
         for flag, same in {
-            "--keepalive": "--keep-alive",
-            "--timeout-keep-alive": "--keep-alive",
             "--worker-class": "-k",
             "--limit-max-requests": "--max-requests",
             "--print-config": "--check-config",
@@ -441,6 +437,8 @@ def cmd_list(argv: list[str]) -> int:
             print(f"{indent}note: {cls.note}")
         if cls.deviations.names():
             print(f"{indent}deviations: {', '.join(cls.deviations.names())}")
+        if cls.keep_alive_timeout_by:
+            print(f"{indent}--timeout-keep-alive: {cls.keep_alive_timeout_by}")
         if cls.options:
             print(f"{indent}-o options: {', '.join(cls.options)}")
         if not cls.is_installed():

@@ -463,6 +463,17 @@ class Config:
         convert=to_seconds,
         group="server",
     )
+    timeout_keep_alive: float = option(
+        5.0,
+        "--timeout-keep-alive",
+        "--keep-alive",
+        "--keepalive",
+        metavar="SECONDS",
+        help="close a connection that waits this long for a request (its first or the next one), "
+        "or whose request head stops arriving for this long (default 5)",
+        convert=to_interval,
+        group="server",
+    )
     options: dict[str, Any] = option(
         {},
         "-o",

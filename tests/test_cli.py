@@ -366,6 +366,8 @@ def in_site(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         (["--backlog", "-5", "webapp"], EXIT_USAGE, "invalid value for --backlog"),
         (["--graceful-timeout", "soon", "webapp"], EXIT_USAGE, "invalid value for --graceful-timeout"),
         (["--main-interval", "0", "webapp"], EXIT_USAGE, "invalid value for --main-interval"),
+        (["--timeout-keep-alive", "0", "webapp"], EXIT_USAGE, "invalid value for --timeout-keep-alive"),
+        (["--keep-alive", "soon", "webapp"], EXIT_USAGE, "invalid value for --timeout-keep-alive"),
         (["--log-level", "loud", "webapp"], EXIT_USAGE, "invalid value for --log-level"),
         (["--root-path", "app", "webapp"], EXIT_USAGE, "starting with '/'"),
         (["--uds-mode", "rwx", "webapp"], EXIT_USAGE, "invalid value for --uds-mode"),
@@ -448,6 +450,9 @@ def test_list_shows_the_servers_with_their_versions() -> None:
         assert version, name  # every registered server is installed here
         assert version in line
         assert line.endswith(", ".join(cls.capabilities.flags()))  # its capabilities follow
+        # and what closes a connection after --timeout-keep-alive there
+        assert cls.keep_alive_timeout_by, name
+        assert f"--timeout-keep-alive: {cls.keep_alive_timeout_by}" in result.stdout, name
     assert "concurrency: thread pool" in result.stdout
 
 

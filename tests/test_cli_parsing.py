@@ -113,14 +113,12 @@ def test_bench_flags_are_not_abbreviated_either() -> None:
         (["--log-levle=debug"], "unrecognized argument --log-levle: did you mean --log-level?"),
         # gunicorn's
         (["--timeout", "30"], "--timeout: anyserve has no worker timeout of its own (gunicorn's): -o timeout=N"),
-        (["--keep-alive", "5"], "--keep-alive: keep-alive is each server's own setting (see anyserve list)"),
         (["-k", "gevent"], "-k: anyserve spells it -s/--server NAME"),
         (["--worker-class", "gevent"], "--worker-class: anyserve spells it -s/--server NAME"),
         (["--max-requests", "1000"], "-o max_requests=N under gunicorn and uwsgi"),
         (["--check-config"], "--check-config: anyserve check [OPTIONS] APP"),
         # uvicorn's
         (["--ssl-cert-reqs", "2"], "--ssl-cert-reqs: anyserve spells it --cert-reqs none|optional|required"),
-        (["--timeout-keep-alive", "5"], "-o keepalive=N under gunicorn and eventlet"),
         (["--interface", "wsgi"], "--interface: anyserve serves WSGI applications"),
         # waitress-serve's
         (["--listen", "127.0.0.1:1"], "--listen: anyserve spells it -b/--bind HOST:PORT"),
@@ -171,7 +169,7 @@ def test_gunicorn_and_uvicorn_spellings_set_anyserve_options(site: Path, short_d
     path = short_dir / "app.sock"
     result = run(
         "check",
-        *["--uds", str(path), "--timeout-graceful-shutdown", "5", "--access-logfile", "-"],
+        *["--uds", str(path), "--timeout-graceful-shutdown", "5", "--keep-alive", "3", "--access-logfile", "-"],
         *["--access-logformat", "%(h)s %(s)s", "--error-logfile", "-", "-D", "-m", "027", "-u", user, "-g", group],
         *["--ssl-certfile", str(pki.cert), "--ssl-keyfile", str(pki.key), "--ssl-keyfile-password", "secret"],
         *["--ssl-ca-certs", str(pki.ca), "--chdir", str(site), "--env-file", ".env", "-e", "B=2", "--env", "C=3"],
@@ -183,6 +181,7 @@ def test_gunicorn_and_uvicorn_spellings_set_anyserve_options(site: Path, short_d
         f"tls: {pki.cert} on every listener; client certificates: none",
         f"option: bind = unix:{path} (from --uds on the command line)",
         "option: graceful_timeout = 5.0 (from --timeout-graceful-shutdown on the command line)",
+        "option: timeout_keep_alive = 3.0 (from --keep-alive on the command line)",
         "option: access_log = - (from --access-logfile on the command line)",
         "option: access_log_format = %(h)s %(s)s (from --access-logformat on the command line)",
         "option: error_log = - (from --error-logfile on the command line)",

@@ -102,7 +102,10 @@ class UwsgiAdapter(Adapter):
         any_http_version=True,
         # ...and waits for a CRLF when a request's lines end in a bare LF.
         waits_on_bare_lf=True,
+        # It ends a connection whose request did not come in time without a word.
+        silent_request_timeout=True,
     )
+    keep_alive_timeout_by = "uWSGI's --socket-timeout (whole seconds: idle, and each read of a request)"
     loggers = ("uwsgi",)
     options = {
         "protocol": Option(
@@ -113,7 +116,7 @@ class UwsgiAdapter(Adapter):
         "max_requests": Option(to_positive_int, "reload a worker after this many requests"),
         "buffer_size": Option(to_positive_int, "largest request header block in bytes (default 4096)"),
         "listen": Option(to_positive_int, "uWSGI's own listen queue check (the backlog is anyserve's --backlog)"),
-        "socket_timeout": Option(to_int, "seconds a client socket may stay silent (default 4)"),
+        "socket_timeout": Option(to_int, "seconds a client socket may stay silent (default: --timeout-keep-alive)"),
     }
 
     @classmethod
@@ -249,7 +252,7 @@ class UwsgiAdapter(Adapter):
             "--buffer-size",
             str(settings.get("buffer_size", 8192)),
             "--socket-timeout",
-            str(settings.get("socket_timeout", 4)),
+            str(settings.get("socket_timeout", math.ceil(config.timeout_keep_alive))),
             "--no-orphans",
             # Its output comes to anyserve through a pipe: with anyserve gone, uWSGI's
             # own SIGPIPE warning, written to that pipe, would raise SIGPIPE again,
