@@ -62,6 +62,8 @@ class Deviations:
     no_chunked_request: bool = False  # hands a chunked upload to the app undecoded
     last_repeated_header: bool = False  # of a repeated request header the app sees the last value only
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
+    respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
+    bare_lf_unanswered: bool = False  # no answer to a request head whose lines end in a bare LF
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""

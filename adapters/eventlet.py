@@ -230,6 +230,8 @@ class EventletServing(LoopServing):
             "keepalive": self.adapter.settings.get("keepalive", True),
             "socket_timeout": self.adapter.settings.get("socket_timeout"),
             "debug": False,  # no tracebacks to clients
+            # Header names go out as the app wrote them (eventlet would send Www-Authenticate).
+            "capitalize_response_headers": False,
         }
         return [(green(listener), self.app, settings) for listener in self.listeners]
 

@@ -19,7 +19,7 @@ from anyserve.config import to_bool, to_int, to_seconds
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp
 from .draining import Drain
 from .eventloop import AsyncioLoop, EventLoopAdapter, LoopServing
 
@@ -41,6 +41,7 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
+    deviations = Deviations(respelled_header_names=True)
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),

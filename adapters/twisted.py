@@ -22,7 +22,7 @@ from anyserve.errors import ServerError
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Capabilities, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 
@@ -44,6 +44,7 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
+    deviations = Deviations(respelled_header_names=True, bare_lf_unanswered=True)
     loggers = ("twisted",)
 
     @classmethod

@@ -100,6 +100,8 @@ class UwsgiAdapter(Adapter):
         no_chunked_request=True,
         # uWSGI's http-socket serves "GET / HTTX/1.1" and answers "HTTX/1.1 200 OK".
         any_http_version=True,
+        # ...and closes, unanswered, a request head whose lines end in a bare LF.
+        bare_lf_unanswered=True,
     )
     loggers = ("uwsgi",)
     options = {
