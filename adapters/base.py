@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -64,10 +64,27 @@ class Deviations:
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
     respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
     bare_lf_unanswered: bool = False  # no answer to a request head whose lines end in a bare LF
+    repeated_header_joined_without_space: bool = False  # joins a repeated request header's values with ","
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""
         return [f.name.replace("_", " ") for f in fields(self) if getattr(self, f.name)]
+
+
+def join_repeated_headers(environ: dict[str, Any], headers: Iterable[tuple[str, str]]) -> None:
+    """Give each request header that came more than once its values joined with
+    ", ", in the order they came (RFC 9110 section 5.3), as cheroot and waitress
+    give them: servers built on ``http.server`` join them with "," alone. Only
+    the variables the server put in *environ* are replaced."""
+    values: dict[str, list[str]] = {}
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        values.setdefault(key, []).append(value.strip())
+    for key, parts in values.items():
+        if len(parts) > 1 and key in environ:
+            environ[key] = ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Option, WSGIApp, join_repeated_headers
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -205,6 +205,7 @@ class EventletServing(LoopServing):
                 # Its wsgi.input ends where the body ends, chunked or not; say so,
                 # or an app cannot read a chunked upload (no CONTENT_LENGTH).
                 environ["wsgi.input_terminated"] = True
+                join_repeated_headers(environ, self.headers.items())
                 return environ
 
         def green(listener: Listener) -> Any:

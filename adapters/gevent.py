@@ -23,7 +23,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp
+from .base import Capabilities, Option, WSGIApp, join_repeated_headers
 from .draining import ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -140,6 +140,20 @@ class GeventServing(LoopServing):
                     connections.close(self.socket)  # end the keep-alive loop, and the connection
                     return None
                 return super().handle_one_request()
+
+            def get_environ(self) -> Any:
+                environ = super().get_environ()
+                join_repeated_headers(environ, self.headers.items())
+                return environ
+
+            def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+                write = super().start_response(status, headers, exc_info)
+                # HTTP/1.1 (RFC 9112 section 9.6): the response to a request that
+                # asked for the close says so; gevent closes without a word.
+                if self.close_connection and self.request_version == "HTTP/1.1":
+                    if not any(name.lower() == b"connection" for name, _ in self.response_headers):
+                        self.response_headers.append((b"Connection", b"close"))
+                return write
 
             def handle(self) -> None:
                 sock = self.socket

@@ -55,7 +55,7 @@ class GunicornAdapter(Adapter):
     )
     # With the defaults (one sync worker) requests run one at a time and every
     # connection closes after its response.
-    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True)
+    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True, repeated_header_joined_without_space=True)
     loggers = ("gunicorn.error", "gunicorn.access")
     options = {
         "worker_class": Option(to_str, "gunicorn worker class: sync, gthread, gevent, eventlet, tornado or a path"),

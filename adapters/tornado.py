@@ -41,7 +41,7 @@ class TornadoAdapter(AsyncioLoop, EventLoopAdapter):
         tls_mixed=True,
         embed=True,
     )
-    deviations = Deviations(respelled_header_names=True)
+    deviations = Deviations(respelled_header_names=True, repeated_header_joined_without_space=True)
     loggers = ("tornado",)
     options = {
         "xheaders": Option(to_bool, "trust X-Real-Ip/X-Forwarded-For and X-Scheme/X-Forwarded-Proto"),

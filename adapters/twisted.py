@@ -44,7 +44,9 @@ class TwistedAdapter(EventLoopAdapter):
         embed=True,
         background=False,  # a reactor cannot run twice in one process
     )
-    deviations = Deviations(respelled_header_names=True, bare_lf_unanswered=True)
+    deviations = Deviations(
+        respelled_header_names=True, bare_lf_unanswered=True, repeated_header_joined_without_space=True
+    )
     loggers = ("twisted",)
 
     @classmethod

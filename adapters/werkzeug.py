@@ -15,7 +15,7 @@ from anyserve.config import Config
 from anyserve.errors import ServerError
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Deviations, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp, join_repeated_headers
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 
@@ -53,6 +53,11 @@ class WerkzeugAdapter(SocketServerAdapter):
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
+
+            def make_environ(self) -> dict[str, Any]:
+                environ = super().make_environ()
+                join_repeated_headers(environ, self.headers.items())
+                return environ
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
                 pass  # no line per request of its own (Adapter.loggers)

@@ -16,7 +16,7 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Deviations, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp, join_repeated_headers
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
 DEFAULT_THREADS = 10
@@ -59,6 +59,11 @@ class WsgirefAdapter(SocketServerAdapter):
             pass
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            def get_environ(self) -> dict[str, Any]:
+                environ = super().get_environ()
+                join_repeated_headers(environ, self.headers.items())
+                return environ
+
             def address_string(self) -> str:
                 return self.client_address[0] or "unix"
 

@@ -101,6 +101,27 @@ def is_closing(response: Response) -> bool:
     return response.version == "HTTP/1.0" or "close" in response.header("connection").lower()
 
 
+def test_close_asked_for_is_confirmed(served: Running) -> None:
+    # RFC 9112 section 9.6: the server closes, and says so in its response.
+    with raw_connection(served.url) as (sock, reader):
+        sock.sendall(request_bytes("GET", "/echo?closing", "Connection: close"))
+        response = read_response(reader)
+        assert is_closing(response), response.head
+        assert reader.read() == b"", "the connection stayed open, or more came, after the response"
+
+
+def test_repeated_request_header_joined_with_comma_and_space(served: Running) -> None:
+    answer = exchange(served.url, request_bytes("GET", "/echo", "X-Dup: a", "X-Dup: b", "Connection: close"))
+    report = json.loads(answer.partition(b"\r\n\r\n")[2])
+    devs = deviations(served.server)
+    if devs.last_repeated_header:
+        assert report["x_dup"] == "b", report  # declared: the last value wins
+    elif devs.repeated_header_joined_without_space:
+        assert report["x_dup"] == "a,b", report  # declared
+    else:
+        assert report["x_dup"] == "a, b", report  # as cheroot joins the headers it knows to be lists
+
+
 def test_expect_continue_without_a_body_is_answered(served: Running) -> None:
     # Nothing to continue with: the server answers, with or without a 100 first.
     with raw_connection(served.url, timeout=5) as (sock, reader):
