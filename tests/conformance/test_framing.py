@@ -83,6 +83,15 @@ def test_connection_kept_after_a_chunked_or_empty_response(
         assert json.loads(second.body)["query_string"] == "after", second
 
 
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_content_length_added_to_a_204_or_304(served: Running, code: int) -> None:
+    # RFC 9110 section 8.6: never on a 204; on a 304 only the length a 200 would have.
+    answer = exchange(served.url, request_bytes("GET", f"/status?code={code}", "Connection: close"))
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.") and b" %d " % code in head.split(b"\r\n")[0], head
+    assert "content-length" not in [name.lower() for name in header_names(head)], head
+
+
 def test_head_of_unknown_length_has_nothing_after_its_head(served: Running) -> None:
     with raw_connection(served.url) as (sock, reader):
         sock.sendall(request_bytes("HEAD", "/unsized"))
