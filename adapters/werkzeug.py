@@ -10,6 +10,7 @@ For development; its own docs say not to deploy it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from anyserve.config import Config
 from anyserve.errors import ServerError
@@ -57,6 +58,11 @@ class WerkzeugAdapter(SocketServerAdapter):
             def make_environ(self) -> dict[str, Any]:
                 environ = super().make_environ()
                 join_repeated_headers(environ, self.headers.items())
+                # werkzeug decodes the path as UTF-8 and replaces bytes that are
+                # not; PEP 3333's PATH_INFO holds the path's bytes, as latin-1.
+                url = urlsplit(self.path)
+                path = f"/{url.netloc}{url.path}" if not url.scheme and url.netloc else url.path
+                environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
                 return environ
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:

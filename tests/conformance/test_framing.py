@@ -131,6 +131,13 @@ def test_repeated_request_header_joined_with_comma_and_space(served: Running) ->
         assert report["x_dup"] == "a, b", report  # as cheroot joins the headers it knows to be lists
 
 
+def test_percent_encoded_path_that_is_not_utf8(served: Running) -> None:
+    # PEP 3333: PATH_INFO holds the path's decoded bytes as latin-1 characters, UTF-8 or not.
+    answer = exchange(served.url, request_bytes("GET", "/caf%E9%20%d4", "Connection: close"))
+    report = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert report["path_info"].encode("latin-1") == b"/caf\xe9 \xd4", report
+
+
 def test_expect_continue_without_a_body_is_answered(served: Running) -> None:
     # Nothing to continue with: the server answers, with or without a 100 first.
     with raw_connection(served.url, timeout=5) as (sock, reader):
