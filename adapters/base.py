@@ -65,6 +65,7 @@ class Deviations:
     respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
     bare_lf_unanswered: bool = False  # no answer to a request head whose lines end in a bare LF
     repeated_header_joined_without_space: bool = False  # joins a repeated request header's values with ","
+    bad_header_line_unanswered: bool = False  # closes, unanswered, a request with a header line that is not a field
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""
@@ -85,6 +86,20 @@ def join_repeated_headers(environ: dict[str, Any], headers: Iterable[tuple[str, 
     for key, parts in values.items():
         if len(parts) > 1 and key in environ:
             environ[key] = ", ".join(parts)
+
+
+def header_lines_lost(headers: Any) -> bool:
+    """True when ``http.client``'s parse of a request's header section (which
+    http.server and gevent use) stopped at a line that is not a field, such as
+    one without a colon: it drops that line and every one after it, where the
+    request should get a 400 (RFC 9112 section 5)."""
+    from email.errors import MissingHeaderBodySeparatorDefect
+
+    return any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in getattr(headers, "defects", ()))
+
+
+#: The reason a request with a header line that is not a field gets, in cheroot's words.
+BAD_HEADER_LINE = "Illegal header line."
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp, join_repeated_headers
+from .base import BAD_HEADER_LINE, Capabilities, Option, WSGIApp, header_lines_lost, join_repeated_headers
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -196,6 +196,15 @@ class EventletServing(LoopServing):
                     return ""
                 self.connection.fresh = False
                 return line
+
+            def parse_request(self) -> bool:
+                if not super().parse_request():
+                    return False
+                if header_lines_lost(self.headers):
+                    self.close_connection = True
+                    self.send_error(400, BAD_HEADER_LINE)
+                    return False
+                return True
 
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)

@@ -23,7 +23,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Option, WSGIApp, join_repeated_headers
+from .base import Capabilities, Option, WSGIApp, header_lines_lost, join_repeated_headers
 from .draining import ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -140,6 +140,10 @@ class GeventServing(LoopServing):
                     connections.close(self.socket)  # end the keep-alive loop, and the connection
                     return None
                 return super().handle_one_request()
+
+            def read_request(self, raw_requestline: str) -> bool:
+                # False: gevent answers 400 and closes.
+                return bool(super().read_request(raw_requestline)) and not header_lines_lost(self.headers)
 
             def get_environ(self) -> Any:
                 environ = super().get_environ()

@@ -102,6 +102,8 @@ class UwsgiAdapter(Adapter):
         any_http_version=True,
         # ...and closes, unanswered, a request head whose lines end in a bare LF.
         bare_lf_unanswered=True,
+        # ...and likewise one with a header line that is not a field (no colon).
+        bad_header_line_unanswered=True,
     )
     loggers = ("uwsgi",)
     options = {

@@ -20,6 +20,7 @@ from ..harness import (
     Running,
     deviations,
     exchange,
+    fetch,
     raw_connection,
     read_response,
     start_anyserve,
@@ -156,6 +157,22 @@ def test_forwarded_headers_reach_the_app(served: Running) -> None:
     )
     report = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert report["forwarded_host"] == "www.example.test", report
+
+
+def test_header_line_that_is_not_a_field_is_a_400(served: Running) -> None:
+    # RFC 9112 section 5: a field line is "name: value". A parser that stops at
+    # this one drops the fields after it (the close asked for, here) unseen.
+    request = request_bytes("GET", "/echo?bad-line", "Content-Type: text/plain", "re, 1.2.3.4", "Connection: close")
+    with raw_connection(served.url, timeout=5) as (sock, reader):
+        sock.sendall(request)
+        if deviations(served.server).bad_header_line_unanswered:
+            # Declared: the connection is closed with no answer.
+            with contextlib.suppress(ConnectionResetError):
+                assert reader.read() == b"", f"{served.server} declares it does not answer, yet it did"
+            return
+        response = read_response(reader)
+    assert response.status == 400, response
+    assert fetch(served.url, "/echo?after").status == 200  # and it keeps serving
 
 
 def test_request_head_with_bare_line_feeds_is_answered_at_once(served: Running) -> None:
