@@ -55,6 +55,15 @@ class WerkzeugAdapter(SocketServerAdapter):
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
 
+            def send_header(self, keyword: str, value: str) -> None:
+                # http.server writes its own Server and Date first: the app's, sent
+                # after, replace them rather than make a second of each.
+                if keyword.lower() in ("server", "date"):
+                    prefix = keyword.lower().encode("latin-1") + b":"
+                    buffered = getattr(self, "_headers_buffer", [])
+                    self._headers_buffer = [line for line in buffered if not line.lower().startswith(prefix)]
+                super().send_header(keyword, value)
+
             def make_environ(self) -> dict[str, Any]:
                 environ = super().make_environ()
                 join_repeated_headers(environ, self.headers.items())

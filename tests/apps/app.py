@@ -95,6 +95,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             ],
         )
         return [b"ok"]
+    if path == "/dated":  # the app's own Date and Server headers
+        start_response(
+            "200 OK",
+            [("Date", "Tue, 01 Dec 2026 00:00:00 GMT"), ("Server", "conformance-app"), ("Content-Length", "2")],
+        )
+        return [b"ok"]
     if path == "/unsized":  # a body of unknown length: chunked on HTTP/1.1
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"un", b"sized"])

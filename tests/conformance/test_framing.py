@@ -62,6 +62,16 @@ def test_response_header_names_as_the_app_wrote_them(served: Running) -> None:
         assert sorted(sent) != sorted(wrote), f"{served.server} declares it respells header names, yet did not"
 
 
+def test_date_and_server_of_the_app_sent_once(served: Running) -> None:
+    # RFC 9110 sections 6.6.1 and 10.2.4: one Date and one Server, the app's or the server's.
+    answer = exchange(served.url, request_bytes("GET", "/dated", "Connection: close"))
+    head = answer.partition(b"\r\n\r\n")[0]
+    fields = [line.split(b":", 1) for line in head.split(b"\r\n")[1:]]
+    dates = [value.strip() for name, value in fields if name.lower() == b"date"]
+    servers = [value.strip() for name, value in fields if name.lower() == b"server"]
+    assert (len(dates), len(servers)) == (1, 1), head
+
+
 @pytest.mark.parametrize(
     ("path", "status", "body"),
     [("/unsized", 200, b"unsized"), ("/status?code=204", 204, b""), ("/status?code=304", 304, b"")],
