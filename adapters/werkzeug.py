@@ -55,6 +55,9 @@ class WerkzeugAdapter(SocketServerAdapter):
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
 
+            def handle_expect_100(self) -> bool:
+                return True  # werkzeug sends its own 100 Continue: http.server's would be a second
+
             def send_header(self, keyword: str, value: str) -> None:
                 # http.server writes its own Server and Date first: the app's, sent
                 # after, replace them rather than make a second of each.

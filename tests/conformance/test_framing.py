@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import select
 from collections.abc import Iterator
 
 import pytest
@@ -158,6 +159,21 @@ def test_expect_continue_without_a_body_is_answered(served: Running) -> None:
             response = read_response(reader)
     assert response.status == 200, response
     assert json.loads(response.body)["query_string"] == "expect"
+
+
+def test_expect_continue_gets_one_100_at_most(served: Running) -> None:
+    with raw_connection(served.url, timeout=5) as (sock, reader):
+        sock.sendall(request_bytes("POST", "/echo?expect-body", "Content-Length: 5", "Expect: 100-continue"))
+        # A client waits a moment for the 100, then sends the body anyway (RFC 9110 section 10.1.1).
+        select.select([sock], [], [], 1)
+        sock.sendall(b"hello")
+        interim = 0
+        response = read_response(reader)
+        while 100 <= response.status < 200:
+            interim += 1
+            response = read_response(reader)
+    assert interim <= 1, f"{interim} interim responses before the final one"
+    assert response.status == 200 and json.loads(response.body)["length"] == 5, response
 
 
 def test_forwarded_headers_reach_the_app(served: Running) -> None:
