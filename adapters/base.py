@@ -63,7 +63,7 @@ class Deviations:
     last_repeated_header: bool = False  # of a repeated request header the app sees the last value only
     any_http_version: bool = False  # serves a request line that names no HTTP/1.x version
     respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
-    bare_lf_unanswered: bool = False  # no answer to a request head whose lines end in a bare LF
+    waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request gets no answer
     repeated_header_joined_without_space: bool = False  # joins a repeated request header's values with ","
     bad_header_line_unanswered: bool = False  # closes, unanswered, a request with a header line that is not a field
 

@@ -45,7 +45,7 @@ class TwistedAdapter(EventLoopAdapter):
         background=False,  # a reactor cannot run twice in one process
     )
     deviations = Deviations(
-        respelled_header_names=True, bare_lf_unanswered=True, repeated_header_joined_without_space=True
+        respelled_header_names=True, waits_on_bare_lf=True, repeated_header_joined_without_space=True
     )
     loggers = ("twisted",)
 

@@ -101,7 +101,7 @@ class UwsgiAdapter(Adapter):
         # uWSGI's http-socket serves "GET / HTTX/1.1" and answers "HTTX/1.1 200 OK".
         any_http_version=True,
         # ...and closes, unanswered, a request head whose lines end in a bare LF.
-        bare_lf_unanswered=True,
+        waits_on_bare_lf=True,
         # ...and likewise one with a header line that is not a field (no colon).
         bad_header_line_unanswered=True,
     )
