@@ -1,8 +1,11 @@
-"""What the server adds to, or keeps from, the app's response and the client's request:
-header names as the app wrote them, the connection kept after a chunked or empty
-response, the request headers and an ``Expect`` the app should see, and a request
-head no server should leave waiting. Through the real ``anyserve`` command, one
-server process per adapter; a declared deviation is asserted, never skipped.
+"""What the server adds to, drops from or keeps of the app's response and the
+client's request: header names as the app wrote them, one Date and one Server,
+the connection kept after a chunked or bodiless response and closed when asked,
+nothing after a HEAD's head and no Content-Length on a 204 or 304, repeated
+request headers, a path that is not UTF-8, ``Expect: 100-continue`` and
+``X-Forwarded-*`` as the app should see them, and request heads no server
+should serve or leave waiting. Through the real ``anyserve`` command, one server
+process per adapter; a declared deviation is asserted, never skipped.
 """
 
 from __future__ import annotations
