@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -66,7 +66,7 @@ class Deviations:
     respelled_header_names: bool = False  # writes response header names its own way (Www-Authenticate)
     no_chunk_extensions_or_trailers: bool = False  # refuses a chunked body with chunk extensions or trailers
     bare_bad_request: bool = False  # answers a request it cannot parse with a bare 400: no body says why
-    waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request waits for its timeout
+    waits_on_bare_lf: bool = False  # takes no bare LF as a line end: such a request waits for its timeout, unanswered
     made_up_content_type: bool = False  # gives the app a Content-Type (text/plain) the request did not have
     #: a connection that sends nothing, or stops in the middle of a request head,
     #: is not closed after --timeout-keep-alive (it holds its worker or thread)
@@ -74,10 +74,38 @@ class Deviations:
     #: closes a connection whose first request did not come whole within
     #: --timeout-keep-alive without answering it 408 (Request Timeout)
     silent_request_timeout: bool = False
+    repeated_header_joined_without_space: bool = False  # joins a repeated request header's values with ","
+    bad_header_line_unanswered: bool = False  # closes, unanswered, a request with a header line that is not a field
 
     def names(self) -> list[str]:
         """The deviations it has, in words, for ``anyserve list``."""
         return [f.name.replace("_", " ") for f in fields(self) if getattr(self, f.name)]
+
+
+def join_repeated_headers(environ: dict[str, Any], headers: Iterable[tuple[str, str]]) -> None:
+    """Give each request header that came more than once its values joined with
+    ", ", in the order they came (RFC 9110 section 5.3), as cheroot and waitress
+    give them: servers built on ``http.server`` join them with "," alone. Only
+    the variables the server put in *environ* are replaced."""
+    from anyserve.middleware import header_environ
+
+    for key, value in header_environ((name, value.strip()) for name, value in headers).items():
+        if key in environ:
+            environ[key] = value
+
+
+def header_lines_lost(headers: Any) -> bool:
+    """True when ``http.client``'s parse of a request's header section (which
+    http.server and gevent use) stopped at a line that is not a field, such as
+    one without a colon: it drops that line and every one after it, where the
+    request should get a 400 (RFC 9112 section 5)."""
+    from email.errors import MissingHeaderBodySeparatorDefect
+
+    return any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in getattr(headers, "defects", ()))
+
+
+#: The reason a request with a header line that is not a field gets, in cheroot's words.
+BAD_HEADER_LINE = "Illegal header line."
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Deviations, Option, WSGIApp
+from .base import BAD_HEADER_LINE, Capabilities, Deviations, Option, WSGIApp, header_lines_lost, join_repeated_headers
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -72,9 +72,9 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
-    # eventlet writes each response header name capitalized its own way (Www-Authenticate),
-    # and gives the app http.server's text/plain when the request has no Content-Type.
-    deviations = Deviations(respelled_header_names=True, made_up_content_type=True)
+    # eventlet gives the app http.server's text/plain when the request has no
+    # Content-Type, and its server ends a connection whose read timed out without a word.
+    deviations = Deviations(made_up_content_type=True, silent_request_timeout=True)
     loggers = ("eventlet",)
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
@@ -84,8 +84,6 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         ),
         "socket_timeout": Option(to_seconds, "timeout of client socket operations (default: --timeout-keep-alive)"),
     }
-    # Its server ends a connection whose read timed out without a word.
-    deviations = Deviations(silent_request_timeout=True)
     keep_alive_timeout_by = "eventlet's keepalive and socket_timeout (idle, and each read of a request)"
     note = "maintenance mode upstream: supported for existing apps, not advised for new ones"
 
@@ -205,6 +203,15 @@ class EventletServing(LoopServing):
                 self.connection.fresh = False
                 return line
 
+            def parse_request(self) -> bool:
+                if not super().parse_request():
+                    return False
+                if header_lines_lost(self.headers):
+                    self.close_connection = True
+                    self.send_error(400, BAD_HEADER_LINE)
+                    return False
+                return True
+
             def get_environ(self, _base: Any = eventlet.wsgi.HttpProtocol.get_environ) -> dict[str, object]:
                 environ = _base(self)
                 # eventlet always says HTTP/1.0, which makes apps (CherryPy's
@@ -213,6 +220,7 @@ class EventletServing(LoopServing):
                 # Its wsgi.input ends where the body ends, chunked or not; say so,
                 # or an app cannot read a chunked upload (no CONTENT_LENGTH).
                 environ["wsgi.input_terminated"] = True
+                join_repeated_headers(environ, self.headers.items())
                 return environ
 
         def green(listener: Listener) -> Any:
@@ -238,6 +246,8 @@ class EventletServing(LoopServing):
             "keepalive": self.adapter.settings.get("keepalive", self.config.timeout_keep_alive),
             "socket_timeout": self.adapter.settings.get("socket_timeout", self.config.timeout_keep_alive),
             "debug": False,  # no tracebacks to clients
+            # Header names go out as the app wrote them (eventlet would send Www-Authenticate).
+            "capitalize_response_headers": False,
         }
         return [(green(listener), self.app, settings) for listener in self.listeners]
 

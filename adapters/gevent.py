@@ -23,7 +23,7 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import Capabilities, Deviations, Option, WSGIApp
+from .base import Capabilities, Deviations, Option, WSGIApp, header_lines_lost, join_repeated_headers
 from .draining import ENFORCED_BY_ANYSERVE, REQUEST_TIMEOUT, ConnectionTracker, Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -150,9 +150,14 @@ class GeventServing(LoopServing):
                     return None
                 return super().handle_one_request()
 
+            def read_request(self, raw_requestline: str) -> bool:
+                # False: gevent answers 400 and closes.
+                return bool(super().read_request(raw_requestline)) and not header_lines_lost(self.headers)
+
             def get_environ(self) -> Any:
                 environ = super().get_environ()
                 environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
+                join_repeated_headers(environ, self.headers.items())
                 return environ
 
             def _handle_client_error(self, ex: Exception) -> Any:
@@ -161,6 +166,15 @@ class GeventServing(LoopServing):
                 if isinstance(ex, TimeoutError):
                     return ("408", REQUEST_TIMEOUT)
                 return super()._handle_client_error(ex)
+
+            def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+                write = super().start_response(status, headers, exc_info)
+                # HTTP/1.1 (RFC 9112 section 9.6): the response to a request that
+                # asked for the close says so; gevent closes without a word.
+                if self.close_connection and self.request_version == "HTTP/1.1":
+                    if not any(name.lower() == b"connection" for name, _ in self.response_headers):
+                        self.response_headers.append((b"Connection", b"close"))
+                return write
 
             def handle(self) -> None:
                 sock = self.socket

@@ -58,7 +58,9 @@ class GunicornAdapter(Adapter):
     # Its sync worker reads a request with no timeout: a client that sends
     # nothing, or half a head, holds the worker until gunicorn's worker timeout
     # (-o timeout, default 30 s) has the worker killed and replaced.
-    deviations = Deviations(one_request_at_a_time=True, no_keep_alive=True, no_read_timeout=True)
+    deviations = Deviations(
+        one_request_at_a_time=True, no_keep_alive=True, no_read_timeout=True, repeated_header_joined_without_space=True
+    )
     keep_alive_timeout_by = "gunicorn's keepalive (whole seconds), between two requests with --threads above 1"
     loggers = ("gunicorn.error", "gunicorn.access")
     options = {

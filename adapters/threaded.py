@@ -20,7 +20,7 @@ from typing import Any
 from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 
-from .base import Adapter, WSGIApp
+from .base import BAD_HEADER_LINE, Adapter, WSGIApp, header_lines_lost
 from .draining import REQUEST_TIMEOUT, STOP_MARGIN, ConnectionTracker, Drain, StopRace, stop_within, wait_for
 
 
@@ -211,7 +211,13 @@ class DrainingHandlerMixIn:
     def parse_request(self) -> bool:
         # Called right after the request line is read: the connection is busy now.
         self.server.connections.mark(self.connection, True)
-        return super().parse_request()  # type: ignore[misc]
+        if not super().parse_request():  # type: ignore[misc]
+            return False
+        if header_lines_lost(self.headers):  # type: ignore[attr-defined]
+            self.close_connection = True
+            self.send_error(400, BAD_HEADER_LINE)  # type: ignore[attr-defined]
+            return False
+        return True
 
     def finish(self) -> None:
         try:

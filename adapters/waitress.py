@@ -3,12 +3,24 @@
 waitress has no graceful shutdown of its own; anyserve closes its listeners from
 inside its loop, waits until no channel has a request in progress or output left
 to send, then ends the loop.
+
+Where waitress departs from what the app asked for or HTTP/1.1 expects, its own
+hooks (the channel's task and parser classes) put it right: response header
+names go out as the app wrote them (waitress would send ``Www-Authenticate``); a
+response of unknown length (chunked) or without a body (204, 304, HEAD) keeps
+the connection open, and a HEAD of unknown length has nothing after its head
+(waitress would send the end of a chunked body); ``Expect: 100-continue`` on a
+request without a body is answered (waitress would wait for a body that never
+comes); a request head ended by bare LFs gets a 400 (waitress would wait for a
+CRLF until its channel timeout); and X-Forwarded-* headers reach the app as on
+every server (--proxy-headers is anyserve's way to trust them).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict, deque
 from typing import Any
 
 from anyserve.config import to_bool, to_int, to_str
@@ -33,10 +45,8 @@ class WaitressAdapter(ThreadedAdapter):
         unix=True,
     )
     app_may_close = False  # waitress refuses hop-by-hop headers from the app
-    # waitress writes each response header name capitalized its own way (Www-Authenticate),
-    # waits for a CRLF when a request's lines end in a bare LF, and its idle check
-    # closes a channel without a word, whatever it received.
-    deviations = Deviations(respelled_header_names=True, waits_on_bare_lf=True, silent_request_timeout=True)
+    # Its idle check closes a channel without a word, whatever it received.
+    deviations = Deviations(silent_request_timeout=True)
     keep_alive_timeout_by = "waitress's channel_timeout (idle, and each read of a request)"
     loggers = ("waitress",)
     options = {
@@ -56,7 +66,6 @@ class WaitressAdapter(ThreadedAdapter):
     }
 
     def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
-        from waitress.channel import HTTPChannel
         from waitress.server import BaseWSGIServer, create_server
         from waitress.task import ErrorTask
         from waitress.utilities import RequestEntityTooLarge
@@ -74,16 +83,8 @@ class WaitressAdapter(ThreadedAdapter):
                 self.content_length = len(body)
                 self.write(body)
 
-        class Channel(HTTPChannel):  # type: ignore[misc]
-            """Knows whether its client sent anything yet, so a graceful stop can
-            wait for the request of a connection accepted just before it."""
-
-            fresh = True
+        class Channel(channel_class()):  # type: ignore[misc]
             error_task_class = TooLarge
-
-            def received(self, data: bytes) -> bool:
-                self.fresh = False
-                return super().received(data)
 
         # waitress takes TCP or unix sockets, not both: one server per kind,
         # sharing one loop (the map) and one thread pool.
@@ -101,9 +102,10 @@ class WaitressAdapter(ThreadedAdapter):
                 sockets=sockets,
                 threads=self.config.threads or DEFAULT_THREADS,
                 backlog=self.config.backlog,
-                # waitress drops X-Forwarded-* and Forwarded from peers it does not
-                # trust; with --proxy-headers anyserve decides which peers it trusts.
-                **({"clear_untrusted_proxy_headers": False} if self.config.proxy_headers else {}),
+                # waitress would drop X-Forwarded-* and Forwarded, which every other
+                # server hands to the app; with --proxy-headers anyserve applies
+                # them from the peers it trusts.
+                clear_untrusted_proxy_headers=False,
                 # waitress reads a whole body before the app runs: its own check
                 # answers a body over --max-body-size with 413 as anyserve's would.
                 # (waitress refuses a body of its limit or more; anyserve, one over it).
@@ -172,3 +174,80 @@ class WaitressAdapter(ThreadedAdapter):
             close_all(self._map)
         task_dispatcher.shutdown(cancel_pending=True, timeout=drain.remaining())
         return left
+
+
+def channel_class() -> type:
+    """waitress's channel, with its task and parser put right (see the module's doc)."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.task import WSGITask
+    from waitress.utilities import BadRequest
+
+    class Task(WSGITask):  # type: ignore[misc]
+        def build_response_header(self) -> bytes:
+            # waitress writes each name as "-".join(part.capitalize()), then sorts
+            # by it (stably): the names the app wrote replace them in that order.
+            written: dict[str, deque[str]] = defaultdict(deque)
+            for name, _ in self.response_headers:
+                written["-".join(part.capitalize() for part in name.split("-"))].append(name)
+            closing = self.close_on_finish
+            head = super().build_response_header()
+            # HTTP/1.1 frames a chunked body, and no body at all (204, 304, HEAD),
+            # without closing the connection: waitress closes it after them where
+            # the client did not ask for it, and after a HEAD of unknown length
+            # it sends the end of a chunked body, read as the next response.
+            head_only = self.request.command == "HEAD"
+            unframed_head = head_only and self.chunked_response
+            if unframed_head:
+                self.chunked_response = False
+            reopen = (
+                self.close_on_finish
+                and not closing
+                and self.version == "1.1"
+                and self.request.headers.get("CONNECTION", "").lower() != "close"
+                and (self.chunked_response or not self.has_body or head_only)
+            )
+            status, *fields = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+            kept = []
+            for field in fields:
+                name, _, value = field.partition(":")
+                if reopen and name == "Connection":
+                    continue  # the "close" waitress added
+                if unframed_head and name == "Transfer-Encoding":
+                    continue  # no body follows: nothing to frame
+                kept.append(written[name].popleft() + ":" + value if written.get(name) else field)
+            if reopen:
+                self.close_on_finish = False
+            return ("\r\n".join([status, *kept]) + "\r\n\r\n").encode("latin-1")
+
+    class Parser(HTTPRequestParser):  # type: ignore[misc]
+        def received(self, data: bytes) -> int:
+            if self.body_rcv is None and not self.completed:
+                head = self.header_plus + data
+                bare, crlf = head.find(b"\n\n"), head.find(b"\r\n\r\n")
+                if bare >= 0 and (crlf < 0 or bare < crlf):
+                    self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress does for a head too large
+                    self.error = BadRequest("HTTP requires CRLF terminators")
+                    self.completed = True
+                    return len(data)
+            return super().received(data)
+
+    class Channel(HTTPChannel):  # type: ignore[misc]
+        """Knows whether its client sent anything yet, so a graceful stop can
+        wait for the request of a connection accepted just before it."""
+
+        task_class = Task
+        parser_class = Parser
+        fresh = True
+
+        def received(self, data: bytes) -> bool:
+            self.fresh = False
+            return super().received(data)
+
+        def send_continue(self) -> None:
+            if self.request.completed:  # no body to come: waitress would wait for one
+                self.request.expect_continue = False
+                return
+            super().send_continue()
+
+    return Channel

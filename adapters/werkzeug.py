@@ -10,12 +10,13 @@ For development; its own docs say not to deploy it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from anyserve.config import Config
 from anyserve.errors import ServerError, Unsupported
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Deviations, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp, join_repeated_headers
 from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
@@ -61,6 +62,28 @@ class WerkzeugAdapter(SocketServerAdapter):
 
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
             protocol_version = "HTTP/1.1" if threaded else "HTTP/1.0"
+
+            def handle_expect_100(self) -> bool:
+                return True  # werkzeug sends its own 100 Continue: http.server's would be a second
+
+            def send_header(self, keyword: str, value: str) -> None:
+                # http.server writes its own Server and Date first: the app's, sent
+                # after, replace them rather than make a second of each.
+                if keyword.lower() in ("server", "date"):
+                    prefix = keyword.lower().encode("latin-1") + b":"
+                    buffered = getattr(self, "_headers_buffer", [])
+                    self._headers_buffer = [line for line in buffered if not line.lower().startswith(prefix)]
+                super().send_header(keyword, value)
+
+            def make_environ(self) -> dict[str, Any]:
+                environ = super().make_environ()
+                join_repeated_headers(environ, self.headers.items())
+                # werkzeug decodes the path as UTF-8 and replaces bytes that are
+                # not; PEP 3333's PATH_INFO holds the path's bytes, as latin-1.
+                url = urlsplit(self.path)
+                path = f"/{url.netloc}{url.path}" if not url.scheme and url.netloc else url.path
+                environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+                return environ
 
             def log_request(self, code: Any = "-", size: Any = "-") -> None:
                 pass  # no line per request of its own (Adapter.loggers)

@@ -16,7 +16,7 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Deviations, WSGIApp
+from .base import Capabilities, Deviations, WSGIApp, join_repeated_headers
 from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
@@ -55,16 +55,42 @@ class WsgirefAdapter(SocketServerAdapter):
         return flags
 
     def make_servers(self, app: WSGIApp, listeners: list[Listener]) -> list[Any]:
-        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+        from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
         threads = self.config.threads or DEFAULT_THREADS
 
         class Server(DrainingServerMixIn, WSGIServer):
             pass
 
+        class Bodiless(ServerHandler):  # type: ignore[misc]
+            def finish_content(self) -> None:
+                # wsgiref gives a response that sent no body "Content-Length: 0":
+                # wrong for a 204 or 304 (RFC 9110 section 8.6) and for a HEAD,
+                # whose body anyserve dropped.
+                if not self.headers_sent and (
+                    self.status[:3] in ("204", "304") or self.environ.get("REQUEST_METHOD") == "HEAD"
+                ):
+                    self.send_headers()
+                    return
+                super().finish_content()
+
         class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+            def handle(self) -> None:
+                # WSGIRequestHandler.handle, with Bodiless for its ServerHandler.
+                self.raw_requestline = self.rfile.readline(65537)
+                if len(self.raw_requestline) > 65536:
+                    self.requestline = self.request_version = self.command = ""
+                    self.send_error(414)
+                    return
+                if not self.parse_request():
+                    return
+                handler = Bodiless(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False)
+                handler.request_handler = self
+                handler.run(self.server.get_app())
+
             def get_environ(self) -> dict[str, Any]:
                 environ = super().get_environ()
+                join_repeated_headers(environ, self.headers.items())
                 environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
                 return environ
 

@@ -100,8 +100,10 @@ class UwsgiAdapter(Adapter):
         no_chunked_request=True,
         # uWSGI's http-socket serves "GET / HTTX/1.1" and answers "HTTX/1.1 200 OK".
         any_http_version=True,
-        # ...and waits for a CRLF when a request's lines end in a bare LF.
+        # ...and closes, unanswered, a request head whose lines end in a bare LF.
         waits_on_bare_lf=True,
+        # ...and likewise one with a header line that is not a field (no colon).
+        bad_header_line_unanswered=True,
         # It ends a connection whose request did not come in time without a word.
         silent_request_timeout=True,
     )

@@ -107,6 +107,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             "url_scheme": environ.get("wsgi.url_scheme"),
             "multithread": environ.get("wsgi.multithread"),
             "multiprocess": environ.get("wsgi.multiprocess"),
+            "forwarded_host": environ.get("HTTP_X_FORWARDED_HOST"),
         }
         return respond(start_response, json.dumps(report).encode(), "application/json")
     if path == "/big":
@@ -123,6 +124,29 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         if "size" in query:  # a body large enough to be sent over several writes
             return respond(start_response, b"".join(pattern(int(query["size"]))), "application/octet-stream")
         return respond(start_response, b"slept")
+    if path == "/header-case":  # names as an app may write them, one of them repeated
+        start_response(
+            "200 OK",
+            [
+                ("WWW-Authenticate", "Negotiate"),
+                ("X-Request-ID", "7"),
+                ("WWW-Authenticate", 'Basic realm="foo"'),
+                ("Content-Length", "2"),
+            ],
+        )
+        return [b"ok"]
+    if path == "/dated":  # the app's own Date and Server headers
+        start_response(
+            "200 OK",
+            [("Date", "Tue, 01 Dec 2026 00:00:00 GMT"), ("Server", "conformance-app"), ("Content-Length", "2")],
+        )
+        return [b"ok"]
+    if path == "/unsized":  # a body of unknown length: chunked on HTTP/1.1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"un", b"sized"])
+    if path == "/status":  # a status without a body (204, 304)
+        start_response(f"{query['code']} Status", [])
+        return []
     if path == "/raise":
         raise RuntimeError(f"conformance-app-error-{query.get('token', '')}")
     if path == "/closing":
@@ -135,13 +159,6 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/raise-in-body":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return RaisingBody(query["mark"])
-    if path == "/spelled":
-        body = b"spelled"
-        start_response(
-            "200 OK",
-            [("WWW-Authenticate", 'Basic realm="x"'), ("X-ALL-CAPS", "1"), ("Content-Length", str(len(body)))],
-        )
-        return [body]
     if path == "/wrapped":  # the server's wsgi.file_wrapper, where it has one
         size = int(query.get("size", "0"))
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])

@@ -222,20 +222,6 @@ def test_http10_keep_alive_when_asked(served: Running) -> None:
             assert is_closed(reader), "the server neither kept the HTTP/1.0 connection nor closed it"
 
 
-def test_request_with_bare_lf_line_ends(served: Running) -> None:
-    # RFC 9112 section 2.2: a server may read a bare LF as a line end, or refuse the request.
-    request = b"GET /echo?lf HTTP/1.1\nHost: conformance\nConnection: close\n\n"
-    with raw_connection(served.url, timeout=3) as (sock, reader):
-        sock.sendall(request)
-        if not deviations(served.server).waits_on_bare_lf:
-            response = read_response(reader)
-            assert response.status in (200, 400), response
-        else:  # declared: it waits for a CRLF that does not come
-            with pytest.raises(TimeoutError):
-                reader.readline()
-    assert echo(served.url)["method"] == "GET"
-
-
 @pytest.mark.parametrize(
     "garbage",
     [b"GARBAGE\r\n\r\n", b"GET /echo HTTX/1.1\r\nHost: conformance\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"],
@@ -268,16 +254,6 @@ def test_percent_encoded_utf8_path(served: Running) -> None:
 def test_query_string_is_raw(served: Running) -> None:
     report = echo(served.url, "/echo?a=1&b=two%20words&c=%C3%A9&a=3&d=%2F+x")
     assert report["query_string"] == "a=1&b=two%20words&c=%C3%A9&a=3&d=%2F+x"
-
-
-def test_response_header_names_as_the_app_spelled_them(served: Running) -> None:
-    answer = exchange(served.url, request_bytes("GET", "/spelled", "Connection: close"))
-    head = answer.partition(b"\r\n\r\n")[0]
-    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n")[1:]]
-    if not deviations(served.server).respelled_header_names:
-        assert b"WWW-Authenticate" in names and b"X-ALL-CAPS" in names, head
-    else:  # declared: the server writes each name its own way
-        assert b"Www-Authenticate" in names and b"X-All-Caps" in names, head
 
 
 def test_body_longer_than_its_content_length(served: Running) -> None:
@@ -424,16 +400,6 @@ def test_target_with_a_fragment_is_a_400(served: Running) -> None:
     status, body = answer_to(served.url, "GET", "/echo#fragment")
     assert status == 400, body
     assert body == b"Illegal #fragment in Request-URI.", body
-
-
-def test_repeated_headers(served: Running) -> None:
-    answer = exchange(served.url, request_bytes("GET", "/echo", "X-Dup: a", "X-Dup: b", "Connection: close"))
-    report = json.loads(answer.partition(b"\r\n\r\n")[2])
-    if not deviations(served.server).last_repeated_header:
-        # One comma-separated value, in order (RFC 9110 5.3, RFC 3875 4.1.18).
-        assert [part.strip() for part in report["x_dup"].split(",")] == ["a", "b"]
-    else:
-        assert report["x_dup"] == "b"  # declared limitation: the last value wins
 
 
 # -- concurrency -------------------------------------------------------------------
