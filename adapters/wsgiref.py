@@ -74,7 +74,7 @@ class WsgirefAdapter(SocketServerAdapter):
                     return
                 super().finish_content()
 
-        class Handler(DrainingHandlerMixIn, WSGIRequestHandler):
+        class OneRequest(WSGIRequestHandler):
             def handle(self) -> None:
                 # WSGIRequestHandler.handle, with Bodiless for its ServerHandler.
                 self.raw_requestline = self.rfile.readline(65537)
@@ -88,6 +88,7 @@ class WsgirefAdapter(SocketServerAdapter):
                 handler.request_handler = self
                 handler.run(self.server.get_app())
 
+        class Handler(DrainingHandlerMixIn, OneRequest):
             def get_environ(self) -> dict[str, Any]:
                 environ = super().get_environ()
                 join_repeated_headers(environ, self.headers.items())
