@@ -131,7 +131,12 @@ def exit_call(server: str) -> None:
     with served(server) as url:
         get(url)
         cherrypy.engine.exit()
-        say(state=str(cherrypy.engine.state))
+        try:
+            still = get(url)
+        except OSError:
+            still = ""
+        # serving(): anyserve has stopped by now; embed(): it serves on until Embedded.stop().
+        say(state=str(cherrypy.engine.state), serves_after_exit=bool(still))
     say(state_after=str(cherrypy.engine.state))
 
 

@@ -186,6 +186,11 @@ def test_a_failing_listener_leaves_the_program_its_own_exit_code(
     events = tmp_path / "events.txt"
     *states, done = run_program(scenario, server, env={"CP_FAILING": failing, "CP_EVENTS_FILE": str(events)})
     assert states[-1] == {"state_after": "states.EXITING"}
+    if scenario == "exit-call":
+        # anyserve stopped with the engine, unless it is embedded in the program's
+        # loop: then only Embedded.stop() stops it, from that loop.
+        embedded = not capabilities(server).background
+        assert states[0] == {"state": "states.EXITING", "serves_after_exit": embedded}
     assert FAILING_MARKER in done["stderr"] and "Traceback" in done["stderr"], done["stderr"]
     pid = done["pid"]
     assert events.read_text().splitlines() == [f"start {pid}", f"stop {pid}", f"exit {pid}"]
