@@ -32,8 +32,9 @@ While anyserve serves, in each serving process:
   finish. Called from a thread that is not handling a request (nor anyserve's
   own), the call returns once anyserve has stopped and CherryPy is put back,
   as CherryPy's own server does once it has stopped; from a request, at once.
-  ``engine.stop()`` leaves the engine stopped; ``exit()`` and ``restart()``
-  run the ``exit`` listeners too (CherryPy's re-exec after ``restart()`` is
+  ``engine.stop()`` leaves the engine stopped (but for the ``exit`` listeners
+  the ``anyserve`` command runs as its process ends); ``exit()`` and
+  ``restart()`` run the ``exit`` listeners too (CherryPy's re-exec after ``restart()`` is
   done by ``engine.block()``, which anyserve never calls). Under
   ``anyserve.embed()`` anyserve stops only with ``Embedded.stop()``, from the
   loop that runs it: the engine stops alone.
@@ -64,6 +65,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -167,6 +169,8 @@ class Serving(Protocol):
     listeners: list[Listener]
     #: Set once the server has stopped and closed its listeners.
     closed: threading.Event
+    #: Whether this process is anyserve's own (the command, a worker): it ends when serving does.
+    owns_process: bool
 
     @property
     def described(self) -> str: ...
@@ -230,6 +234,8 @@ class CherryPyBridge:
         #: Threads from which a stop must not wait for the server's end: they serve it.
         self._serving_threads: set[int] = set()
         self._stop_requested = False
+        #: Whether the code that stopped the engine waits for anyserve's end (so anyserve must not wait for it).
+        self._caller_waits = False
 
     def prepare(self) -> None:
         """Configure CherryPy once, before serving. Starts no thread (safe before a fork)."""
@@ -347,6 +353,15 @@ class CherryPyBridge:
         try:
             if engine.state in (engine.states.STARTED, engine.states.STARTING):
                 self.exit_engine()
+            elif self._serving is not None and self._serving.owns_process and not self._caller_waits:
+                # Other code stopped the engine, and this process ends now: once
+                # that stop is through (in a handler, it may still run), the
+                # exit listeners run, as on TERM.
+                deadline = time.monotonic() + self._serving.config.graceful_timeout
+                while engine.state == engine.states.STOPPING and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if engine.state == engine.states.STOPPED:
+                    self._publish_exit()
         finally:
             self.restore()
 
@@ -356,11 +371,17 @@ class CherryPyBridge:
         traceback, by CherryPy's bus itself, and the program goes on."""
         import cherrypy
 
-        engine = cherrypy.engine
         try:
-            engine.stop()
+            cherrypy.engine.stop()
         except Exception:  # each failing listener was logged by the bus, with its traceback
             pass
+        self._publish_exit()
+
+    @staticmethod
+    def _publish_exit() -> None:
+        import cherrypy
+
+        engine = cherrypy.engine
         engine.state = engine.states.EXITING
         engine.log("Bus EXITING")
         try:
@@ -388,6 +409,7 @@ class CherryPyBridge:
             return
         log.info("%s: anyserve stops gracefully (in-flight requests have %ss)", why, serving.config.graceful_timeout)
         if self._may_wait():
+            self._caller_waits = True
             serving.closed.wait(serving.config.graceful_timeout + _STOP_MARGIN)
 
     def _may_wait(self) -> bool:

@@ -53,7 +53,7 @@ def application() -> WSGIApp:
         plan = prepare(config, owns_process=True)
         listeners = uwsgi_listeners(config)
         mark_tls(listeners, config, plan.tls)
-        server = Server.from_plan(plan, listeners)
+        server = Server.from_plan(plan, listeners, owns_process=True)
         server.adapter.in_worker = True  # type: ignore[attr-defined]
         app = server.load()
     except AnyserveError as exc:

@@ -1,7 +1,7 @@
 """A CherryPy app that looks at ``cherrypy.server`` and drives the engine itself.
 
 ``/server`` reports what ``cherrypy.server`` says of the server that serves it;
-``/exit`` calls ``cherrypy.engine.exit()`` from the handler; ``/slow`` holds a
+``/exit`` and ``/stop`` call ``cherrypy.engine.exit()`` and ``stop()`` from the handler; ``/slow`` holds a
 request in flight. Engine listeners append ``start``, ``stop`` and ``exit`` to
 the file named by CP_EVENTS_FILE; with CP_FAILING=stop (or exit) a listener of
 that channel raises, after which the others still run.
@@ -95,6 +95,11 @@ class Root:
     def exit(self) -> str:
         cherrypy.engine.exit()
         return "exiting"
+
+    @cherrypy.expose
+    def stop(self) -> str:
+        cherrypy.engine.stop()
+        return "stopping"
 
 
 def make_application() -> cherrypy.Application:

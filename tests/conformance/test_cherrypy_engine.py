@@ -67,10 +67,12 @@ def test_cherrypy_server_tells_where_anyserve_listens(server: str) -> None:
     assert httpserver["version"].startswith(f"anyserve ({server}")
 
 
-def test_engine_exit_from_the_app_stops_gracefully(server: str, tmp_path: Path) -> None:
-    """engine.exit() called by a handler stops what serves it as TERM would: the
-    request in flight finishes. A server with worker processes of its own
-    replaces the worker that stopped, as it replaces any worker that ends."""
+@pytest.mark.parametrize("call", ["exit", "stop"])
+def test_engine_exit_from_the_app_stops_gracefully(server: str, call: str, tmp_path: Path) -> None:
+    """engine.exit() or stop() called by a handler stops what serves it as TERM
+    would: the request in flight finishes, the stop and exit listeners run. A
+    server with worker processes of its own replaces the worker that stopped,
+    as it replaces any worker that ends."""
     events = tmp_path / "events.txt"
     running = start_anyserve(server, APP, "--graceful-timeout", "20", env={"CP_EVENTS_FILE": str(events)})
     try:
@@ -80,7 +82,7 @@ def test_engine_exit_from_the_app_stops_gracefully(server: str, tmp_path: Path) 
         slow = threading.Thread(target=lambda: answers.append(fetch(running.url, f"/slow?s=1.5&mark={mark}")))
         slow.start()
         wait_for_file(mark)
-        assert fetch(running.url, "/exit").body == b"exiting"
+        assert fetch(running.url, f"/{call}").body == {"exit": b"exiting", "stop": b"stopping"}[call]
         slow.join(30)
         assert answers and (answers[0].status, answers[0].body) == (200, b"slept 1.5")
         if capabilities(server).workers:
@@ -101,6 +103,8 @@ def test_engine_exit_from_the_app_stops_gracefully(server: str, tmp_path: Path) 
         running.stop()
     recorded = events.read_text().splitlines()
     assert recorded[:3] == [f"start {first_pid}", f"stop {first_pid}", f"exit {first_pid}"], recorded
+    output = running.stderr_text()
+    assert "Traceback" not in output and "Warning" not in output, output
 
 
 def test_a_failing_exit_listener_is_logged_and_the_stop_goes_on(server: str, tmp_path: Path) -> None:
