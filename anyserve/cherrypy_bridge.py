@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Config
-from .errors import ConfigError
+from .errors import BindError, ConfigError
 from .lifecycle import Lifecycle
 from .logs import DATE_FORMAT, LOG_FORMAT, has_anyserve_handler, server_level, stderr_handler
 from .sockets import Listener, parse_bind
@@ -200,13 +200,13 @@ class AnyserveHTTPServer:
         self.timeout = settings.socket_timeout
         self.max_request_header_size = settings.max_request_header_size
         self.max_request_body_size = settings.max_request_body_size
-        self.server_name = settings.socket_host if settings.socket_host not in (None, "", "0.0.0.0", "::") else None
-        self.server_name = self.server_name or socket.gethostname()
+        # As CherryPy names its own server (cheroot: the host name when it has none).
+        self.server_name = settings.socket_host or settings.socket_file or socket.gethostname()
         self.protocol = settings.protocol_version
         self.version = f"anyserve ({serving.described})"
+        #: Set for HTTPS (CherryPy's server description reads it for the scheme).
         self.ssl_adapter = listener.tls
-        self.nodelay = True
-        self.threads = serving.config.threads
+        self.nodelay = True  # anyserve sets TCP_NODELAY on every TCP listener
         self.urls = [each.url() for each in serving.listeners]
 
     def start(self) -> None:
@@ -426,11 +426,7 @@ class CherryPyBridge:
         if serving is None or not serving.listeners:
             return
         listener = next((each for each in serving.listeners if not each.is_unix), serving.listeners[0])
-        bind_addr: Any = listener.address
-        if not listener.is_unix:
-            kind, where = parse_bind(listener.spec) if not listener.spec.startswith("systemd:") else ("", None)
-            if kind == "tcp" and isinstance(where, tuple) and where[1] == 0:
-                bind_addr = (listener.address[0], 0)  # as asked: bound_addr tells the port
+        bind_addr = asked_address(listener)
         server = cherrypy.server
         server.bind_addr = bind_addr
         server.httpserver = AnyserveHTTPServer(self, serving, listener, bind_addr)
@@ -443,6 +439,21 @@ class CherryPyBridge:
         if self._saved is not None and self._saved.restore():
             self._saved = None
         self._serving_threads.clear()
+
+
+def asked_address(listener: Listener) -> Any:
+    """The address *listener* was bound for, as CherryPy's ``bind_addr`` keeps it:
+    with port 0 when a free port was asked for (``bound_addr`` tells which)."""
+    address = listener.address
+    if listener.is_unix:
+        return address
+    try:
+        kind, where = parse_bind(listener.spec)
+    except BindError:  # systemd:NAME, fd://NAME
+        return address
+    if kind == "tcp" and isinstance(where, tuple) and where[1] == 0:
+        return (address[0], 0)
+    return address
 
 
 #: The priority of CherryPy's own HTTP server on the ``stop`` channel: stopped before the app's listeners.
