@@ -114,7 +114,11 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     server.embedded = True
     server.bind()
     server.announce()
-    handle = server.adapter.embed(server.load(), server.listeners, server.lifecycle)
+    try:
+        handle = server.adapter.embed(server.load(), server.listeners, server.lifecycle)
+    except BaseException:
+        server.close()  # its listeners, and CherryPy as it was
+        raise
     return Embedded(server, handle)
 
 

@@ -331,10 +331,11 @@ class CherryPyBridge:
         self._serving_threads.add(threading.get_ident())
         self._describe_server()
         engine.exit = self.exit_engine  # never os._exit() while anyserve serves
-        engine.subscribe("stop", self._engine_stopping, priority=_SERVER_STOP_PRIORITY)
         engine.start()
         if engine.state != engine.states.STARTED:
             raise RuntimeError(f"the CherryPy engine did not start (state {engine.state})")
+        # From now on, a stop of the engine is a stop of anyserve (not a start that failed).
+        engine.subscribe("stop", self._engine_stopping, priority=_SERVER_STOP_PRIORITY)
 
     def publish_main(self) -> None:
         import cherrypy

@@ -15,7 +15,8 @@ one CherryPy's bus ended (70). Scenarios:
 - ``serve``: serve, fetch a page, stop;
 - ``exit-call``: while anyserve serves, the program calls ``engine.exit()``;
 - ``socket-port``: ``server.socket_port = PORT`` in the app's config, served
-  without naming an address.
+  without naming an address;
+- ``start-fails``: a ``start`` listener raises (run with CP_FAILING=start).
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ def exit_call(server: str) -> None:
     say(state_after=str(cherrypy.engine.state))
 
 
+def start_fails(server: str) -> None:
+    try:
+        with served(server):
+            say(served=True)
+    except Exception as exc:  # the start listener's failure, raised to the program
+        say(error=type(exc).__name__, state=str(cherrypy.engine.state))
+
+
 def socket_port(server: str, port: int) -> None:
     cherrypy.config.update({"server.socket_host": "127.0.0.1", "server.socket_port": port})
     with served(server) as url:
@@ -152,6 +161,7 @@ SCENARIOS: dict[str, Callable[..., None]] = {
     "serve": serve,
     "exit-call": exit_call,
     "socket-port": socket_port,
+    "start-fails": start_fails,
 }
 
 

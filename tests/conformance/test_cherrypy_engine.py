@@ -24,14 +24,16 @@ import pytest
 
 from anyserve.registry import adapters
 
-from ..harness import REPO_ROOT, Response, capabilities, fetch, free_port, start_anyserve, wait_for_file
+from ..harness import REPO_ROOT, Response, Running, capabilities, fetch, free_port, start_anyserve, wait_for_file
 
 APP = "tests.apps.cpengine:application"
 FAILING_MARKER = "cpengine-failing-listener-marker"
 #: The servers a program can serve from: in a background thread, or embedded in its loop.
 IN_PROGRAM = [name for name, cls in adapters().items() if cls.capabilities.background or cls.capabilities.embed]
-#: The embedding program's own exit code (70 would be CherryPy's bus ending it).
+#: The embedding program's own exit code.
 PROGRAM_EXIT_CODE = 3
+#: The exit code of a process CherryPy's bus ends with os._exit().
+EX_SOFTWARE = 70
 
 
 def report(url: str) -> dict[str, Any]:
@@ -124,6 +126,18 @@ def test_a_failing_exit_listener_is_logged_and_the_stop_goes_on(server: str, tmp
     assert events.read_text().splitlines() == [f"start {pid}", f"stop {pid}", f"exit {pid}"]
 
 
+def test_a_failing_start_listener_ends_anyserve_with_an_error(server: str) -> None:
+    """The engine does not start: anyserve does not serve, and ends with an error
+    of its own (not CherryPy's os._exit(70), not hanging on the server's threads)."""
+    running = Running(server, ["-b", "127.0.0.1:0", "--app-dir", str(REPO_ROOT), APP], env={"CP_FAILING": "start"})
+    try:
+        code = running.proc.wait(timeout=30)
+    finally:
+        running.stop()
+    assert code not in (0, EX_SOFTWARE), code
+    assert FAILING_MARKER in running.stderr_text()
+
+
 # -- served from inside a program -----------------------------------------------------------
 
 
@@ -205,3 +219,10 @@ def test_the_app_socket_port_is_where_a_program_serves_it(server: str) -> None:
     port = free_port()
     (seen, _) = run_program("socket-port", server, str(port))
     assert seen == {"url": f"http://127.0.0.1:{port}", "answer": "cpengine root"}
+
+
+@pytest.mark.parametrize("server", IN_PROGRAM)
+def test_a_failing_start_listener_is_raised_to_the_program(server: str) -> None:
+    (seen, done) = run_program("start-fails", server, env={"CP_FAILING": "start"})
+    assert seen == {"error": "ChannelFailures", "state": "states.EXITING"}
+    assert FAILING_MARKER in done["stderr"]
