@@ -167,13 +167,21 @@ class EventLoopAdapter(Adapter):
         if self._race.requested:
             return
         serving = self.make_serving(app, listeners, lifecycle)
+        failed: list[BaseException] = []
 
         def main() -> None:
-            serving.start()
+            try:
+                serving.start()
+            except BaseException as exc:  # a started hook failed: nothing serves, the loop ends
+                failed.append(exc)
+                self.stop_loop()
+                return
             if not self._race.ready(serving):  # shutdown() came while the loop started
                 serving.stop(self.stop_loop)
 
         self.run_loop(main)
+        if failed:
+            raise failed[0]
 
     def shutdown(self) -> None:
         first, serving = self._race.request()

@@ -50,12 +50,24 @@ class ThreadedAdapter(Adapter):
     def close_server(self, server: Any) -> None:
         """Release what the server holds once its loop has returned."""
 
+    def discard_servers(self, servers: list[Any]) -> None:
+        """Release servers whose loop never ran (a ``started`` hook failed)."""
+        self.stop_servers(servers, Drain(0))
+        for server in servers:
+            self.close_server(server)
+
     def serve(self, app: WSGIApp, listeners: list[Listener], lifecycle: Lifecycle) -> None:
         self._lifecycle = lifecycle
         servers = self.make_servers(app, listeners)
         if not self._race.ready(servers):
             return
-        lifecycle.started()
+        try:
+            lifecycle.started()
+        except BaseException:
+            # A start hook failed (a CherryPy start listener, say): nothing was
+            # served, and the servers' own threads must not keep the process alive.
+            self.discard_servers(servers)
+            raise
         stop_ticks = lifecycle.start_tick_thread()
         threads = [
             threading.Thread(target=self.run_server, args=(server,), name=f"anyserve-{self.name}-{i}", daemon=True)
@@ -111,6 +123,11 @@ class SocketServerAdapter(ThreadedAdapter):
 
     def close_server(self, server: Any) -> None:
         server.server_close()
+
+    def discard_servers(self, servers: list[Any]) -> None:
+        # shutdown() would wait for a serve_forever() that never ran.
+        for server in servers:
+            self.close_server(server)
 
 
 class DrainingServerMixIn(socketserver.ThreadingMixIn):

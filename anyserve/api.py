@@ -3,6 +3,7 @@ thread, or inside a loop the program runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any
 from .config import Config
 from .errors import ConfigError
 from .logs import configure_logging
+from .plan import prepare
 from .registry import suggesting_others
 from .server import Server, refuse_workers_in_thread
 
@@ -42,8 +44,9 @@ def start(app: Any = None, **options: Any) -> Server:
     once it takes requests; its ``stop()`` ends the serving.
 
     ``srv = anyserve.start(app)``, then ``srv.url`` is where it listens (a free
-    port on 127.0.0.1 unless *bind*, *host* or *port* say otherwise)."""
-    server = Server(_config(app, _free_port_unless_given(options), "anyserve.start()"))
+    port on 127.0.0.1 unless *bind*, *host* or *port*, or the app's CherryPy
+    config, say otherwise)."""
+    server = _server(_config(app, options, "anyserve.start()"), options)
     return server.start()
 
 
@@ -52,9 +55,9 @@ def serving(app: Any = None, **options: Any) -> Iterator[Server]:
     """Serve *app* from a background thread for the duration of a ``with`` block.
 
     ``with anyserve.serving(app, server="cheroot") as srv:`` then ``srv.url`` is
-    where it listens (a free port on 127.0.0.1 unless *bind*, *host* or *port*
-    say otherwise)."""
-    server = Server(_config(app, _free_port_unless_given(options), "anyserve.serving()"))
+    where it listens (a free port on 127.0.0.1 unless *bind*, *host* or *port*,
+    or the app's ``server.socket_host``/``socket_port``, say otherwise)."""
+    server = _server(_config(app, options, "anyserve.serving()"), options)
     server.start()
     try:
         yield server
@@ -103,22 +106,31 @@ def embed(app: Any = None, **options: Any) -> Embedded:
     gevent hub (``server="gevent"``). The Lifecycle, and so CherryPy's engine,
     is driven from that loop; ``stop()`` ends the serving and leaves the loop
     running. For a background thread instead, see :func:`serving`."""
-    server = Server(_config(app, _free_port_unless_given(options), "anyserve.embed()"))
+    server = _server(_config(app, options, "anyserve.embed()"), options)
     refuse_workers_in_thread(server)
     if not server.adapter_class.capabilities.embed:
         with suggesting_others(server.name):
             server.adapter.embed(server.app, [], server.lifecycle)  # raises the refusal
+    server.embedded = True
     server.bind()
     server.announce()
-    handle = server.adapter.embed(server.load(), server.listeners, server.lifecycle)
+    try:
+        handle = server.adapter.embed(server.load(), server.listeners, server.lifecycle)
+    except BaseException:
+        server.close()  # its listeners, and CherryPy as it was
+        raise
     return Embedded(server, handle)
 
 
-def _free_port_unless_given(options: dict[str, Any]) -> dict[str, Any]:
-    """A server in the calling program listens on a free port unless the caller names one."""
-    if "bind" not in options and "port" not in options:
-        options["port"] = 0
-    return options
+def _server(config: Config, options: dict[str, Any]) -> Server:
+    """A Server for a program: on the address the caller names, else on the one
+    the app's CherryPy config gives (``server.socket_host``/``socket_port``),
+    else on a free port."""
+    plan = prepare(config)
+    from_cherrypy = plan.config.is_set("port") and not config.is_set("port")
+    if "bind" not in options and "port" not in options and not from_cherrypy:
+        plan = dataclasses.replace(plan, config=plan.config.replace(port=0))
+    return Server.from_plan(plan)
 
 
 def _config(app: Any, options: dict[str, Any], api: str) -> Config:

@@ -74,9 +74,14 @@ class Server:
             route_server_loggers(plan.adapter.loggers, plan.config.log_level)
         self._served: Any = None
         self._deferred: DeferredApp | None = None
+        self._site: Site | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._closed = False
+        #: Set once the server has stopped and closed its listeners.
+        self.closed = threading.Event()
+        #: Set by anyserve.embed(): the server then stops only from the loop that runs it.
+        self.embedded = False
         self._urls: list[str] = []
 
     # -- the app --------------------------------------------------------------------
@@ -106,8 +111,9 @@ class Server:
             self._check_address(site)
         # Subscribed first, the engine starts before the user's start hooks and
         # exits after their stop hooks.
+        self._site = site
         if site.bridge is not None:
-            site.bridge.subscribe(self.lifecycle)
+            site.bridge.subscribe(self.lifecycle, self)
         for hook in config.on_start:
             self.lifecycle.subscribe("started", load_callable(hook, "--on-start hook"))
         for hook in config.on_stop:
@@ -232,16 +238,34 @@ class Server:
             raise self._error
         return self
 
+    def shutdown(self) -> bool:
+        """Begin the graceful stop, from any thread, and return at once; False for an
+        embedded server, which stops from the loop that runs it (``Embedded.stop()``)."""
+        if self.embedded:
+            return False
+        self.adapter.shutdown()
+        return True
+
     def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, and wait for the end."""
         self.adapter.shutdown()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        self._restore_cherrypy()
 
     def close(self) -> None:
         self._closed = True
         for listener in self.listeners:
             listener.close()
+        self._restore_cherrypy()
+        self.closed.set()
+
+    def _restore_cherrypy(self) -> None:
+        """What the bridge could not put back from the serving thread (CherryPy's
+        signal handler, which only the main thread sets), from the thread that
+        closes or stops the server."""
+        if self._site is not None and self._site.bridge is not None:
+            self._site.bridge.restore()
 
     def __enter__(self) -> Server:
         return self.start()

@@ -285,7 +285,14 @@ class UwsgiAdapter(Adapter):
             args += ["--plugin", "python3", "--home", sys.prefix]
         return args
 
+    #: Set in a uWSGI worker (worker.py), where the app's stop of its engine stops
+    #: this worker gracefully; uWSGI's master replaces it, as any worker that ends.
+    in_worker = False
+
     def shutdown(self) -> None:
+        if self.in_worker:
+            os.kill(os.getpid(), signal.SIGTERM)  # taken by the worker's stop thread
+            return
         first, process = self._race.request()
         if first and process is not None:
             self._stop_soon()

@@ -17,12 +17,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
 
 from anyserve.config import Config
 from anyserve.errors import AnyserveError
+from anyserve.sockets import SD_LISTEN_FDS_START, Listener
 from anyserve.workers import BootReports, process_title, set_process_title
 
 #: What a service manager or a terminal sends to stop: blocked in uWSGI's processes.
@@ -38,7 +40,7 @@ def application() -> WSGIApp:
     import uwsgi  # provided by uWSGI in its processes
 
     from anyserve.logs import configure_logging
-    from anyserve.plan import prepare
+    from anyserve.plan import mark_tls, prepare
     from anyserve.server import Server
 
     spec = json.loads(os.environ[SPEC_ENV])
@@ -48,7 +50,11 @@ def application() -> WSGIApp:
     )
     reports = BootReports(spec["reports"])
     try:
-        server = Server.from_plan(prepare(config, owns_process=True))
+        plan = prepare(config, owns_process=True)
+        listeners = uwsgi_listeners(config)
+        mark_tls(listeners, config, plan.tls)
+        server = Server.from_plan(plan, listeners, owns_process=True)
+        server.adapter.in_worker = True  # type: ignore[attr-defined]
         app = server.load()
     except AnyserveError as exc:
         code = reports.failed(exc)
@@ -84,6 +90,17 @@ def application() -> WSGIApp:
     else:
         uwsgi.post_fork_hook = started  # the master, before it forks the workers
     return answering_errors(app)
+
+
+def uwsgi_listeners(config: Config) -> list[Listener]:
+    """The sockets uWSGI serves on, where the launcher placed them (descriptors 3,
+    4, ..., as systemd passes them), each with the address it was bound for: what
+    the app sees of its server (``cherrypy.server.bound_addr``)."""
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    return [
+        Listener(socket.socket(fileno=os.dup(fd)), spec)
+        for fd, spec in zip(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count), config.listen, strict=False)
+    ]
 
 
 def _stop_on_signal() -> None:

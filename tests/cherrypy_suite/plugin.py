@@ -10,7 +10,8 @@ What the glue does, and nothing else:
   (``--anyserve-server NAME`` or ``ANYSERVE_CP_SERVER=NAME``) that entry is
   replaced by a supervisor that serves ``cherrypy.tree`` with anyserve on that
   server, the way a CherryPy user would: ``anyserve.serving(cherrypy.tree,
-  server=NAME, bind="127.0.0.1:PORT")`` in a background thread, for servers
+  server=NAME)`` in a background thread (the address is the app's
+  ``server.socket_host``/``socket_port`` or ``socket_file``), for servers
   with the ``background`` capability, and ``anyserve.embed()`` called in a
   Twisted reactor that runs in a thread of its own for twisted. The bridge
   then does what it does for any user (the engine started and exited by
@@ -142,9 +143,9 @@ class AnyserveSupervisor(helper.LocalWSGISupervisor):
 
         if modulename:
             cherrypy.server.httpserver = None  # as the helper does
-        self.serve(self.get_app(), f"{self.host}:{self.port}")
+        self.serve(self.get_app())
 
-    def serve(self, app: Any, bind: str) -> None:
+    def serve(self, app: Any) -> None:
         raise NotImplementedError
 
     def end(self) -> None:
@@ -168,11 +169,11 @@ class AnyserveSupervisor(helper.LocalWSGISupervisor):
 class ThreadSupervisor(AnyserveSupervisor):
     """``anyserve.serving()``: the server in a background thread of this process."""
 
-    def serve(self, app: Any, bind: str) -> None:
+    def serve(self, app: Any) -> None:
         import anyserve
 
         self._stack = contextlib.ExitStack()
-        self._stack.enter_context(anyserve.serving(app, server=self.anyserve_server, bind=bind))
+        self._stack.enter_context(anyserve.serving(app, server=self.anyserve_server))
 
     def end(self) -> None:
         self._stack.close()
@@ -211,13 +212,13 @@ class ReactorThread:
 class ReactorSupervisor(AnyserveSupervisor):
     """``anyserve.embed()`` in a Twisted reactor that runs in a thread of this process."""
 
-    def serve(self, app: Any, bind: str) -> None:
+    def serve(self, app: Any) -> None:
         from twisted.internet.threads import blockingCallFromThread
 
         import anyserve
 
         reactor = ReactorThread.reactor()
-        self._embedded = blockingCallFromThread(reactor, anyserve.embed, app, server=self.anyserve_server, bind=bind)
+        self._embedded = blockingCallFromThread(reactor, anyserve.embed, app, server=self.anyserve_server)
 
     def end(self) -> None:
         from twisted.internet.threads import blockingCallFromThread
