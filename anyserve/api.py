@@ -127,7 +127,8 @@ def _server(config: Config, options: dict[str, Any]) -> Server:
     the app's CherryPy config gives (``server.socket_host``/``socket_port``),
     else on a free port."""
     plan = prepare(config)
-    from_cherrypy = plan.config.is_set("port") and not config.is_set("port")
+    address = ("bind", "host", "port")
+    from_cherrypy = any(plan.config.is_set(name) and not config.is_set(name) for name in address)
     if "bind" not in options and "port" not in options and not from_cherrypy:
         plan = dataclasses.replace(plan, config=plan.config.replace(port=0))
     return Server.from_plan(plan)
