@@ -9,9 +9,11 @@ a failure, not a skip: ``start_anyserve`` asserts it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from ..harness import servers
+from ..harness import APP, Running, servers, start_anyserve, suite_args
 
 #: The module-scoped fixtures that run one server process for the module's cases.
 SHARED = frozenset({"served", "rooted"})
@@ -27,3 +29,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Module scope: the module's shared server process starts once per server (in
     # each xdist worker that runs its cases).
     metafunc.parametrize("server", names, ids=names, scope="module" if SHARED & set(metafunc.fixturenames) else None)
+
+
+@pytest.fixture(scope="module")
+def served(server: str) -> Iterator[Running]:
+    """The test app on *server*, one process for the module's cases (a module may
+    define its own ``served``)."""
+    running = start_anyserve(server, APP, *suite_args(server))
+    try:
+        yield running
+    finally:
+        running.stop()

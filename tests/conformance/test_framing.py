@@ -14,12 +14,10 @@ import contextlib
 import json
 import re
 import select
-from collections.abc import Iterator
 
 import pytest
 
 from ..harness import (
-    APP,
     Response,
     Running,
     deviations,
@@ -27,18 +25,7 @@ from ..harness import (
     fetch,
     raw_connection,
     read_response,
-    start_anyserve,
-    suite_args,
 )
-
-
-@pytest.fixture(scope="module")
-def served(server: str) -> Iterator[Running]:
-    running = start_anyserve(server, APP, *suite_args(server))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def request_bytes(method: str, path: str, *headers: str) -> bytes:

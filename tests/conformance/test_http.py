@@ -47,15 +47,6 @@ def test_every_registered_server_is_installed() -> None:
         assert cls.is_installed(), f"{name} is registered but not installed: {cls.install_hint()}"
 
 
-@pytest.fixture(scope="module")
-def served(server: str) -> Iterator[Running]:
-    running = start_anyserve(server, APP, *suite_args(server))
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 def echo(url: str, path: str = "/echo", **kwargs: Any) -> dict[str, Any]:
     response = fetch(url, path, **kwargs)
     assert response.status == 200, response
