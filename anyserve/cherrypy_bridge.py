@@ -200,7 +200,8 @@ class AnyserveHTTPServer:
         self.socket = listener.socket
         # What anyserve applies (the app's server.* keys unless an option said otherwise); 0: no limit.
         config = serving.config
-        self.timeout = config.timeout_keep_alive
+        timeout = config.timeout_keep_alive
+        self.timeout = int(timeout) if float(timeout).is_integer() else timeout  # 1, as CherryPy keeps it
         self.max_request_header_size = config.max_header_size or 0
         self.max_request_body_size = config.max_body_size or 0
         # As CherryPy names its own server (cheroot: the host name when it has none).
