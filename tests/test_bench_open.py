@@ -26,7 +26,7 @@ from anyserve.bench.wrk import Wrk
 from anyserve.child import python_command
 from anyserve.errors import EXIT_OK, EXIT_USAGE
 
-from .harness import run_anyserve
+from .harness import run_anyserve, start_anyserve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -392,3 +392,16 @@ def test_a_setting_whose_client_fell_behind_ranks_by_requests_only() -> None:
     assert section["rows"][1]["verdict"].startswith("ranked by requests/s only: the load generator sent 50")
     # Its p99 holds the client's delay: the lowest p99 within the budget is the other one's.
     assert section["best_latency"]["variant"] == "-t 1"
+
+
+def test_connections_the_server_closed_while_idle_are_opened_again() -> None:
+    """At a low rate each kept-alive connection idles past the server's keep-alive
+    timeout and the server closes it: the generator opens it again, as HTTP
+    clients do, and counts no error."""
+    running = start_anyserve("cheroot", SCENARIOS["hello"].app, "--timeout-keep-alive", "0.3")
+    try:
+        load = BuiltinGenerator().run(running.url, SCENARIOS["hello"], 4, 3.0, rate=4)
+    finally:
+        running.stop()
+    assert load.requests > 0 and load.errors == 0 and load.unfinished == 0
+    assert load.connections > 4  # opened again after the server closed them

@@ -146,24 +146,46 @@ class Client:
         return True
 
     async def exchange(self) -> int | None:
-        """Send the request and read the whole answer: its status, or None after a socket error."""
-        if self.writer is None and not await self.connect():
-            await asyncio.sleep(0.01)
-            return None
-        assert self.reader is not None and self.writer is not None
-        try:
-            self.writer.write(self.request)
-            await self.writer.drain()
-        except OSError:
-            self.counters.errors["write"] += 1
-            self.close()
-            return None
-        try:
-            status, keep_alive = await read_response(self.reader)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError):
-            self.counters.errors["read"] += 1
-            self.close()
-            return None
+        """Send the request and read the whole answer: its status, or None after a socket error.
+
+        A kept-alive connection the server closed while it was idle (its
+        keep-alive timeout, perhaps with a 408) is opened again, as HTTP clients
+        do: that is no error."""
+        if self.reader is not None and self.reader.at_eof():
+            self.close()  # the server closed it while idle
+        for attempt in (1, 2):
+            reused = self.writer is not None
+            if self.writer is None and not await self.connect():
+                await asyncio.sleep(0.01)
+                return None
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.write(self.request)
+                await self.writer.drain()
+                status, keep_alive = await read_response(self.reader)
+            except asyncio.IncompleteReadError as exc:
+                self.close()
+                if reused and not exc.partial and attempt == 1:
+                    continue  # closed as it went idle, before our request: once more, on a new connection
+                self.counters.errors["read"] += 1
+                return None
+            except (asyncio.LimitOverrunError, ValueError):
+                self.counters.errors["read"] += 1
+                self.close()
+                return None
+            except OSError:
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                self.counters.errors["read"] += 1
+                return None
+            if status == 408 and reused and attempt == 1:
+                # The server's answer to a connection that sent nothing in time
+                # (written before it closed, and read here before our own answer):
+                # once more, on a new connection, as browsers do.
+                self.close()
+                continue
+            break
         if self.close_each or not keep_alive:
             self.close()
         return status
