@@ -94,6 +94,17 @@ def join_repeated_headers(environ: dict[str, Any], headers: Iterable[tuple[str, 
             environ[key] = value
 
 
+def drop_made_up_content_headers(environ: dict[str, Any], headers: Any) -> None:
+    """Take out the CONTENT_TYPE and CONTENT_LENGTH a server made up: servers built
+    on ``http.server`` give ``text/plain`` (and wsgiref an empty CONTENT_LENGTH)
+    when the request had none, and apps read them as sent (CherryPy answers a
+    POST without Content-Length 411, and tells a missing Content-Type from one)."""
+    if headers.get("Content-Type") is None:
+        environ.pop("CONTENT_TYPE", None)
+    if not environ.get("CONTENT_LENGTH"):
+        environ.pop("CONTENT_LENGTH", None)
+
+
 def header_lines_lost(headers: Any) -> bool:
     """True when ``http.client``'s parse of a request's header section (which
     http.server and gevent use) stopped at a line that is not a field, such as

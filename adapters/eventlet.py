@@ -24,7 +24,16 @@ from anyserve.lifecycle import Lifecycle
 from anyserve.sockets import Listener
 from anyserve.tls import handshake_failure
 
-from .base import BAD_HEADER_LINE, Capabilities, Deviations, Option, WSGIApp, header_lines_lost, join_repeated_headers
+from .base import (
+    BAD_HEADER_LINE,
+    Capabilities,
+    Deviations,
+    Option,
+    WSGIApp,
+    drop_made_up_content_headers,
+    header_lines_lost,
+    join_repeated_headers,
+)
 from .draining import Drain
 from .eventloop import Cancel, EventLoopAdapter, LoopServing
 from .patching import PATCH_OPTION, MonkeyPatching
@@ -72,9 +81,8 @@ class EventletAdapter(MonkeyPatching, EventLoopAdapter):
         tls_mixed=True,
         background=False,  # serves from the main thread of a process anyserve owns
     )
-    # eventlet gives the app http.server's text/plain when the request has no
-    # Content-Type, and its server ends a connection whose read timed out without a word.
-    deviations = Deviations(made_up_content_type=True, silent_request_timeout=True)
+    # Its server ends a connection whose read timed out without a word.
+    deviations = Deviations(silent_request_timeout=True)
     loggers = ("eventlet",)
     options = {
         "pool_size": Option(to_positive_int, f"most connections served at once (default {DEFAULT_POOL})"),
@@ -221,6 +229,7 @@ class EventletServing(LoopServing):
                 # or an app cannot read a chunked upload (no CONTENT_LENGTH).
                 environ["wsgi.input_terminated"] = True
                 join_repeated_headers(environ, self.headers.items())
+                drop_made_up_content_headers(environ, self.headers)
                 return environ
 
         def green(listener: Listener) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from anyserve.config import Config
 from anyserve.sockets import Listener
 
-from .base import Capabilities, Deviations, WSGIApp, join_repeated_headers
+from .base import Capabilities, Deviations, WSGIApp, drop_made_up_content_headers, join_repeated_headers
 from .draining import ENFORCED_BY_ANYSERVE
 from .threaded import DrainingHandlerMixIn, DrainingServerMixIn, SocketServerAdapter
 
@@ -32,8 +32,7 @@ class WsgirefAdapter(SocketServerAdapter):
         threads=True,
         unix=True,
     )
-    # wsgiref gives the app http.server's text/plain when the request has no Content-Type.
-    deviations = Deviations(no_keep_alive=True, no_chunked_request=True, made_up_content_type=True)
+    deviations = Deviations(no_keep_alive=True, no_chunked_request=True)
     note = "standard library reference server: HTTP/1.0, for development and tests"
     keep_alive_timeout_by = ENFORCED_BY_ANYSERVE
     loggers = ("wsgiref",)  # anyserve's name for what http.server writes to stderr
@@ -92,6 +91,7 @@ class WsgirefAdapter(SocketServerAdapter):
             def get_environ(self) -> dict[str, Any]:
                 environ = super().get_environ()
                 join_repeated_headers(environ, self.headers.items())
+                drop_made_up_content_headers(environ, self.headers)
                 environ["REQUEST_URI"] = self.path  # the target as sent (anyserve.middleware.RequestTarget)
                 return environ
 
